@@ -1,0 +1,138 @@
+"""VGG feature extraction as a pure function of (params, image).
+
+`params` is a plain dict in Flax layout: `params["conv1_1"]["kernel"]` is HWIO float32 and
+`params["conv1_1"]["bias"]` is [O]. Layer names follow the VGG papers; a `convB_I` feature is taken
+after its ReLU (caffe's in-place ReLU, as Gatys et al. used it), a `poolB` feature after the pooling.
+"""
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# (block, number of convs, output channels) per block.
+_BLOCKS = {
+    "vgg16": ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)),
+    "vgg19": ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512)),
+}
+
+
+def layer_names(arch: str) -> tuple[str, ...]:
+    """Every feature layer of `arch` in forward order: conv1_1, conv1_2, pool1, ..., pool5."""
+    names = []
+    for block, convs, _ in _BLOCKS[arch]:
+        names += [f"conv{block}_{i}" for i in range(1, convs + 1)] + [f"pool{block}"]
+    return tuple(names)
+
+
+def conv_shapes(arch: str) -> dict[str, tuple[int, int, int, int]]:
+    """HWIO kernel shape of every conv layer of `arch`."""
+    shapes, cin = {}, 3
+    for block, convs, cout in _BLOCKS[arch]:
+        for i in range(1, convs + 1):
+            shapes[f"conv{block}_{i}"] = (3, 3, cin, cout)
+            cin = cout
+    return shapes
+
+
+ARCHS = tuple(_BLOCKS)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """What a set of weights is and the input convention it was trained with.
+
+    Hashable, so it can be a static argument of `jax.jit`. The network sees
+    `(image[..., order] * scale - mean) / std`, with `image` RGB in [0, 1].
+    """
+
+    arch: str = "vgg19"
+    channel_order: str = "BGR"  # "RGB" or "BGR"
+    scale: float = 255.0
+    mean: tuple[float, float, float] = (103.939, 116.779, 123.68)  # in the network's channel order
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.arch not in _BLOCKS:
+            raise ValueError(f"unknown architecture {self.arch!r}; use one of {ARCHS}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+
+
+# The two conventions that VGG checkpoints come in.
+CAFFE = dict(channel_order="BGR", scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0))
+TORCHVISION = dict(channel_order="RGB", scale=1.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def preprocess(image: jax.Array, spec: NetworkSpec) -> jax.Array:
+    """RGB in [0, 1] -> the network's input convention. image: [..., H, W, 3]."""
+    if spec.channel_order == "BGR":
+        image = image[..., ::-1]
+    mean = jnp.asarray(spec.mean, image.dtype)
+    std = jnp.asarray(spec.std, image.dtype)
+    return (image * spec.scale - mean) / std
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3x3 'SAME' convolution of one image. x: [H, W, Cin], kernel: HWIO."""
+    y = lax.conv_general_dilated(
+        x[None], kernel, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y[0]
+
+
+def pool(x: jax.Array, mode: str) -> jax.Array:
+    """2x2 stride-2 pooling of [H, W, C]; odd trailing rows/columns are dropped, as in caffe/torch."""
+    h, w, c = x.shape
+    x = x[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c)
+    return x.mean(axis=(1, 3)) if mode == "avg" else x.max(axis=(1, 3))
+
+
+def needed_layers(arch: str, layers) -> tuple[str, ...]:
+    """The forward path up to the deepest of `layers` (the pass stops there)."""
+    names = layer_names(arch)
+    return names[: max(names.index(l) for l in layers) + 1]
+
+
+def extract_features(
+    params: Mapping,
+    image: jax.Array,
+    spec: NetworkSpec,
+    layers,
+    pooling: str = "avg",
+    conv: Callable[[jax.Array, jax.Array], jax.Array] = lax_conv,
+    dtype=jnp.float32,
+) -> dict[str, jax.Array]:
+    """VGG features of one image.
+
+    Args:
+      params: conv weights keyed by layer name (`params[name]["kernel"]` HWIO, `["bias"]` [O]).
+      image: float32 [H, W, 3], RGB in [0, 1].
+      spec: the weights' architecture and input convention.
+      layers: names of the layers to return.
+      pooling: "avg" (Gatys et al.) or "max" (the network as trained).
+      conv: the 3x3 convolution to use, (x [H, W, Cin], kernel HWIO) -> [H, W, Cout].
+      dtype: compute dtype of the convolutions (float32, or bfloat16 for the fast mode).
+
+    Returns:
+      {name: [H_l, W_l, C_l]} for each name in `layers`, in `dtype`.
+    """
+    x = preprocess(image, spec).astype(dtype)
+    wanted, out = set(layers), {}
+    for name in needed_layers(spec.arch, layers):
+        if name.startswith("conv"):
+            kernel = params[name]["kernel"].astype(dtype)
+            x = jax.nn.relu(conv(x, kernel) + params[name]["bias"].astype(dtype))
+        else:
+            x = pool(x, pooling)
+        if name in wanted:
+            out[name] = x
+    return out
+
+
+def downsampling(arch: str, layer: str) -> int:
+    """How many times `layer`'s feature map is smaller than the image on each side."""
+    names = layer_names(arch)
+    return 2 ** sum(1 for n in names[: names.index(layer) + 1] if n.startswith("pool"))

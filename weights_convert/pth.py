@@ -276,3 +276,20 @@ def _zip_member(path: str, name: str) -> Callable[[], bytes]:
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise ConversionError(f"{path}: cannot read {name} ({e}); download the file again") from None
     return fetch
+
+
+def read(path: str) -> dict[str, Tensor]:
+    """Read a .pth state dict in either format, choosing by the file's first bytes.
+
+    Returns:
+      {state dict key: Tensor}; `Tensor.numpy()` reads one tensor's data.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) in (b"PK\x03\x04", b"PK\x05\x06"):
+            return read_zip(path)
+        f.seek(0)
+        magic = safe_pickle.guarded_load(path, safe_pickle.RestrictedUnpickler(f, {}))
+        if type(magic) is not int or magic != MAGIC_NUMBER:
+            raise ConversionError(f"{path}: not a PyTorch checkpoint (no magic number); pass a .pth "
+                                  f"saved with torch.save")
+        return read_legacy(path, f)

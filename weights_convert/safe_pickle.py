@@ -6,6 +6,7 @@ harmless stand-ins, and refuses everything else before anything is called, makes
 checkpoint that asks for `os.system` stops with an error and nothing has run.
 """
 
+import collections
 import pickle
 
 import numpy as np
@@ -37,6 +38,7 @@ def numpy_globals() -> dict:
         from numpy.core import multiarray  # numpy 1.x
 
     allowed = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _codecs_encode,
@@ -72,6 +74,10 @@ def _no_persistent_ids(pid):
 
 def refusal(path: str, error: RefusedGlobal) -> ConversionError:
     """The error for a pickle that wants a global outside the allow-list."""
+    if error.module.startswith("torch.") and error.name[:1].isupper():
+        return ConversionError(
+            f"{path}: refused to load: it pickles a {error.module}.{error.name} object, not a state dict "
+            f"of tensors; in PyTorch, torch.save(model.state_dict(), ...) and convert that file")
     return ConversionError(
         f"{path}: refused to load: the pickle asks for {error.module}.{error.name}, which is not plain "
         f"weight data (it could run code); convert only checkpoints that hold a state dict of tensors")

@@ -348,3 +348,49 @@ def test_a_pickled_model_is_refused_with_the_state_dict_hint(tmp_path):
     torch.save(torch.nn.Conv2d(3, 4, 3), path)
     with pytest.raises(ConversionError, match=r"torch\.nn\.modules\.conv\.Conv2d object.*state_dict\(\)"):
         weights_convert.read_checkpoint(path)
+
+
+class _OldTensor:
+    """Pickles a tensor the way pre-0.4 PyTorch did: via _rebuild_tensor, or (0.1.x) FloatTensor.__setstate__."""
+
+    def __init__(self, key, offset, size, stride, style):
+        self.key, self.offset, self.size, self.stride, self.style = key, offset, size, stride, style
+
+    def __reduce__(self):
+        state = (_OldStorage(self.key), self.offset, self.size, self.stride)
+        if self.style == "setstate":
+            return torch.FloatTensor, (), state
+        return torch._utils._rebuild_tensor, state
+
+
+class _OldStorage:
+    def __init__(self, key):
+        self.key = key
+
+
+@pytest.mark.parametrize("style", ["rebuild", "setstate"])
+def test_reader_handles_pre_0_4_legacy_tensor_pickles(tmp_path, style):
+    """A legacy file written by hand as 2017 PyTorch wrote them, checked against torch.load itself."""
+    storages = {"140001": np.arange(30, dtype=np.float32), "140002": np.linspace(-1, 1, 8, dtype=np.float32)}
+    sd = collections.OrderedDict([
+        ("features.0.weight", _OldTensor("140001", 3, (2, 3, 4), (1, 8, 2), style)),  # strided, offset
+        ("features.0.bias", _OldTensor("140002", 0, (8,), (1,), style))])
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _OldStorage):
+                return ("storage", torch.FloatStorage, obj.key, "cpu", storages[obj.key].size, None)
+            return None
+
+    path = tmp_path / "old.pth"
+    with open(path, "wb") as f:
+        for header in (pth.MAGIC_NUMBER, pth.PROTOCOL_VERSION, {"protocol_version": 1001, "little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        Pickler(f, protocol=2).dump(sd)
+        pickle.dump(sorted(storages), f, protocol=2)
+        for key in sorted(storages):
+            f.write(np.int64(storages[key].size).tobytes() + storages[key].tobytes())
+    reference = torch.load(path, weights_only=False)
+    tensors = pth.read(str(path))
+    for key in sd:
+        np.testing.assert_array_equal(tensors[key].numpy(), reference[key].numpy(), err_msg=key)

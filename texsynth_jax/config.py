@@ -1,0 +1,81 @@
+"""SynthesisConfig: every setting of a synthesis, in one frozen (hashable, jit-static) dataclass."""
+
+import dataclasses
+
+from texsynth_jax import vgg
+
+POOLINGS = ("avg", "max")
+PRECISIONS = ("fp32", "bf16")
+CONV_STRATEGIES = ("auto", "lax", "matmul")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisConfig:
+    """How to synthesise.
+
+    Attributes:
+      size: output (height, width) in pixels.
+      layers: VGG layers whose Gram matrices are matched (Gatys et al.: conv1_1, pool1..pool4).
+      layer_weights: one non-negative weight per layer.
+      pooling: "avg" (Gatys et al.) or "max".
+      iterations: L-BFGS iterations.
+      history: L-BFGS memory (the paper's scipy run used 20).
+      init_scale: std of the initial noise, in pixel units around mid-grey (Gatys: almost flat grey).
+      precision: "fp32", or "bf16" features with float32 Gram matrices and loss (faster on
+        hardware with bf16 matrix units).
+      conv: convolution strategy: "lax" (XLA's convolution), "matmul" (nine shifted matrix
+        products), or "auto" (the fastest for the backend).
+    """
+
+    size: tuple[int, int] = (256, 256)
+    layers: tuple[str, ...] = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
+    layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    pooling: str = "avg"
+    iterations: int = 500
+    history: int = 20
+    init_scale: float = 0.01
+    precision: str = "fp32"
+    conv: str = "auto"
+
+    def __post_init__(self):
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size={self.size} must be two positive ints (height, width)")
+        if not self.layers:
+            raise ValueError("layers is empty; name at least one VGG layer, e.g. conv1_1")
+        if len(self.layer_weights) != len(self.layers):
+            raise ValueError(
+                f"{len(self.layer_weights)} layer_weights for {len(self.layers)} layers; give one weight per layer")
+        if any(w < 0 for w in self.layer_weights):
+            raise ValueError(f"layer_weights={self.layer_weights} has a negative weight; weights must be >= 0")
+        if not any(w > 0 for w in self.layer_weights):
+            raise ValueError("every layer weight is 0; give at least one layer a positive weight")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers={self.layers} names a layer twice; name each layer once")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling={self.pooling!r} is unknown; use one of {POOLINGS}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations={self.iterations} must be at least 1")
+        if self.history < 1:
+            raise ValueError(f"history={self.history} must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is unknown; use one of {PRECISIONS}")
+        if self.conv not in CONV_STRATEGIES:
+            raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
+
+    def check_network(self, arch: str) -> None:
+        """Raise ValueError unless every layer exists in `arch` and the output is big enough for it."""
+        names = vgg.layer_names(arch)
+        for layer in self.layers:
+            if layer not in names:
+                raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
+        check_size(self.size, arch, self.layers, "size")
+
+
+def check_size(size, arch: str, layers, what: str) -> None:
+    """Raise ValueError if an image of `size` leaves no pixel at the deepest of `layers`."""
+    factor = max(vgg.downsampling(arch, layer) for layer in layers)
+    if min(size) < factor:
+        deepest = max(layers, key=lambda l: vgg.downsampling(arch, l))
+        raise ValueError(
+            f"{what} {size[0]}x{size[1]} is too small for {deepest}, which needs at least {factor}x{factor} px; "
+            "use a larger size or shallower layers")

@@ -1,0 +1,105 @@
+"""Images on disk <-> float32 [H, W, 3] RGB in [0, 1]. Every write is atomic."""
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+    """An image cannot be read; the message names the file and the fix."""
+
+
+def load_image(path: str) -> tuple[np.ndarray, list[str]]:
+    """Read an image file as RGB.
+
+    Grayscale, RGBA, palette and 16-bit images are converted (alpha is composited over white,
+    16-bit is scaled to [0, 1]); each conversion is reported in the returned notes.
+
+    Returns:
+      image: float32 [H, W, 3] RGB in [0, 1]; notes: human-readable conversions done.
+    """
+    if not os.path.exists(path):
+        raise ImageError(f"input image {path} not found; check the path given to --input")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
+
+
+def _to_rgb(img: Image.Image) -> tuple[np.ndarray, list[str]]:
+    notes, mode = [], img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: PIL's convert("RGB") would clip to 255, so scale.
+        values = np.asarray(img, np.float64)
+        top = 65535.0 if values.max() > 255 or mode.startswith("I;16") else 255.0
+        gray = np.clip(values / top, 0, 1).astype(np.float32)
+        notes.append(f"converted {mode} ({'16' if top > 255 else '8'}-bit) grayscale to RGB")
+        return np.repeat(gray[..., None], 3, axis=-1), notes
+    if mode == "F":
+        gray = np.asarray(img, np.float32)
+        gray = (gray - gray.min()) / max(float(np.ptp(gray)), 1e-12)
+        notes.append("converted float grayscale to RGB (rescaled to [0, 1])")
+        return np.repeat(gray[..., None], 3, axis=-1), notes
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        notes.append("converted palette image to RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA") or (mode == "RGB" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
+        notes.append(f"dropped the alpha channel of {mode} (composited over white)")
+    elif mode in ("L", "1"):
+        notes.append(f"converted grayscale ({mode}) to RGB")
+    elif mode != "RGB":
+        notes.append(f"converted {mode} to RGB")
+    return np.asarray(img.convert("RGB"), np.float32) / 255.0, notes
+
+
+def to_uint8(image) -> np.ndarray:
+    """float [H, W, 3] in [0, 1] -> uint8, rounded."""
+    return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_png(path: str, image) -> None:
+    """Write float [H, W, 3] in [0, 1] (or uint8) as PNG, atomically."""
+    array = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array)).save(tmp, format="PNG")
+
+
+def contact_sheet(source, images, height: int = 256, gap: int = 4) -> np.ndarray:
+    """uint8 row of the source beside each synthesised image, all scaled to `height` px high."""
+    tiles = []
+    for image in [source, *images]:
+        pil = Image.fromarray(to_uint8(image))
+        width = max(1, round(pil.width * height / pil.height))
+        tiles.append(np.asarray(pil.resize((width, height), Image.LANCZOS)))
+    total = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+    sheet = np.full((height, total, 3), 255, np.uint8)
+    x = 0
+    for tile in tiles:
+        sheet[:, x:x + tile.shape[1]] = tile
+        x += tile.shape[1] + gap
+    return sheet

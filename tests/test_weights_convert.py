@@ -154,22 +154,22 @@ def test_converted_conv1_1_matches_torch_on_an_rgb_image(checkpoints, name, conv
     layout = weights_convert.read_checkpoint(path, convention)
     image = np.random.default_rng(0).uniform(size=(13, 17, 3)).astype(np.float32)
     ours = vgg.lax_conv(vgg.preprocess(jnp.asarray(image), layout.spec), layout.params["conv1_1"]["kernel"])
-    ours = np.asarray(ours + layout.params["conv1_1"]["bias"])
+    ours = np.asarray(ours) + layout.params["conv1_1"]["bias"]
     theirs = F.conv2d(torch_preprocess(image, layout.convention), sd["features.0.weight"],
                       sd["features.0.bias"], padding=1)[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs).max() < 1e-4 * np.abs(theirs).max()
     # Channel order matters: the same kernels on the unflipped image are far off.
     if layout.convention == "caffe":
-        wrong = vgg.lax_conv(vgg.preprocess(jnp.asarray(image[..., ::-1]), layout.spec),
-                             layout.params["conv1_1"]["kernel"]) + layout.params["conv1_1"]["bias"]
-        assert np.abs(np.asarray(wrong) - theirs).max() > 1e-2 * np.abs(theirs).max()
+        wrong = np.asarray(vgg.lax_conv(vgg.preprocess(jnp.asarray(image[..., ::-1]), layout.spec),
+                                        layout.params["conv1_1"]["kernel"])) + layout.params["conv1_1"]["bias"]
+        assert np.abs(wrong - theirs).max() > 1e-2 * np.abs(theirs).max()
 
 
 def test_converted_deeper_layer_matches_torch(checkpoints):
     path, sd = checkpoints["vgg19_caffe_zip"]
     params = weights_convert.read_checkpoint(path).params
     x = np.random.default_rng(1).normal(size=(9, 11, 64)).astype(np.float32)  # conv2_1 takes pool1 (64 channels)
-    ours = np.asarray(vgg.lax_conv(jnp.asarray(x), params["conv2_1"]["kernel"]) + params["conv2_1"]["bias"])
+    ours = np.asarray(vgg.lax_conv(jnp.asarray(x), params["conv2_1"]["kernel"])) + params["conv2_1"]["bias"]
     theirs = F.conv2d(torch.from_numpy(x).permute(2, 0, 1)[None], sd["features.5.weight"],
                       sd["features.5.bias"], padding=1)[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs).max() < 1e-4 * np.abs(theirs).max()

@@ -70,8 +70,9 @@ def preprocess(image: jax.Array, spec: NetworkSpec) -> jax.Array:
     """RGB in [0, 1] -> the network's input convention. image: [..., H, W, 3]."""
     if spec.channel_order == "BGR":
         image = image[..., ::-1]
-    mean = jnp.asarray(spec.mean, image.dtype)
-    std = jnp.asarray(spec.std, image.dtype)
+    shape = (1,) * (image.ndim - 1) + (3,)  # explicit broadcast (rank promotion may be off)
+    mean = jnp.asarray(spec.mean, image.dtype).reshape(shape)
+    std = jnp.asarray(spec.std, image.dtype).reshape(shape)
     return (image * spec.scale - mean) / std
 
 
@@ -124,7 +125,8 @@ def extract_features(
     for name in needed_layers(spec.arch, layers):
         if name.startswith("conv"):
             kernel = params[name]["kernel"].astype(dtype)
-            x = jax.nn.relu(conv(x, kernel) + params[name]["bias"].astype(dtype))
+            bias = params[name]["bias"].astype(dtype).reshape(1, 1, -1)
+            x = jax.nn.relu(conv(x, kernel) + bias)
         else:
             x = pool(x, pooling)
         if name in wanted:

@@ -1,0 +1,13 @@
+"""Test-wide JAX settings, set before JAX starts its backend."""
+
+import os
+import sys
+
+import jax
+
+# The project root on sys.path, so tests import texsynth_jax, weights_convert and run as checked out.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# 8 virtual CPU devices for the sharding tests; everything else runs on device 0.
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_numpy_rank_promotion", "raise")

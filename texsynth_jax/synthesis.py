@@ -115,6 +115,7 @@ def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: M
       after each iteration).
     """
     config.check_network(spec.arch)
+    params, target_grams = jax.device_put((params, target_grams))  # once, not every step
     state = init_state_batch(keys, target_grams, params, spec, config)
     history = []
     for _ in range(config.iterations):

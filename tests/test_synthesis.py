@@ -1,0 +1,188 @@
+"""The synthesis core against an independent PyTorch computation, and its batching contracts."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+import torch
+import torch.nn.functional as F
+
+from texsynth_jax import SynthesisConfig, compute_targets, synthesis, texture_loss, vgg
+from texsynth_jax.losses import gram_matrix, style_loss
+
+LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
+
+
+def random_params(arch: str, seed: int = 0) -> dict:
+    """He-initialised VGG conv weights, so activations neither vanish nor explode."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, (kh, kw, cin, cout) in vgg.conv_shapes(arch).items():
+        std = np.sqrt(2.0 / (kh * kw * cin))
+        params[name] = {"kernel": (rng.normal(size=(kh, kw, cin, cout)) * std).astype(np.float32),
+                        "bias": (rng.normal(size=(cout,)) * 0.1).astype(np.float32)}
+    return params
+
+
+SPECS = {"vgg19": vgg.NetworkSpec("vgg19", **vgg.CAFFE), "vgg16": vgg.NetworkSpec("vgg16", **vgg.TORCHVISION)}
+
+
+@pytest.fixture(scope="module", params=["vgg19", "vgg16"])
+def network(request):
+    return random_params(request.param), SPECS[request.param]
+
+
+def torch_texture(params, spec, image, source, layers, pooling):
+    """The same algorithm written independently in PyTorch (NCHW, OIHW)."""
+
+    def prep(x):  # x: [H, W, 3] RGB in [0, 1]
+        x = x.permute(2, 0, 1)[None]
+        if spec.channel_order == "BGR":
+            x = x.flip(1)
+        mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        return (x * spec.scale - mean) / std
+
+    def features(x):
+        out = {}
+        for name in vgg.needed_layers(spec.arch, layers):
+            if name.startswith("conv"):
+                w = torch.from_numpy(params[name]["kernel"]).permute(3, 2, 0, 1)
+                x = F.relu(F.conv2d(x, w, torch.from_numpy(params[name]["bias"]), padding=1))
+            else:
+                x = F.avg_pool2d(x, 2) if pooling == "avg" else F.max_pool2d(x, 2)
+            out[name] = x
+        return out
+
+    def grams(x):
+        feats = features(prep(x))
+        result = {}
+        for name in layers:
+            f = feats[name][0].reshape(feats[name].shape[1], -1)
+            result[name] = f @ f.T / f.shape[1]
+        return result
+
+    image = torch.tensor(image, requires_grad=True)
+    targets = grams(torch.tensor(source))
+    g = grams(image)
+    loss = sum(((g[n] - targets[n]) ** 2).sum() / (4 * g[n].shape[0] ** 2) for n in layers)
+    loss.backward()
+    return ({n: features(prep(image))[n][0].permute(1, 2, 0).detach().numpy() for n in layers},
+            {n: t.numpy() for n, t in targets.items()}, loss.item(), image.grad.numpy())
+
+
+def rel_err(a, b):
+    return float(np.abs(np.asarray(a) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_matches_pytorch(network, pooling):
+    params, spec = network
+    rng = np.random.default_rng(1)
+    source = rng.uniform(size=(40, 36, 3)).astype(np.float32)
+    image = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+    config = SynthesisConfig(size=(32, 32), pooling=pooling)
+    feats_t, targets_t, loss_t, grad_t = torch_texture(params, spec, image, source, LAYERS, pooling)
+
+    feats = jax.jit(vgg.extract_features, static_argnums=(2, 3, 4))(params, image, spec, LAYERS, pooling)
+    for name in LAYERS:
+        assert feats[name].shape == feats_t[name].shape
+        assert rel_err(feats[name], feats_t[name]) < 1e-4, name
+    targets = compute_targets(params, jnp.asarray(source), spec, config)
+    for name in LAYERS:
+        assert rel_err(targets[name], targets_t[name]) < 1e-4, name
+    loss, grad = jax.jit(jax.value_and_grad(texture_loss), static_argnums=(3, 4))(
+        jnp.asarray(image), targets, params, spec, config)
+    assert abs(float(loss) - loss_t) / loss_t < 1e-4
+    assert rel_err(grad, grad_t) < 1e-4
+
+
+def test_gram_and_loss_match_numpy():
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(5, 7, 6)).astype(np.float32)
+    a = rng.normal(size=(6, 6)).astype(np.float32)
+    expected_gram = np.einsum("hwc,hwd->cd", f, f) / 35
+    np.testing.assert_allclose(jax.jit(gram_matrix)(f), expected_gram, rtol=1e-5)
+    loss = jax.jit(style_loss)({"x": f}, {"x": a}, {"x": 2.0})
+    np.testing.assert_allclose(loss, 2.0 * np.sum((expected_gram - a) ** 2) / (4 * 36), rtol=1e-5)
+    # bf16 features still give a float32 Gram.
+    assert gram_matrix(jnp.asarray(f, jnp.bfloat16)).dtype == jnp.float32
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    config = SynthesisConfig(size=(24, 24), layers=("conv1_1", "pool1", "pool2"),
+                             layer_weights=(1.0, 1.0, 1.0), iterations=4)
+    source = np.random.default_rng(3).uniform(size=(24, 24, 3)).astype(np.float32)
+    return params, spec, config, compute_targets(params, jnp.asarray(source), spec, config)
+
+
+def test_vmap_over_seeds_equals_a_loop(small_problem):
+    params, spec, config, targets = small_problem
+    keys = jax.random.split(jax.random.key(0), 3)
+    images, losses = synthesis.synthesize(keys, targets, params, spec, config)
+    assert images.shape == (3, 24, 24, 3) and losses.shape == (3, 4)
+    for i in range(3):
+        one, one_losses = synthesis.synthesize(keys[i:i + 1], targets, params, spec, config)
+        np.testing.assert_allclose(one[0], images[i], atol=1e-5)
+        np.testing.assert_allclose(one_losses[0], losses[i], rtol=1e-4)
+    # The same key gives the same texture bit for bit; different keys differ.
+    again, _ = synthesis.synthesize(keys, targets, params, spec, config)
+    np.testing.assert_array_equal(again, images)
+    assert np.abs(np.asarray(images[0] - images[1])).mean() > 1e-3
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+
+
+def test_step_compiles_once_per_shape(small_problem):
+    params, spec, config, targets = small_problem
+    traces = []
+
+    def counted_step(state, t, p, s, c):
+        traces.append(1)
+        return synthesis.step(state, t, p, s, c)
+
+    step = jax.jit(jax.vmap(counted_step, in_axes=(0, None, None, None, None)), static_argnums=(3, 4))
+    params = jax.device_put(params)  # once, explicitly: the loop itself must transfer nothing
+    state = synthesis.init_state_batch(jax.random.split(jax.random.key(1), 2), targets, params, spec, config)
+    with jax.transfer_guard("disallow"):
+        for _ in range(3):
+            state, _ = step(state, targets, params, spec, config)
+    assert len(traces) == 1
+    # Another batch of seeds of the same size is a new shape: one more trace, then none.
+    state = synthesis.init_state_batch(jax.random.split(jax.random.key(2), 3), targets, params, spec, config)
+    for _ in range(2):
+        state, _ = step(state, targets, params, spec, config)
+    assert len(traces) == 2
+
+
+def test_output_size_may_differ_from_source(small_problem):
+    params, spec, config, targets = small_problem
+    wide = SynthesisConfig(size=(16, 40), layers=config.layers, layer_weights=config.layer_weights,
+                           iterations=2)
+    images, losses = synthesis.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
+    assert images.shape == (1, 16, 40, 3) and np.isfinite(np.asarray(losses)).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(layers=("conv1_1", "pool9"), layer_weights=(1.0, 1.0)), "unknown layer 'pool9'"),
+    (dict(size=(8, 8)), "too small for pool4"),
+    (dict(layer_weights=(1.0, -1.0, 1.0, 1.0, 1.0)), "negative weight"),
+])
+def test_bad_arguments_fail_before_compiling(kwargs, message, monkeypatch):
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+
+    def no_compile(*args, **kw):
+        raise AssertionError("compiled before validating")
+
+    monkeypatch.setattr(synthesis, "init_state_batch", no_compile)
+    monkeypatch.setattr(synthesis, "step_batch", no_compile)
+    with pytest.raises(ValueError, match=message):
+        config = SynthesisConfig(**kwargs)
+        synthesis.synthesize(jax.random.split(jax.random.key(0), 1), {}, params, spec, config)
+
+
+def test_source_too_small_is_refused():
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    with pytest.raises(ValueError, match="source image 12x40 is too small for pool4"):
+        compute_targets(params, jnp.zeros((12, 40, 3)), spec, SynthesisConfig())

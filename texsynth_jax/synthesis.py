@@ -7,11 +7,14 @@ optimiser runs on an unconstrained latent whose sigmoid is the image, so every p
 
 from typing import Callable, Mapping, NamedTuple
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from texsynth_jax import conv as conv_lib
-from texsynth_jax import lbfgs, losses, vgg
+from texsynth_jax import lbfgs, losses, parallel, vgg
 from texsynth_jax.config import SynthesisConfig, check_size
 
 
@@ -30,7 +33,8 @@ def image_from_latent(latent: jax.Array) -> jax.Array:
 def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig):
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
     conv = conv_lib.select(config.conv, jax.default_backend())
-    return vgg.extract_features(params, image, spec, config.layers, config.pooling, conv, dtype)
+    return vgg.extract_features(params, image, spec, config.layers, config.pooling, conv, dtype,
+                                config.remat)
 
 
 def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
@@ -94,9 +98,28 @@ step_batch = jax.jit(
     jax.vmap(step, in_axes=(0, None, None, None, None)), static_argnums=(3, 4), donate_argnums=0)
 
 
+def _programs(mesh, keys, target_grams, params, spec, config):
+    """Place the inputs on `mesh` (None: the default device) and the init and step programs for it."""
+    if mesh is None:
+        return jax.device_put((keys, target_grams, params)), init_state_batch, step_batch
+    rep = parallel.replicated(mesh)
+    target_grams, params = jax.device_put((target_grams, params), rep)
+    by_seed = parallel.SEEDS in mesh.axis_names
+    keys = jax.device_put(keys, NamedSharding(mesh, P(parallel.SEEDS)) if by_seed else rep)
+    shape = jax.eval_shape(init_state_batch, keys, target_grams, params, spec, config)
+    shardings = parallel.batch_sharding(mesh, shape, config.size)
+    losses = NamedSharding(mesh, P(parallel.SEEDS)) if by_seed else rep
+    batched = (0, None, None, None, None)
+    init = jax.jit(jax.vmap(init_state, in_axes=batched), static_argnums=(3, 4), out_shardings=shardings)
+    step_ = jax.jit(jax.vmap(step, in_axes=batched), static_argnums=(3, 4),
+                    out_shardings=(shardings, losses), donate_argnums=0)
+    return (keys, target_grams, params), init, step_
+
+
 def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig,
-               callback: Callable[[SynthState], None] | None = None) -> tuple[jax.Array, jax.Array]:
+               callback: Callable[[SynthState], None] | None = None, *,
+               mesh: Mesh | None = None, state: SynthState | None = None) -> tuple[jax.Array, jax.Array]:
     """Synthesise one texture per key.
 
     The iterations run from the host, one jitted batched step each: XLA:CPU runs convolutions
@@ -108,19 +131,35 @@ def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: M
       target_grams: from `compute_targets`.
       params, spec: the VGG weights and their convention (`weights.load_weights`).
       config: the synthesis settings.
-      callback: called with the batched state after every iteration (progress, snapshots).
+      callback: called with the batched state after every iteration (progress, snapshots,
+        checkpoints). On a seed mesh the batch is padded to a multiple of the device count: rows
+        from B on are padding.
+      mesh: None for the default device; a `parallel.SEEDS` mesh to split the seeds over its
+        devices; a `parallel.SPACE` mesh to split every image into strips over its devices.
+      state: a state to continue from (a checkpoint), batched as the callback saw it; the run
+        goes on from `state.step` to `config.iterations`.
 
     Returns:
-      images float32 [B, H, W, 3] RGB in [0, 1], and losses float32 [B, iterations] (the loss
-      after each iteration).
+      images float32 [B, H, W, 3] RGB in [0, 1], and losses float32 [B, n] after each of the n
+      iterations run by this call.
     """
     config.check_network(spec.arch)
-    params, target_grams = jax.device_put((params, target_grams))  # once, not every step
-    state = init_state_batch(keys, target_grams, params, spec, config)
+    if mesh is not None and parallel.SPACE in mesh.axis_names:
+        parallel.check_spatial(mesh, config.size, max(vgg.downsampling(spec.arch, l) for l in config.layers))
+    batch = keys.shape[0]
+    keys = keys[jnp.arange(parallel.padded_size(batch, mesh)) % batch]  # pad by repeating seeds
+    (keys, target_grams, params), init, step_ = _programs(mesh, keys, target_grams, params, spec, config)
+    if state is None:
+        state = init(keys, target_grams, params, spec, config)
+    else:
+        shape = jax.eval_shape(init_state_batch, keys, target_grams, params, spec, config)
+        state = jax.device_put(state, jax.tree.map(lambda s: s.sharding, shape) if mesh is None
+                               else parallel.batch_sharding(mesh, shape, config.size))
     history = []
-    for _ in range(config.iterations):
-        state, loss = step_batch(state, target_grams, params, spec, config)
+    for _ in range(int(np.max(jax.device_get(state.step))), config.iterations):
+        state, loss = step_(state, target_grams, params, spec, config)
         history.append(loss)
         if callback is not None:
             callback(state)
-    return image_from_latent(state.latent), jnp.stack(history, axis=1)
+    losses = jnp.stack(history, axis=1) if history else jnp.zeros((keys.shape[0], 0), jnp.float32)
+    return image_from_latent(state.latent)[:batch], losses[:batch]

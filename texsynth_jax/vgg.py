@@ -6,6 +6,7 @@ after its ReLU (caffe's in-place ReLU, as Gatys et al. used it), a `poolB` featu
 """
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import jax
@@ -105,6 +106,7 @@ def extract_features(
     pooling: str = "avg",
     conv: Callable[[jax.Array, jax.Array], jax.Array] = lax_conv,
     dtype=jnp.float32,
+    remat: bool = False,
 ) -> dict[str, jax.Array]:
     """VGG features of one image.
 
@@ -116,22 +118,47 @@ def extract_features(
       pooling: "avg" (Gatys et al.) or "max" (the network as trained).
       conv: the 3x3 convolution to use, (x [H, W, Cin], kernel HWIO) -> [H, W, Cout].
       dtype: compute dtype of the convolutions (float32, or bfloat16 for the fast mode).
+      remat: keep only each block's input for the backward pass and recompute the block's
+        activations there (`jax.checkpoint`): less peak memory for one more forward pass.
 
     Returns:
       {name: [H_l, W_l, C_l]} for each name in `layers`, in `dtype`.
     """
+    wanted = set(layers)
+
+    def run_block(x, block_params, names):
+        out = {}
+        for name in names:
+            if name.startswith("conv"):
+                kernel = block_params[name]["kernel"].astype(dtype)
+                bias = block_params[name]["bias"].astype(dtype).reshape(1, 1, -1)
+                x = jax.nn.relu(conv(x, kernel) + bias)
+            else:
+                x = pool(x, pooling)
+            if name in wanted:
+                out[name] = x
+        return x, out
+
     x = preprocess(image, spec).astype(dtype)
-    wanted, out = set(layers), {}
-    for name in needed_layers(spec.arch, layers):
-        if name.startswith("conv"):
-            kernel = params[name]["kernel"].astype(dtype)
-            bias = params[name]["bias"].astype(dtype).reshape(1, 1, -1)
-            x = jax.nn.relu(conv(x, kernel) + bias)
-        else:
-            x = pool(x, pooling)
-        if name in wanted:
-            out[name] = x
-    return out
+    features = {}
+    for names in _blocks_of(needed_layers(spec.arch, layers)):
+        block = functools.partial(run_block, names=names)
+        if remat:
+            block = jax.checkpoint(block)
+        x, out = block(x, {n: params[n] for n in names if n.startswith("conv")})
+        features.update(out)
+    return features
+
+
+def _blocks_of(names):
+    """Split a forward path into VGG blocks, each ending at its pool."""
+    blocks, current = [], []
+    for name in names:
+        current.append(name)
+        if name.startswith("pool"):
+            blocks.append(tuple(current))
+            current = []
+    return blocks + [tuple(current)] if current else blocks
 
 
 def downsampling(arch: str, layer: str) -> int:

@@ -1,0 +1,77 @@
+"""Seeds sharded over 8 virtual CPU devices, spatial strips, host shares."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+from texsynth_jax import SynthesisConfig, compute_targets, parallel, synthesis
+from test_synthesis import SPECS, random_params
+
+
+@pytest.fixture(scope="module")
+def problem():
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    config = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1", "pool2"),
+                             layer_weights=(1.0, 1.0, 1.0), iterations=3)
+    source = np.random.default_rng(3).uniform(size=(32, 32, 3)).astype(np.float32)
+    targets = compute_targets(params, jnp.asarray(source), spec, config)
+    single = synthesis.synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
+    return params, spec, config, targets, single
+
+
+def test_seeds_sharded_over_8_devices_equal_one_device(problem):
+    params, spec, config, targets, (images, losses) = problem
+    assert len(jax.devices()) == 8
+    mesh = parallel.make_mesh(parallel.SEEDS)
+    seen = []
+    # 5 seeds on 8 devices: padded to 8, padding dropped.
+    sharded, sharded_losses = synthesis.synthesize(
+        jax.random.split(jax.random.key(0), 5), targets, params, spec, config,
+        callback=lambda state: seen.append(state.latent.sharding), mesh=mesh)
+    assert sharded.shape == images.shape and sharded_losses.shape == losses.shape
+    assert seen[0].spec == jax.sharding.PartitionSpec(parallel.SEEDS)
+    assert len(seen[0].device_set) == 8
+    np.testing.assert_allclose(sharded, images, atol=1e-5)
+    np.testing.assert_allclose(sharded_losses, losses, rtol=1e-4)
+
+
+def test_spatial_strips_equal_unsharded(problem):
+    params, spec, config, targets, (images, losses) = problem
+    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:4])  # 32 rows = 4 strips of 8 (pool2 = 4x)
+    seen = []
+    strips, strip_losses = synthesis.synthesize(
+        jax.random.split(jax.random.key(0), 5), targets, params, spec, config,
+        callback=lambda state: seen.append(state.opt_state.s.sharding), mesh=mesh)
+    # The L-BFGS memory, the largest buffer, is split along the image height.
+    assert seen[0].spec == jax.sharding.PartitionSpec(None, None, parallel.SPACE)
+    # Summation order differs across strips, and L-BFGS amplifies rounding a little per iteration.
+    np.testing.assert_allclose(strips, images, atol=1e-3)
+    np.testing.assert_allclose(strip_losses, losses, rtol=1e-3)
+
+
+def test_spatially_split_loss_and_gradient_equal_unsplit(problem):
+    params, spec, config, targets, _ = problem
+    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:4])
+    image = np.random.default_rng(5).uniform(size=(32, 32, 3)).astype(np.float32)
+    value_and_grad = jax.jit(jax.value_and_grad(synthesis.texture_loss), static_argnums=(3, 4))
+    loss, grad = value_and_grad(image, targets, params, spec, config)
+    split = jax.device_put(image, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.SPACE)))
+    split_loss, split_grad = value_and_grad(split, targets, params, spec, config)
+    assert len(split_grad.sharding.device_set) == 4
+    np.testing.assert_allclose(split_loss, loss, rtol=1e-5)
+    np.testing.assert_allclose(split_grad, grad, rtol=1e-4, atol=1e-5 * float(np.abs(grad).max()))
+
+
+def test_spatial_strips_must_hold_whole_pooling_windows(problem):
+    params, spec, config, targets, _ = problem
+    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:3])
+    with pytest.raises(ValueError, match="multiple of 12"):
+        synthesis.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, config, mesh=mesh)
+
+
+def test_host_shares_are_disjoint_and_complete():
+    seeds = list(range(11))
+    shares = [parallel.host_share(seeds, i, 3) for i in range(3)]
+    assert sorted(sum(shares, [])) == seeds
+    assert parallel.padded_size(5, parallel.make_mesh(parallel.SEEDS)) == 8

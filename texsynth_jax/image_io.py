@@ -25,10 +25,20 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
         with Image.open(path) as img:
+            wide = _is_16bit_colour(img)  # visible only before load(), in the decoder's raw mode
             img.load()
-            return _to_rgb(img)
+            image, notes = _to_rgb(img)
+            if wide:
+                notes.insert(0, f"read 16-bit {img.mode} as 8 bits per channel")
+            return image, notes
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
+
+
+def _is_16bit_colour(img: Image.Image) -> bool:
+    """True for 16-bit-per-channel RGB(A), which Pillow decodes to 8 bits without saying so."""
+    rawmodes = [t[3] for t in (img.tile or []) if len(t) > 3 and isinstance(t[3], str)]
+    return img.mode in ("RGB", "RGBA") and any(r.startswith(("RGB;16", "RGBA;16")) for r in rawmodes)
 
 
 def _to_rgb(img: Image.Image) -> tuple[np.ndarray, list[str]]:

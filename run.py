@@ -197,6 +197,9 @@ def main(argv):
                                                     names["loss_plot"]], FLAGS.overwrite)
     except ValueError as e:  # every validation error here is a ValueError with a one-line message
         return fail(e)
+    except KeyboardInterrupt:
+        log("interrupted before synthesis began; nothing written")
+        return 130
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     out = lambda name: os.path.join(FLAGS.output_dir, name)
     log(f"synthesising {len(seeds)} x {config.size[0]}x{config.size[1]} from {input_path} "
@@ -210,17 +213,20 @@ def main(argv):
 
     tracker = progress.Progress(config.iterations, seeds, FLAGS.log_every, FLAGS.save_every, snapshot)
     status, t1 = "complete", time.perf_counter()
+    t_targets = None
     try:
-        targets = texsynth_jax.compute_targets(params, source, spec, config)
+        targets = jax.block_until_ready(texsynth_jax.compute_targets(params, source, spec, config))
+        t_targets = time.perf_counter() - t1
         keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-        images, losses = texsynth_jax.synthesize(keys, targets, params, spec, config, callback=tracker)
+        tracker.begin()
+        images, _ = texsynth_jax.synthesize(keys, targets, params, spec, config, callback=tracker)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the saving short
         tracker.finish()
         if tracker.images is None:
             log("interrupted before the first iteration finished; nothing saved")
             return 130
-        status, images, losses = "interrupted", tracker.images, None
+        status, images = "interrupted", tracker.images
     t2 = time.perf_counter()
     images = jax.device_get(images)
     losses = [list(l) for l in zip(*tracker.losses)] if tracker.losses else [[] for _ in seeds]
@@ -231,7 +237,8 @@ def main(argv):
         outputs.save_sheet(out(names["sheet"]), source, images)
         if not outputs.save_loss_plot(out(names["loss_plot"]), losses, seeds):
             names = {**names, "loss_plot": None}
-        timings = {"setup": t1 - t0, "first_iteration": tracker.first_step_s, "synthesis": t2 - t1,
+        timings = {"setup": t1 - t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
+                   "synthesis": t2 - t1,
                    "iterations_per_s": tracker.rate(t2), "total": time.perf_counter() - t0}
         outputs.save_record(out(names["record"]), record_of(status, config, seeds, input_path, source, notes,
                                                              weights_path, meta, names, losses, timings))

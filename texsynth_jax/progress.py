@@ -50,6 +50,10 @@ class Progress:
         self.first_step_s = None  # includes compilation
         self._bar_drawn = False
 
+    def begin(self) -> None:
+        """Start the clock for the first iteration (call just before `synthesize`)."""
+        self.start = time.perf_counter()
+
     def __call__(self, state: SynthState) -> None:
         # One small transfer per iteration: the iterations depend on each other, so waiting here
         # loses no parallelism, and it keeps the rate, the ETA and Ctrl-C true to the device.

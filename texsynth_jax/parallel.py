@@ -5,8 +5,8 @@ axis (`SEEDS`), with weights and targets replicated; there is no communication b
 For an output too large for one device, `SPACE` splits every image-shaped array (the latent, its
 gradient and the L-BFGS memory) into horizontal strips; XLA's SPMD partitioner then exchanges the
 one-row halos that each 3x3 convolution needs and sums the Gram matrices across strips.
-Many hosts each take their own share of seeds (`host_share`) and never talk to each other during
-synthesis, so a preempted host costs only its own seeds.
+Many hosts each take their own share of (source, seed) pairs (`jobs.host_jobs`) and never talk to
+each other during synthesis, so a preempted host costs only its own seeds.
 """
 
 import numpy as np
@@ -60,9 +60,3 @@ def check_spatial(mesh: Mesh, size: tuple[int, int], factor: int) -> None:
             f"height {size[0]} cannot be split into {n} strips of whole {factor}-px pooling windows; "
             f"use a height that is a multiple of {n * factor}")
 
-
-def host_share(seeds, process_index: int | None = None, process_count: int | None = None) -> list:
-    """This host's seeds: every process_count-th seed starting at process_index (disjoint, complete)."""
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    return list(seeds)[index::count]

@@ -1,0 +1,121 @@
+"""Scale-out figures: throughput against device count and batch, peak memory against output size.
+
+    python bench/scale.py                  # 8 virtual CPU devices, real VGG-16 weights
+    python bench/scale.py --quick
+
+Throughput is seed-iterations per second of the sharded step (seeds split over a mesh of the
+first N devices). On a CPU the "devices" are virtual and share the same cores, so the figure
+shows the overhead of sharding, not a speed-up; on a GPU/TPU host each device is real.
+Peak memory is XLA's own account of one compiled step (arguments + outputs + temporaries, minus
+aliased donations), per device, with and without per-block rematerialisation, for one seed.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from texsynth_jax import SynthesisConfig, compute_targets, load_weights, parallel, synthesis  # noqa: E402
+from texsynth_jax.outputs import cpu_model  # noqa: E402
+
+
+def weights_path() -> str:
+    path = "models/vgg16_lpips.h5"
+    if not os.path.exists(path):
+        import weights_convert
+        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), path)
+    return path
+
+
+def throughput(params, spec, size, devices, batch, steps):
+    config = SynthesisConfig(size=(size, size))
+    source = np.random.default_rng(0).uniform(size=(size, size, 3)).astype(np.float32)
+    targets = compute_targets(params, jnp.asarray(source), spec, config)
+    mesh = parallel.make_mesh(parallel.SEEDS, jax.devices()[:devices])
+    keys = jax.random.split(jax.random.key(0), batch)
+    (keys, targets, params), init, step = synthesis._programs(mesh, keys, targets, params, spec, config)
+    state = init(keys, targets, params, spec, config)
+    t0 = time.perf_counter()
+    state, loss = step(state, targets, params, spec, config)
+    jax.block_until_ready(loss)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, loss = step(state, targets, params, spec, config)
+    jax.block_until_ready(loss)
+    return batch * steps / (time.perf_counter() - t0), compile_s
+
+
+def peak_bytes(params, spec, size, remat, strips=1):
+    """Per-device bytes of one compiled step for one seed, the image split into `strips`."""
+    config = SynthesisConfig(size=(size, size), remat=remat)
+    keys = jax.random.split(jax.random.key(0), 1)
+    targets = {l: jnp.zeros((c, c)) for l, c in
+               zip(config.layers, (64, 64, 128, 256, 512))}
+    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:strips]) if strips > 1 else None
+    (keys, targets, params), init, step = synthesis._programs(mesh, keys, targets, params, spec, config)
+    state = jax.eval_shape(init, keys, targets, params, spec, config)
+    if mesh is not None:
+        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                             state, parallel.batch_sharding(mesh, state, config.size))
+    m = step.lower(state, targets, params, spec, config).compile().memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few steps")
+    args = parser.parse_args()
+    params, spec, _ = load_weights(weights_path())
+    params = jax.device_put(params)
+    size, steps = (32, 2) if args.quick else (64, 4)
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.platform()}, jax {jax.__version__}, "
+          f"backend {jax.default_backend()}, {len(jax.devices())} devices, {spec.arch}")
+    print(f"\n### Throughput, {size} px, seed-iterations/s (higher is better)\n")
+    print("| devices | batch | seed-it/s | vs 1 device | compile s |")
+    print("|---|---|---|---|---|")
+    for batch in (8,) if args.quick else (8, 16):
+        base = None
+        for devices in (1, 2, 4, 8):
+            rate, compile_s = throughput(params, spec, size, devices, batch, steps)
+            base = base or rate
+            print(f"| {devices} | {batch} | {rate:.2f} | {rate / base:.2f}x | {compile_s:.1f} |", flush=True)
+
+    sizes = (64, 128) if args.quick else (128, 256, 512, 1024)
+    print("\n### Peak memory of one step, one seed (XLA memory analysis)\n")
+    print("| size | no remat MiB | remat MiB | remat / no remat | 8 strips, per device MiB |")
+    print("|---|---|---|---|---|")
+    fits = {}
+    for s in sizes:
+        plain, remat = peak_bytes(params, spec, s, False), peak_bytes(params, spec, s, True)
+        strips = peak_bytes(params, spec, s, False, strips=8)
+        fits[s] = (plain, remat)
+        print(f"| {s} | {plain / 2**20:.0f} | {remat / 2**20:.0f} | {remat / plain:.2f} | "
+              f"{strips / 2**20:.0f} |", flush=True)
+    # Peak memory grows with pixels; fit bytes = a + b * pixels on the largest two sizes.
+    (s1, (p1, r1)), (s2, (p2, r2)) = sorted(fits.items())[-2:]
+    print("\n### Largest square output per device (one seed, linear fit in pixels)\n")
+    print("| device memory | no remat | remat |")
+    print("|---|---|---|")
+    for gib in (16, 32, 80, 141):
+        row = []
+        for q1, q2 in ((p1, p2), (r1, r2)):
+            b = (q2 - q1) / (s2 * s2 - s1 * s1)
+            a = q1 - b * s1 * s1
+            row.append(int(np.sqrt(max(gib * 2**30 * 0.9 - a, 0) / b)) // 16 * 16)
+        print(f"| {gib} GiB | {row[0]} px | {row[1]} px |")
+    print("\n(90% of device memory usable; spatial strips over N devices divide the image part by N.)")
+
+
+if __name__ == "__main__":
+    main()

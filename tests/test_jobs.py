@@ -1,0 +1,43 @@
+"""Batch jobs: sources from a folder or a list file, and their split between hosts."""
+
+import pytest
+
+from texsynth_jax import jobs
+
+
+def test_seed_syntax():
+    assert jobs.parse_seeds("3") == [0, 1, 2]
+    assert jobs.parse_seeds("7,3") == [7, 3]
+    for bad in ("0", "a", "1,1", "-1,2", ""):
+        with pytest.raises(jobs.JobError, match="seed"):
+            jobs.parse_seeds(bad)
+
+
+def test_folder_and_list_file(tmp_path):
+    for name in ("b.png", "a.jpg", "notes.md", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert jobs.read_sources(str(tmp_path), [0]) == [(str(tmp_path / "a.jpg"), [0]), (str(tmp_path / "b.png"), [0])]
+    listing = tmp_path / "job.txt"
+    listing.write_text("# textures\na.jpg 2\n\n/abs/c.png 5,9\nb.png\n")
+    assert jobs.read_sources(str(listing), [4]) == [
+        (str(tmp_path / "a.jpg"), [0, 1]), ("/abs/c.png", [5, 9]), (str(tmp_path / "b.png"), [4])]
+    assert jobs.read_sources("x.png", [1]) == [("x.png", [1])]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a.png 1 2\n", "separate seeds with commas"), ("a.png x\n", "seed"), ("# none\n", "names no images"),
+    ("a.png\nsub/a.jpg\n", "two images named a"),
+])
+def test_bad_list_files(tmp_path, text, message):
+    listing = tmp_path / "job.txt"
+    listing.write_text(text)
+    with pytest.raises(jobs.JobError, match=message):
+        jobs.read_sources(str(listing), [0])
+
+
+def test_hosts_share_every_pair_once():
+    work = [("a.png", [0, 1, 2]), ("b.png", [0]), ("c.png", [4, 5])]
+    shares = [jobs.host_jobs(work, i, 4) for i in range(4)]
+    pairs = sorted((p, s) for share in shares for p, seeds in share for s in seeds)
+    assert pairs == sorted((p, s) for p, seeds in work for s in seeds)
+    assert shares[0] == [("a.png", [0]), ("c.png", [4])]

@@ -1,0 +1,87 @@
+"""A batch job: many sources, each with its seeds, split between hosts.
+
+`--input` names one image, a folder of images, or a list file (`.txt`): one image per line,
+optionally followed by its seeds (`bark.png 0,1,2`, or a count: `bark.png 4`); blank lines and
+lines starting with `#` are skipped, and relative paths are relative to the list file.
+"""
+
+import os
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+class JobError(ValueError):
+    """A batch job that cannot be read; one line naming the problem and the fix."""
+
+
+def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
+    """A count N (seeds 0..N-1) or a comma list of distinct non-negative seeds."""
+    try:
+        values = [int(p) for p in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or max(values) >= 2**31:
+        raise JobError(f"{where}={text} is not a seed count or list; give a count (4 means seeds 0..3) "
+                       "or non-negative seeds like 3,7,11")
+    if "," not in text:
+        if values[0] < 1:
+            raise JobError(f"{where}={text} asks for no seeds; give a count of at least 1")
+        return list(range(values[0]))
+    if len(set(values)) != len(values):
+        raise JobError(f"{where}={text} repeats a seed; list each seed once")
+    return values
+
+
+def read_sources(input_path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:
+    """[(image path, seeds)] for an image, a folder of images, or a list file."""
+    if os.path.isdir(input_path):
+        images = sorted(os.path.join(input_path, n) for n in os.listdir(input_path)
+                        if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+        if not images:
+            raise JobError(f"--input={input_path} is a folder with no images; put PNG or JPEG files in it")
+        jobs = [(path, default_seeds) for path in images]
+    elif input_path.lower().endswith(".txt"):
+        jobs = _read_list(input_path, default_seeds)
+    else:
+        return [(input_path, default_seeds)]
+    stems = [stem(path) for path, _ in jobs]
+    clash = next((s for s in stems if stems.count(s) > 1), None)
+    if clash:
+        raise JobError(f"--input={input_path} has two images named {clash}.*, whose outputs would clash; "
+                       "rename one")
+    return jobs
+
+
+def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"list file {path} cannot be read ({e}); give a text file, one image per line") from None
+    folder, jobs = os.path.dirname(os.path.abspath(path)), []
+    for number, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) > 2:
+            raise JobError(f"{path}:{number}: expected `image [seeds]`, got {line.strip()!r}; separate seeds "
+                           "with commas, not spaces")
+        image = parts[0] if os.path.isabs(parts[0]) else os.path.join(folder, parts[0])
+        seeds = parse_seeds(parts[1], f"{path}:{number}: seeds") if len(parts) == 2 else default_seeds
+        jobs.append((image, seeds))
+    if not jobs:
+        raise JobError(f"list file {path} names no images; write one image path per line")
+    return jobs
+
+
+def stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def host_jobs(jobs, process_index: int, process_count: int) -> list[tuple[str, list[int]]]:
+    """This host's share: every (source, seed) pair numbered in order, every process_count-th one
+    from process_index, grouped back by source. Disjoint across hosts, complete together."""
+    pairs = [(path, seed) for path, seeds in jobs for seed in seeds]
+    mine = pairs[process_index::process_count]
+    return [(path, [s for p, s in mine if p == path]) for path, _ in jobs
+            if any(p == path for p, _ in mine)]

@@ -125,10 +125,12 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert (tmp_path / "keep.png").read_bytes() == b"earlier"
 
 
-def test_contact_sheet_puts_the_source_beside_each_image():
+def test_contact_sheet_puts_the_source_beside_each_image_at_one_scale():
     source = np.zeros((20, 40, 3), np.float32)
     sheet = image_io.contact_sheet(source, [np.ones((10, 10, 3), np.float32)] * 2, height=16, gap=2)
-    assert sheet.dtype == np.uint8 and sheet.shape == (16, 32 + 2 + 16 + 2 + 16, 3)
+    assert sheet.dtype == np.uint8 and sheet.shape == (16, 32 + 2 + 8 + 2 + 8, 3)
+    assert (sheet[:8, 34:42] == 255).all() and sheet[:16, :32].max() == 0  # outputs: 8 px, source: 16 px
+    assert (sheet[8:, 34:42] == 255).all()  # below the shorter tiles: white
 
 
 def _umask():

@@ -107,16 +107,22 @@ def save_png(path: str, image) -> None:
 
 
 def contact_sheet(source, images, height: int = 256, gap: int = 4) -> np.ndarray:
-    """uint8 row of the source beside each synthesised image, all scaled to `height` px high."""
+    """uint8 row of the source beside each synthesised image, on white.
+
+    All tiles share one scale (the tallest becomes `height` px), so a texture element is as large in
+    the source as in the outputs, whatever their sizes; shorter tiles are top-aligned.
+    """
+    arrays = [to_uint8(image) for image in [source, *images]]
+    scale = height / max(a.shape[0] for a in arrays)
     tiles = []
-    for image in [source, *images]:
-        pil = Image.fromarray(to_uint8(image))
-        width = max(1, round(pil.width * height / pil.height))
-        tiles.append(np.asarray(pil.resize((width, height), Image.LANCZOS)))
+    for array in arrays:
+        pil = Image.fromarray(array)
+        size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+        tiles.append(np.asarray(pil if size == pil.size else pil.resize(size, Image.LANCZOS)))
     total = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
     sheet = np.full((height, total, 3), 255, np.uint8)
     x = 0
     for tile in tiles:
-        sheet[:, x:x + tile.shape[1]] = tile
+        sheet[:tile.shape[0], x:x + tile.shape[1]] = tile
         x += tile.shape[1] + gap
     return sheet

@@ -7,6 +7,7 @@ Flags: python run.py --helpshort. Errors are one line `error: <problem>; <fix>` 
 Ctrl-C saves the images reached so far and exits with code 130.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -172,6 +173,16 @@ def record_of(status, config, seeds, input_path, source, notes, weights_path, me
     }
 
 
+@contextlib.contextmanager
+def sigint_restored():
+    """Give back the caller's SIGINT handler on the way out (main() changes it while it runs)."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag", exitcode=2)
@@ -201,56 +212,80 @@ def main(argv):
         log("interrupted before synthesis began; nothing written")
         return 130
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    out = lambda name: os.path.join(FLAGS.output_dir, name)
     log(f"synthesising {len(seeds)} x {config.size[0]}x{config.size[1]} from {input_path} "
         f"({source.shape[0]}x{source.shape[1]}), {config.iterations} iterations, {spec.arch}, "
         f"{jax.default_backend()}")
 
-    # 2. Synthesise; Ctrl-C keeps what the last finished iteration reached.
+    # 2. Synthesise; Ctrl-C stops after the iteration in flight and keeps what it reached.
     def snapshot(step, images):
         outputs.save_images(FLAGS.output_dir, [outputs.seed_name(stem, s, step, config.iterations)
                                                for s in seeds], images)
 
     tracker = progress.Progress(config.iterations, seeds, FLAGS.log_every, FLAGS.save_every, snapshot)
-    status, t1 = "complete", time.perf_counter()
-    t_targets = None
+    t1 = time.perf_counter()
+    with sigint_restored():
+        images, timings = synthesize_until_done_or_stopped(tracker, params, source, spec, config, seeds)
+        if images is None:
+            log("interrupted before the first iteration finished; nothing saved")
+            return 130
+        status = "complete" if tracker.step == config.iterations else "interrupted"
+
+        # 3. Save, each file atomically; the record last, so its presence means the run's files are there.
+        try:
+            names, losses = save_images_and_plot(names, source, images, tracker.losses, seeds)
+            timings = {"setup": t1 - t0, **timings, "total": time.perf_counter() - t0}
+            outputs.save_record(os.path.join(FLAGS.output_dir, names["record"]), record_of(
+                status, config, seeds, input_path, source, notes, weights_path, meta, names, losses, timings))
+        except OSError as e:
+            return fail(f"cannot write to {FLAGS.output_dir} ({e.strerror or e}); free some space or choose "
+                        "another --output_dir")
+    if status == "interrupted":
+        log(f"interrupted at iteration {tracker.step}/{config.iterations}; saved the images reached so far "
+            f"in {FLAGS.output_dir}")
+        return 130
+    log(f"done in {progress.format_duration(time.perf_counter() - t0)}: "
+        f"{os.path.join(FLAGS.output_dir, names['sheet'])}, {os.path.join(FLAGS.output_dir, names['record'])}")
+    return 0
+
+
+def synthesize_until_done_or_stopped(tracker, params, source, spec, config, seeds):
+    """Run `synthesize` with `tracker` as its callback; the first Ctrl-C stops after an iteration.
+
+    Returns:
+      (images float [B, H, W, 3] on the host, or None if stopped before the first iteration; timings).
+    """
+    t1, t_targets = time.perf_counter(), None
     try:
         targets = jax.block_until_ready(texsynth_jax.compute_targets(params, source, spec, config))
         t_targets = time.perf_counter() - t1
         keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
         tracker.begin()
+        signal.signal(signal.SIGINT, tracker.request_stop)
         images, _ = texsynth_jax.synthesize(keys, targets, params, spec, config, callback=tracker)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the saving short
         tracker.finish()
-        if tracker.images is None:
-            log("interrupted before the first iteration finished; nothing saved")
-            return 130
-        status, images = "interrupted", tracker.images
+        images = tracker.images
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # saving takes a moment; Ctrl-C must not cut it short
     t2 = time.perf_counter()
-    images = jax.device_get(images)
-    losses = [list(l) for l in zip(*tracker.losses)] if tracker.losses else [[] for _ in seeds]
+    timings = {"targets": t_targets, "first_iteration_with_compile": tracker.first_step_s, "synthesis": t2 - t1,
+               "iterations_per_s": tracker.rate(t2)}
+    return (None if images is None else jax.device_get(images)), timings
 
-    # 3. Save, each file atomically; the record last, so its presence means the run's files are there.
-    try:
-        outputs.save_images(FLAGS.output_dir, names["images"], images)
-        outputs.save_sheet(out(names["sheet"]), source, images)
-        if not outputs.save_loss_plot(out(names["loss_plot"]), losses, seeds):
-            names = {**names, "loss_plot": None}
-        timings = {"setup": t1 - t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
-                   "synthesis": t2 - t1,
-                   "iterations_per_s": tracker.rate(t2), "total": time.perf_counter() - t0}
-        outputs.save_record(out(names["record"]), record_of(status, config, seeds, input_path, source, notes,
-                                                             weights_path, meta, names, losses, timings))
-    except OSError as e:
-        return fail(f"cannot write to {FLAGS.output_dir} ({e.strerror or e}); free some space or choose "
-                    "another --output_dir")
-    if status == "interrupted":
-        log(f"interrupted at iteration {tracker.step}/{config.iterations}; saved the images reached so far "
-            f"in {FLAGS.output_dir}")
-        return 130
-    log(f"done in {progress.format_duration(time.perf_counter() - t0)}: {out(names['sheet'])}, {out(names['record'])}")
-    return 0
+
+def save_images_and_plot(names, source, images, step_losses, seeds):
+    """Write the seed images, the contact sheet and the loss plot.
+
+    step_losses: one float [B] array per iteration done.
+    Returns:
+      (names, with loss_plot None when matplotlib is missing; losses per seed, as lists).
+    """
+    out = lambda name: os.path.join(FLAGS.output_dir, name)
+    losses = [list(l) for l in zip(*step_losses)] if step_losses else [[] for _ in seeds]
+    outputs.save_images(FLAGS.output_dir, names["images"], images)
+    outputs.save_sheet(out(names["sheet"]), source, images)
+    if not outputs.save_loss_plot(out(names["loss_plot"]), losses, seeds):
+        names = {**names, "loss_plot": None}
+    return names, losses
 
 
 def parse_flags(argv):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -120,19 +121,25 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):
     proc = subprocess.Popen([sys.executable, RUN_PY, "--size=32", "--seeds=2", "--iterations=100000",
                              "--log_every=1", f"--weights={weights_path}", f"--output_dir={out}"],
                             cwd=tmp_path, env=cli_env, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = []
+    lines, first_progress = [], threading.Event()
+
+    def read():
         for line in proc.stderr:
             lines.append(line)
             if line.startswith("iteration"):
-                proc.send_signal(signal.SIGINT)
-                break
-        rest = proc.stderr.read()
+                first_progress.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert first_progress.wait(timeout=240), "".join(lines)
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    stderr = "".join(lines) + rest
+    stderr = "".join(lines)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted at iteration")

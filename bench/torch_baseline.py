@@ -1,0 +1,90 @@
+"""A small PyTorch baseline of the same algorithm, for bench/ only (texsynth_jax never imports torch).
+
+Same network and loss as texsynth_jax: the VGG convs of the converted weights file (as torch
+tensors), ReLU after every conv, 2x2 average pooling, features up to the deepest wanted layer,
+Gram = F^T F / M (M = H*W), loss sum_l w_l * sum((G_l - A_l)^2) / (4 N_l^2). NCHW, batch of
+images; the loss of a batch is the sum of the per-image losses, so the gradient of each image is
+its own.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from texsynth_jax import vgg
+
+
+class TorchGatys:
+    """Loss and gradient w.r.t. a batch of images, in PyTorch.
+
+    Args:
+      params, spec: from `texsynth_jax.load_weights` (HWIO numpy kernels).
+      layers, layer_weights: as in `SynthesisConfig`.
+      precision: "fp32", or "bf16" (torch.autocast on CPU: bf16 convs, float32 Gram and loss).
+      channels_last: run the convs on channels-last (NHWC) tensors, oneDNN's preferred layout.
+    """
+
+    def __init__(self, params, spec, layers, layer_weights, precision="fp32", channels_last=False):
+        self.spec = spec
+        self.layers = tuple(layers)
+        self.weights = dict(zip(layers, layer_weights))
+        self.path = vgg.needed_layers(spec.arch, layers)
+        self.precision = precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.kernels = {}
+        for name in self.path:
+            if name.startswith("conv"):
+                k = torch.from_numpy(np.ascontiguousarray(
+                    np.transpose(np.asarray(params[name]["kernel"], np.float32), (3, 2, 0, 1))))
+                b = torch.from_numpy(np.asarray(params[name]["bias"], np.float32).copy())
+                self.kernels[name] = (k.contiguous(memory_format=self.memory_format), b)
+        order = [2, 1, 0] if spec.channel_order == "BGR" else [0, 1, 2]
+        self.order = torch.tensor(order)
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.targets = None
+
+    def features(self, images):
+        """images: float32 [B, 3, H, W] RGB in [0, 1] -> {layer: [B, C, H_l, W_l]}."""
+        x = (images[:, self.order] * self.spec.scale - self.mean) / self.std
+        x = x.contiguous(memory_format=self.memory_format)
+        out = {}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for name in self.path:
+                if name.startswith("conv"):
+                    k, b = self.kernels[name]
+                    x = F.relu(F.conv2d(x, k, b, padding=1))
+                else:
+                    x = F.avg_pool2d(x, 2)
+                if name in self.layers:
+                    out[name] = x
+        return out
+
+    @staticmethod
+    def gram(f):
+        b, c, h, w = f.shape
+        flat = f.float().reshape(b, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+    def set_targets(self, source):
+        """source: float32 [3, H, W] RGB in [0, 1]; stores its Grams [C, C] per layer."""
+        with torch.no_grad():
+            feats = self.features(source[None])
+        self.targets = {name: self.gram(feats[name])[0] for name in self.layers}
+
+    def loss(self, images):
+        """Sum over the batch of the per-image texture losses (float32 scalar)."""
+        feats = self.features(images)
+        total = 0.0
+        for name in self.layers:
+            g = self.gram(feats[name])
+            n = g.shape[-1]
+            total = total + self.weights[name] * ((g - self.targets[name]) ** 2).sum() / (4.0 * n * n)
+        return total
+
+    def loss_and_grad(self, images):
+        """images: float32 [B, 3, H, W]. Returns (loss float, grad [B, 3, H, W])."""
+        x = images.detach().requires_grad_(True)
+        loss = self.loss(x)
+        loss.backward()
+        return loss.detach(), x.grad

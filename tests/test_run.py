@@ -277,7 +277,7 @@ def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weight
 @pytest.mark.parametrize("text,expected", [("3", [0, 1, 2]), ("1", [0]), ("3,7,11", [3, 7, 11]), ("5,", None)])
 def test_parse_seeds(text, expected):
     if expected is None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="seed"):
             run.parse_seeds(text)
     else:
         assert run.parse_seeds(text) == expected

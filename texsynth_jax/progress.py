@@ -66,11 +66,18 @@ class Progress:
         """Start the clock for the first iteration (call just before `synthesize`)."""
         self.start = time.perf_counter()
 
-    def __call__(self, state: SynthState) -> None:
+    def resume(self, step: int, losses) -> None:
+        """Continue a checkpointed run: `step` iterations done, with their per-iteration losses."""
+        self.step, self.losses = step, list(losses)
+
+    def __call__(self, state: SynthState, before_stop=None) -> None:
+        """Record one iteration. Rows of `state` past len(seeds) are padding (seed meshes) and are
+        dropped; `before_stop(state)` runs before a requested stop (to checkpoint it)."""
+        n = len(self.seeds)
         # One small transfer per iteration: the iterations depend on each other, so waiting here
         # loses no parallelism, and it keeps the rate, the ETA and Ctrl-C true to the device.
-        loss = np.asarray(jax.device_get(state.opt_state.value))
-        self.images = image_from_latent(state.latent)  # a new buffer: `state` is donated next step
+        loss = np.asarray(jax.device_get(state.opt_state.value))[:n]
+        self.images = image_from_latent(state.latent[:n])  # a new buffer: `state` is donated next step
         self.losses.append(loss)
         self.step += 1
         now = time.perf_counter()
@@ -83,6 +90,8 @@ class Progress:
         elif self.bar:
             self._draw_bar(now)
         if self.stop_requested:
+            if before_stop is not None:
+                before_stop(state)
             raise KeyboardInterrupt  # here, between iterations, with `images` and `losses` consistent
 
     def rate(self, now: float) -> float | None:

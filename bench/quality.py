@@ -1,0 +1,85 @@
+"""Does the fast mode make the same textures? fp32 vs a fast mode (default bf16), per texture.
+
+    python bench/quality.py --textures /work/shared/textures --size 128 --iterations 300 --out /tmp/quality
+
+For each texture (resized to --size), synthesise from the same seed once in fp32 and once in the
+fast mode, then evaluate both final images with the fp32 loss (fp32 targets, fp32 features), so
+the comparison does not depend on the fast mode's own rounding. Prints fp32 loss, fast loss and
+their ratio per texture, and writes source | fp32 | fast side by side as a PNG per texture, to
+look at. The texture photos are for benchmarks only; nothing here copies them anywhere else.
+"""
+
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--textures", default="/work/shared/textures", help="folder of PNG textures")
+    parser.add_argument("--names", default="", help="comma-separated file names to use (default: all "
+                        "*.png without _512)")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast-precision", default="bf16")
+    parser.add_argument("--fast-conv", default="auto")
+    parser.add_argument("--out", default="/tmp/texsynth_quality")
+    parser.add_argument("--weights", default=None)
+    args = parser.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    import texsynth_jax as ts
+    from speed import cpu_flags, cpu_model, weights_path
+
+    params, spec, _ = ts.load_weights(weights_path(args.weights))
+    params = jax.device_put(params)
+    if args.names:
+        paths = [os.path.join(args.textures, n) for n in args.names.split(",")]
+    else:
+        paths = sorted(p for p in glob.glob(os.path.join(args.textures, "*.png")) if "_512" not in p)
+    os.makedirs(args.out, exist_ok=True)
+    size = (args.size, args.size)
+    fp32 = ts.SynthesisConfig(size=size, iterations=args.iterations, precision="fp32", conv="auto")
+    fast = ts.SynthesisConfig(size=size, iterations=args.iterations, precision=args.fast_precision,
+                              conv=args.fast_conv)
+    evaluate = jax.jit(ts.texture_loss, static_argnums=(3, 4))
+    print(f"# CPU: {cpu_model()} ({cpu_flags()}); {args.size} px, {args.iterations} L-BFGS iterations, "
+          f"seed {args.seed}; fast mode = {args.fast_precision}/{args.fast_conv}", flush=True)
+    print("| texture | fp32 loss | fast loss (evaluated in fp32) | fast / fp32 | fp32 s | fast s |")
+    print("|---|---|---|---|---|---|", flush=True)
+    from PIL import Image
+    keys = jax.random.split(jax.random.key(args.seed), 1)
+    for path in paths:
+        source = Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        source = jnp.asarray(np.asarray(source, np.float32) / 255.0)
+        targets = ts.compute_targets(params, source, spec, fp32)
+        results = {}
+        for name, config in (("fp32", fp32), ("fast", fast)):
+            mode_targets = ts.compute_targets(params, source, spec, config)
+            t0 = time.perf_counter()
+            images, _ = ts.synthesize(keys, mode_targets, params, spec, config)
+            images = jax.block_until_ready(images)
+            seconds = time.perf_counter() - t0
+            loss = float(evaluate(images[0], targets, params, spec, fp32))
+            results[name] = (images[0], loss, seconds)
+        (img32, l32, s32), (imgf, lf, sf) = results["fp32"], results["fast"]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        strip = np.concatenate([np.asarray(source), np.asarray(img32), np.asarray(imgf)], axis=1)
+        Image.fromarray((np.clip(strip, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+            os.path.join(args.out, f"{stem}_{args.size}_src_fp32_fast.png"))
+        print(f"| {stem} | {l32:.4g} | {lf:.4g} | {lf / l32:.3f} | {s32:.0f} | {sf:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

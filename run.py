@@ -365,8 +365,8 @@ def synthesize_until_done_or_stopped(tracker, params, src, spec, config, meta, m
         keys = jax.vmap(jax.random.key)(jnp.asarray(src.seeds, jnp.uint32))
         state = None
         if FLAGS.resume and os.path.exists(path):
-            padded = keys[jnp.arange(parallel.padded_size(len(keys), mesh)) % len(keys)]  # as synthesize pads
-            like = jax.eval_shape(synthesis.init_state_batch, padded, targets, params, spec, config)
+            like = jax.eval_shape(synthesis.init_state_batch, parallel.pad_batch(keys, mesh), targets, params,
+                                  spec, config)
             state, record = checkpoint.load(path, like)
             if record.get("fingerprint") != stamp:
                 raise checkpoint.CheckpointError(

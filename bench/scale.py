@@ -43,7 +43,7 @@ def throughput(params, spec, size, devices, batch, steps):
     targets = compute_targets(params, jnp.asarray(source), spec, config)
     mesh = parallel.make_mesh(parallel.SEEDS, jax.devices()[:devices])
     keys = jax.random.split(jax.random.key(0), batch)
-    (keys, targets, params), init, step = synthesis._programs(mesh, keys, targets, params, spec, config)
+    (keys, targets, params), init, step, _ = synthesis._programs(mesh, keys, targets, params, spec, config)
     state = init(keys, targets, params, spec, config)
     t0 = time.perf_counter()
     state, loss = step(state, targets, params, spec, config)
@@ -63,11 +63,11 @@ def peak_bytes(params, spec, size, remat, strips=1):
     targets = {l: jnp.zeros((c, c)) for l, c in
                zip(config.layers, (64, 64, 128, 256, 512))}
     mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:strips]) if strips > 1 else None
-    (keys, targets, params), init, step = synthesis._programs(mesh, keys, targets, params, spec, config)
+    (keys, targets, params), init, step, shardings = synthesis._programs(mesh, keys, targets, params, spec,
+                                                                         config)
     state = jax.eval_shape(init, keys, targets, params, spec, config)
     if mesh is not None:
-        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                             state, parallel.batch_sharding(mesh, state, config.size))
+        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
     m = step.lower(state, targets, params, spec, config).compile().memory_analysis()
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 

@@ -90,18 +90,21 @@ def step(state: SynthState, target_grams: Mapping[str, jax.Array], params: Mappi
     return SynthState(latent, opt_state, state.step + 1), opt_state.value
 
 
-# One program for a batch of seeds: state batched, targets and weights shared. The state is
-# donated, so its buffers (the L-BFGS memory above all) are updated in place.
-init_state_batch = jax.jit(
-    jax.vmap(init_state, in_axes=(0, None, None, None, None)), static_argnums=(3, 4))
-step_batch = jax.jit(
-    jax.vmap(step, in_axes=(0, None, None, None, None)), static_argnums=(3, 4), donate_argnums=0)
+def _batched(fn, **jit_args):
+    """One program for a batch of seeds: the first argument batched, targets and weights shared."""
+    return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None, None)), static_argnums=(3, 4), **jit_args)
+
+
+# The state is donated, so its buffers (the L-BFGS memory above all) are updated in place.
+init_state_batch = _batched(init_state)
+step_batch = _batched(step, donate_argnums=0)
 
 
 def _programs(mesh, keys, target_grams, params, spec, config):
-    """Place the inputs on `mesh` (None: the default device) and the init and step programs for it."""
+    """Place the inputs on `mesh` (None: the default device); the init and step programs for it,
+    and the state's shardings (None: the default device)."""
     if mesh is None:
-        return jax.device_put((keys, target_grams, params)), init_state_batch, step_batch
+        return jax.device_put((keys, target_grams, params)), init_state_batch, step_batch, None
     rep = parallel.replicated(mesh)
     target_grams, params = jax.device_put((target_grams, params), rep)
     by_seed = parallel.SEEDS in mesh.axis_names
@@ -109,11 +112,9 @@ def _programs(mesh, keys, target_grams, params, spec, config):
     shape = jax.eval_shape(init_state_batch, keys, target_grams, params, spec, config)
     shardings = parallel.batch_sharding(mesh, shape, config.size)
     losses = NamedSharding(mesh, P(parallel.SEEDS)) if by_seed else rep
-    batched = (0, None, None, None, None)
-    init = jax.jit(jax.vmap(init_state, in_axes=batched), static_argnums=(3, 4), out_shardings=shardings)
-    step_ = jax.jit(jax.vmap(step, in_axes=batched), static_argnums=(3, 4),
-                    out_shardings=(shardings, losses), donate_argnums=0)
-    return (keys, target_grams, params), init, step_
+    init = _batched(init_state, out_shardings=shardings)
+    step_ = _batched(step, out_shardings=(shardings, losses), donate_argnums=0)
+    return (keys, target_grams, params), init, step_, shardings
 
 
 def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: Mapping,
@@ -147,14 +148,13 @@ def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: M
     if mesh is not None and parallel.SPACE in mesh.axis_names:
         parallel.check_spatial(mesh, config.size, max(vgg.downsampling(spec.arch, l) for l in config.layers))
     batch = keys.shape[0]
-    keys = keys[jnp.arange(parallel.padded_size(batch, mesh)) % batch]  # pad by repeating seeds
-    (keys, target_grams, params), init, step_ = _programs(mesh, keys, target_grams, params, spec, config)
+    keys = parallel.pad_batch(keys, mesh)
+    (keys, target_grams, params), init, step_, shardings = _programs(
+        mesh, keys, target_grams, params, spec, config)
     if state is None:
         state = init(keys, target_grams, params, spec, config)
     else:
-        shape = jax.eval_shape(init_state_batch, keys, target_grams, params, spec, config)
-        state = jax.device_put(state, jax.tree.map(lambda s: s.sharding, shape) if mesh is None
-                               else parallel.batch_sharding(mesh, shape, config.size))
+        state = jax.device_put(state, shardings)
     history = []
     for _ in range(int(np.max(jax.device_get(state.step))), config.iterations):
         state, loss = step_(state, target_grams, params, spec, config)

@@ -8,7 +8,8 @@ from texsynth_jax import jobs
 def test_seed_syntax():
     assert jobs.parse_seeds("3") == [0, 1, 2]
     assert jobs.parse_seeds("7,3") == [7, 3]
-    for bad in ("0", "a", "1,1", "-1,2", ""):
+    assert jobs.parse_seeds("7,") == [7]  # one chosen seed
+    for bad in ("0", "a", "1,1", "-1,2", "", ",", "7,,x"):
         with pytest.raises(jobs.JobError, match="seed"):
             jobs.parse_seeds(bad)
 
@@ -41,3 +42,19 @@ def test_hosts_share_every_pair_once():
     pairs = sorted((p, s) for share in shares for p, seeds in share for s in seeds)
     assert pairs == sorted((p, s) for p, seeds in work for s in seeds)
     assert shares[0] == [("a.png", [0]), ("c.png", [4])]
+
+
+def test_two_thousand_sources_share_out_in_linear_time(tmp_path):
+    import time
+
+    listing = tmp_path / "job.txt"
+    listing.write_text("".join(f"img{i}.png {i % 5 + 1}\n" for i in range(2000)))
+    t0 = time.perf_counter()
+    work = jobs.read_sources(str(listing), [0])
+    shares = [jobs.host_jobs(work, i, 8) for i in range(8)]
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.5, f"{elapsed:.2f}s to share out 2,000 sources: pairing must be linear"
+    pairs = sorted((p, s) for share in shares for p, seeds in share for s in seeds)
+    assert pairs == sorted((p, s) for p, seeds in work for s in seeds)
+    assert max(sum(map(len, (s for _, s in share))) for share in shares) - \
+        min(sum(map(len, (s for _, s in share))) for share in shares) <= 1  # dealt evenly

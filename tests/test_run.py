@@ -97,7 +97,7 @@ def test_flagfile_builds_the_config(monkeypatch):
     run.FLAGS.unparse_flags()
     try:
         run.FLAGS(["run.py", "--flagfile=texture.cfg"])
-        config = run.config_from_flags()
+        config = run.from_flags(run.SynthesisConfig)
         seeds = run.parse_seeds(run.FLAGS.seeds)
         assert os.path.isfile(run.FLAGS.input)
     finally:
@@ -264,7 +264,7 @@ def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weight
         assert (img.size, img.mode) == ((32, 32), "RGB")
 
 
-@pytest.mark.parametrize("text,expected", [("3", [0, 1, 2]), ("1", [0]), ("3,7,11", [3, 7, 11]), ("5,", None)])
+@pytest.mark.parametrize("text,expected", [("3", [0, 1, 2]), ("1", [0]), ("3,7,11", [3, 7, 11]), ("5,", [5]), ("x", None)])
 def test_parse_seeds(text, expected):
     if expected is None:
         with pytest.raises(ValueError, match="seed"):
@@ -287,3 +287,35 @@ def test_default_weights_choice(tmp_path):
     vgg19.write_bytes(b"")
     path, convert, reason = defaults.choose_weights(str(vgg19), str(lpips))
     assert (path, convert) == (str(vgg19), False) and "VGG-19" in reason
+
+
+# A value other than the default for every field of SynthesisConfig and RunOptions: the test fails
+# when a field is added without one here, and when any flag does not reach the run record.
+EVERY_FIELD = {
+    "size": ("32,40", [32, 40]), "layers": ("conv1_1,pool1,pool2", ["conv1_1", "pool1", "pool2"]),
+    "layer_weights": ("1,2,0.5", [1.0, 2.0, 0.5]), "pooling": ("max", "max"), "iterations": ("2", 2),
+    "history": ("5", 5), "init_scale": ("0.02", 0.02), "precision": ("bf16", "bf16"), "remat": ("true", True),
+    "conv": ("lax", "lax"), "optimizer": ("optax", "optax"),
+    "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
+    "overwrite": ("true", True), "mesh": ("none", "none"),
+}
+
+
+def test_every_flag_reaches_the_config_and_the_record(tmp_path, weights_path, capsys):
+    import dataclasses
+
+    fields = {f.name: f for cls in (run.SynthesisConfig, run.RunOptions) for f in dataclasses.fields(cls)}
+    assert set(fields) - {"output_dir"} == set(EVERY_FIELD), "give every new field a test value here"
+    for name, (_, expected) in EVERY_FIELD.items():
+        default = fields[name].default
+        assert (list(default) if isinstance(default, tuple) else default) != expected, name
+    out = tmp_path / "out"
+    code, stderr = in_process([f"--weights={weights_path}", f"--output_dir={out}", "--seeds=1",
+                               *(f"--{name}={text}" for name, (text, _) in EVERY_FIELD.items())], capsys)
+    assert code == 0, stderr
+    record = json.loads((out / "default_texture_run.json").read_text())
+    recorded = {**record["config"], **record["options"]}
+    assert recorded["output_dir"] == str(out)
+    for name, (_, expected) in EVERY_FIELD.items():
+        assert recorded[name] == expected, name
+    assert record["flags"]["remat"] is True and record["flags"]["optimizer"] == "optax"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from texsynth_jax import SynthesisConfig, compute_targets, synthesis, texture_loss, vgg
+from texsynth_jax import SynthesisConfig, compute_targets, engine, synthesis, texture_loss, vgg
 from texsynth_jax.losses import gram_matrix, style_loss
 
 LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
@@ -126,14 +126,14 @@ def small_problem():
 def test_vmap_over_seeds_equals_a_loop(small_problem):
     params, spec, config, targets = small_problem
     keys = jax.random.split(jax.random.key(0), 3)
-    images, losses = synthesis.synthesize(keys, targets, params, spec, config)
+    images, losses = engine.synthesize(keys, targets, params, spec, config)
     assert images.shape == (3, 24, 24, 3) and losses.shape == (3, 4)
     for i in range(3):
-        one, one_losses = synthesis.synthesize(keys[i:i + 1], targets, params, spec, config)
+        one, one_losses = engine.synthesize(keys[i:i + 1], targets, params, spec, config)
         np.testing.assert_allclose(one[0], images[i], atol=1e-5)
         np.testing.assert_allclose(one_losses[0], losses[i], rtol=1e-4)
     # The same key gives the same texture bit for bit; different keys differ.
-    again, _ = synthesis.synthesize(keys, targets, params, spec, config)
+    again, _ = engine.synthesize(keys, targets, params, spec, config)
     np.testing.assert_array_equal(again, images)
     assert np.abs(np.asarray(images[0] - images[1])).mean() > 1e-3
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
@@ -149,13 +149,13 @@ def test_step_compiles_once_per_shape(small_problem):
 
     step = jax.jit(jax.vmap(counted_step, in_axes=(0, None, None, None, None)), static_argnums=(3, 4))
     params = jax.device_put(params)  # once, explicitly: the loop itself must transfer nothing
-    state = synthesis.init_state_batch(jax.random.split(jax.random.key(1), 2), targets, params, spec, config)
+    state = engine.init_state_batch(jax.random.split(jax.random.key(1), 2), targets, params, spec, config)
     with jax.transfer_guard("disallow"):
         for _ in range(3):
             state, _ = step(state, targets, params, spec, config)
     assert len(traces) == 1
     # Another batch of seeds of the same size is a new shape: one more trace, then none.
-    state = synthesis.init_state_batch(jax.random.split(jax.random.key(2), 3), targets, params, spec, config)
+    state = engine.init_state_batch(jax.random.split(jax.random.key(2), 3), targets, params, spec, config)
     for _ in range(2):
         state, _ = step(state, targets, params, spec, config)
     assert len(traces) == 2
@@ -165,7 +165,7 @@ def test_output_size_may_differ_from_source(small_problem):
     params, spec, config, targets = small_problem
     wide = SynthesisConfig(size=(16, 40), layers=config.layers, layer_weights=config.layer_weights,
                            iterations=2)
-    images, losses = synthesis.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
+    images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
     assert images.shape == (1, 16, 40, 3) and np.isfinite(np.asarray(losses)).all()
 
 
@@ -180,11 +180,11 @@ def test_bad_arguments_fail_before_compiling(kwargs, message, monkeypatch):
     def no_compile(*args, **kw):
         raise AssertionError("compiled before validating")
 
-    monkeypatch.setattr(synthesis, "init_state_batch", no_compile)
-    monkeypatch.setattr(synthesis, "step_batch", no_compile)
+    monkeypatch.setattr(engine, "init_state_batch", no_compile)
+    monkeypatch.setattr(engine, "_batched", no_compile)
     with pytest.raises(ValueError, match=message):
         config = SynthesisConfig(**kwargs)
-        synthesis.synthesize(jax.random.split(jax.random.key(0), 1), {}, params, spec, config)
+        engine.synthesize(jax.random.split(jax.random.key(0), 1), {}, params, spec, config)
 
 
 def test_source_too_small_is_refused():
@@ -202,7 +202,7 @@ def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(weights_path):
     source = jax.image.resize(jnp.asarray(source), (64, 64, 3), "linear")
     config = SynthesisConfig(size=(48, 48), iterations=40)
     targets = compute_targets(params, source, spec, config)
-    images, losses = synthesis.synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
+    images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
     start = float(texture_loss(jnp.full((48, 48, 3), 0.5), targets, params, spec, config))
     assert np.all(np.asarray(losses[:, -1]) < start / 100), (start, losses[:, -1])
     assert np.all(np.diff(np.asarray(losses), axis=1) <= 1e-6 * start)  # L-BFGS with Armijo never goes up

@@ -1,22 +1,25 @@
-"""texsynth_jax: Gatys et al. (2015) texture synthesis as pure JAX functions.
+"""texsynth_jax: Gatys et al. (2015) texture synthesis as pure JAX functions, and an engine that runs jobs.
 
     params, spec, _ = texsynth_jax.load_weights("models/vgg16_lpips.h5")
     config = texsynth_jax.SynthesisConfig(size=(256, 256), iterations=300)
-    targets = texsynth_jax.compute_targets(params, source, spec, config)
-    images, losses = texsynth_jax.synthesize(jax.random.split(jax.random.key(0), 4), targets, params, spec, config)
+    engine = texsynth_jax.Engine(params, spec, config, batch_size=4)     # weights placed, programs compiled once
+    images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 4), engine.targets(source))
+
+    texsynth_jax.run_job([("bark.png", [0, 1])], "models/vgg16_lpips.h5", config,
+                         texsynth_jax.RunOptions(output_dir="out", checkpoint_every=50))   # files, resume, record
 """
 
 from texsynth_jax.config import SynthesisConfig
+from texsynth_jax.engine import Engine, synthesize
 from texsynth_jax.image_io import load_image, save_png
 from texsynth_jax.losses import gram_matrix, style_loss
-from texsynth_jax.synthesis import (SynthState, compute_targets, image_from_latent, init_state,
-                                    init_state_batch, step, step_batch, synthesize, texture_loss)
+from texsynth_jax.runner import JobReport, RunOptions, run_job
+from texsynth_jax.synthesis import SynthState, compute_targets, image_from_latent, init_state, step, texture_loss
 from texsynth_jax.vgg import NetworkSpec, extract_features, preprocess
 from texsynth_jax.weights import WeightsError, load_weights
 
 __all__ = [
-    "SynthesisConfig", "load_image", "save_png", "gram_matrix", "style_loss", "SynthState",
-    "compute_targets", "image_from_latent", "init_state", "init_state_batch", "step", "step_batch",
-    "synthesize", "texture_loss", "NetworkSpec", "extract_features", "preprocess", "WeightsError",
-    "load_weights",
+    "SynthesisConfig", "Engine", "synthesize", "load_image", "save_png", "gram_matrix", "style_loss",
+    "JobReport", "RunOptions", "run_job", "SynthState", "compute_targets", "image_from_latent", "init_state",
+    "step", "texture_loss", "NetworkSpec", "extract_features", "preprocess", "WeightsError", "load_weights",
 ]

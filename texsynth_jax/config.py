@@ -6,7 +6,14 @@ from texsynth_jax import vgg
 
 POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("optax", "lbfgs")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
+
+
+def setting(default, help: str, choices: tuple | None = None):
+    """A dataclass field with the help text (and choices) of its command-line flag: run.py defines one
+    flag per field by walking the fields, so a new setting cannot be left out of the CLI."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,18 +34,28 @@ class SynthesisConfig:
         them: less peak memory for large outputs, at the cost of one more forward pass.
       conv: convolution strategy: "lax" (XLA's convolution), "matmul" (nine shifted matrix
         products), or "auto" (the fastest for the backend).
+      optimizer: "lbfgs" (texsynth_jax's L-BFGS) or "optax" (optax.lbfgs); see optimizers.py.
     """
 
-    size: tuple[int, int] = (256, 256)
-    layers: tuple[str, ...] = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
-    layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
-    pooling: str = "avg"
-    iterations: int = 500
-    history: int = 20
-    init_scale: float = 0.01
-    precision: str = "fp32"
-    remat: bool = False
-    conv: str = "auto"
+    size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.")
+    layers: tuple[str, ...] = setting(("conv1_1", "pool1", "pool2", "pool3", "pool4"),
+                                      "VGG layers whose Gram matrices are matched (Gatys et al.: "
+                                      "conv1_1,pool1,pool2,pool3,pool4).")
+    layer_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0, 1.0, 1.0),
+                                               "One weight per layer, comma separated. When --layers is given "
+                                               "without --layer_weights, every layer weighs 1.")
+    pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
+    iterations: int = setting(500, "L-BFGS iterations.")
+    history: int = setting(20, "L-BFGS memory (pairs kept).")
+    init_scale: float = setting(0.01, "Std of the starting noise around mid-grey, in [0, 1] pixel units.")
+    precision: str = setting("fp32", "fp32, or bf16 features (float32 Grams and loss): faster where the "
+                             "hardware has bf16 matrix units.", PRECISIONS)
+    remat: bool = setting(False, "Recompute each VGG block in the backward pass instead of keeping its "
+                          "activations (less memory, one more forward pass).")
+    conv: str = setting("auto", "Convolution strategy; auto picks the fastest for the backend.", CONV_STRATEGIES)
+    optimizer: str = setting("lbfgs", "L-BFGS implementation: lbfgs (texsynth_jax's, the measured default) or "
+                             "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
+                             OPTIMIZERS)
 
     def __post_init__(self):
         if len(self.size) != 2 or min(self.size) < 1:
@@ -62,6 +79,8 @@ class SynthesisConfig:
             raise ValueError(f"history={self.history} must be at least 1; keep at least one L-BFGS pair (20 is usual)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is unknown; use one of {PRECISIONS}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is unknown; use one of {OPTIMIZERS}")
         if self.conv not in CONV_STRATEGIES:
             raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
 

@@ -35,6 +35,20 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
 
 
+def check_image(path: str) -> tuple[int, int]:
+    """(height, width) of an image file from its header, after checking that it can be read,
+    without decoding its pixels (a batch job checks every source before it starts)."""
+    if not os.path.exists(path):
+        raise ImageError(f"input image {path} not found; check the path given to --input")
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()  # structure and checksums (PNG CRCs): catches truncated and corrupt files
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
+    return size[1], size[0]
+
+
 def _is_16bit_colour(img: Image.Image) -> bool:
     """True for 16-bit-per-channel RGB(A), which Pillow decodes to 8 bits without saying so."""
     rawmodes = [t[3] for t in (img.tile or []) if len(t) > 3 and isinstance(t[3], str)]

@@ -5,6 +5,7 @@ optionally followed by its seeds (`bark.png 0,1,2`, or a count: `bark.png 4`); b
 lines starting with `#` are skipped, and relative paths are relative to the list file.
 """
 
+import collections
 import os
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -15,9 +16,10 @@ class JobError(ValueError):
 
 
 def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
-    """A count N (seeds 0..N-1) or a comma list of distinct non-negative seeds."""
+    """A count N (seeds 0..N-1), or a comma list of distinct non-negative seeds: `3,7,11`, or `7,` for
+    the one seed 7."""
     try:
-        values = [int(p) for p in text.split(",")]
+        values = [int(p) for p in text.split(",") if p.strip()] if "," in text else [int(text)]
     except ValueError:
         values = []
     if not values or min(values) < 0 or max(values) >= 2**31:
@@ -44,8 +46,8 @@ def read_sources(input_path: str, default_seeds: list[int]) -> list[tuple[str, l
         jobs = _read_list(input_path, default_seeds)
     else:
         return [(input_path, default_seeds)]
-    stems = [stem(path) for path, _ in jobs]
-    clash = next((s for s in stems if stems.count(s) > 1), None)
+    counts = collections.Counter(stem(path) for path, _ in jobs)
+    clash = next((s for s, n in counts.items() if n > 1), None)
     if clash:
         raise JobError(f"--input={input_path} has two images named {clash}.*, whose outputs would clash; "
                        "rename one")
@@ -80,8 +82,12 @@ def stem(path: str) -> str:
 
 def host_jobs(jobs, process_index: int, process_count: int) -> list[tuple[str, list[int]]]:
     """This host's share: every (source, seed) pair numbered in order, every process_count-th one
-    from process_index, grouped back by source. Disjoint across hosts, complete together."""
-    pairs = [(path, seed) for path, seeds in jobs for seed in seeds]
-    mine = pairs[process_index::process_count]
-    return [(path, [s for p, s in mine if p == path]) for path, _ in jobs
-            if any(p == path for p, _ in mine)]
+    from process_index, grouped back by source. Disjoint across hosts, complete together; linear in
+    the number of pairs."""
+    share, first = [], 0  # first: the number of the source's first pair
+    for path, seeds in jobs:
+        start = (process_index - first) % process_count
+        if seeds[start::process_count]:
+            share.append((path, list(seeds[start::process_count])))
+        first += len(seeds)
+    return share

@@ -1,18 +1,10 @@
-"""Progress of a run: the `synthesize` callback that logs, draws a bar, snapshots and remembers.
+"""Progress of a run: log lines, a terminal bar, and the loss history, fetched only when shown."""
 
-It keeps the last images and the loss history on the host side of the donated state, so an
-interrupted run (Ctrl-C) can still save what it reached.
-"""
-
-import signal
 import sys
 import time
-from typing import Callable
 
 import jax
 import numpy as np
-
-from texsynth_jax.synthesis import SynthState, image_from_latent
 
 
 def format_duration(seconds: float) -> str:
@@ -32,92 +24,97 @@ def format_losses(losses: np.ndarray, seeds) -> str:
     return f"loss mean {np.mean(losses):.4g} (min {np.min(losses):.4g}, max {np.max(losses):.4g})"
 
 
-class Progress:
-    """Callback for `synthesize`: call it with the batched state after every iteration.
+class _Silent:
+    """A stream that drops everything (the progress of hosts other than process 0)."""
 
-    Attributes after each call: `step` (iterations done), `images` (float32 [B, H, W, 3] device
-    array, a copy that outlives the donated state), `losses` (list of float32 [B] numpy arrays).
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+SILENT = _Silent()
+
+
+class Progress:
+    """Progress lines, a bar, and the loss history of one source's run, fed by `Engine.run`'s `on_step`.
+
+    Nothing is fetched from the device between log lines: the losses of the iterations since the
+    last line come over in one transfer when a line is written (or `history()` is asked for), which
+    also keeps the rate and ETA true to the device, since the host waits for it there.
     """
 
-    def __init__(self, iterations: int, seeds, log_every: int, save_every: int = 0,
-                 on_snapshot: Callable[[int, np.ndarray], None] | None = None,
-                 stream=None, bar: bool | None = None):
-        self.iterations, self.seeds = iterations, list(seeds)
-        self.log_every, self.save_every, self.on_snapshot = log_every, save_every, on_snapshot
+    def __init__(self, iterations: int, seeds, log_every: int, stream=None, bar: bool | None = None):
+        self.iterations, self.seeds, self.log_every = iterations, list(seeds), log_every
         self.stream = stream or sys.stderr
         self.bar = self.stream.isatty() if bar is None else bar
-        self.step, self.images, self.losses = 0, None, []
-        self.start = time.perf_counter()
+        self.step, self._losses, self._pending = 0, [], []  # host arrays [B]; device arrays [padded]
+        self.start = self._rate_start = time.perf_counter()
         self.first_step_s = None  # includes compilation
-        self.stop_requested = False  # set by a SIGINT handler; honoured after the current iteration
+        self._rate = None  # iterations per second, as of the last synchronised line
         self._bar_drawn = False
 
-    def request_stop(self, signum=None, frame=None) -> None:
-        """A SIGINT handler: stop after the iteration in flight; a second Ctrl-C stops at once.
-
-        A KeyboardInterrupt raised wherever the signal lands can be swallowed (e.g. inside a
-        finalizer, which only prints "Exception ignored"), so the first Ctrl-C only sets a flag.
-        """
-        self.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._write("Ctrl-C: stopping after this iteration (Ctrl-C again to stop at once)\n")
-
-    def begin(self) -> None:
-        """Start the clock for the first iteration (call just before `synthesize`)."""
+    def begin(self, step: int = 0, losses=()) -> None:
+        """Start the clock; `step` iterations already done (a checkpoint) with their losses [B]."""
+        self.step, self._losses, self._pending = step, [np.asarray(l) for l in losses], []
         self.start = time.perf_counter()
 
-    def resume(self, step: int, losses) -> None:
-        """Continue a checkpointed run: `step` iterations done, with their per-iteration losses."""
-        self.step, self.losses = step, list(losses)
-
-    def __call__(self, state: SynthState, before_stop=None) -> None:
-        """Record one iteration. Rows of `state` past len(seeds) are padding (seed meshes) and are
-        dropped; `before_stop(state)` runs before a requested stop (to checkpoint it)."""
-        n = len(self.seeds)
-        # One small transfer per iteration: the iterations depend on each other, so waiting here
-        # loses no parallelism, and it keeps the rate, the ETA and Ctrl-C true to the device.
-        loss = np.asarray(jax.device_get(state.opt_state.value))[:n]
-        self.images = image_from_latent(state.latent[:n])  # a new buffer: `state` is donated next step
-        self.losses.append(loss)
-        self.step += 1
-        now = time.perf_counter()
-        if self.first_step_s is None:
-            self.first_step_s, self._rate_start = now - self.start, now
-        if self.save_every and self.step % self.save_every == 0 and self.step < self.iterations and self.on_snapshot:
-            self.on_snapshot(self.step, np.asarray(jax.device_get(self.images)))
-        if self.step % self.log_every == 0 or self.step == self.iterations or self.step == 1:
-            self._write(self.line(loss, now) + "\n")
+    def update(self, step: int, new_losses) -> None:
+        """Iterations up to `step` are dispatched; `new_losses`: their device arrays [padded] (unfetched)."""
+        self._pending += list(new_losses)
+        first = self.first_step_s is None
+        self.step = step
+        if first or step % self.log_every < len(new_losses) or step == self.iterations:
+            now = self._sync()
+            if first:
+                self.first_step_s, self._rate_start, self._rate_steps = now - self.start, now, step
+            self._write(self.line(self._losses[-1], now) + "\n")
         elif self.bar:
-            self._draw_bar(now)
-        if self.stop_requested:
-            if before_stop is not None:
-                before_stop(state)
-            raise KeyboardInterrupt  # here, between iterations, with `images` and `losses` consistent
+            self._draw_bar()
 
-    def rate(self, now: float) -> float | None:
-        """Iterations per second after the first (which includes compilation)."""
-        if self.step < 2:
-            return None
-        return (self.step - 1) / max(now - self._rate_start, 1e-9)
+    def history(self) -> list[np.ndarray]:
+        """The loss [B] of every iteration so far, on the host."""
+        self._sync()
+        return self._losses
+
+    def _sync(self) -> float:
+        n = len(self.seeds)
+        if self._pending:
+            self._losses += [np.asarray(l)[:n] for l in jax.device_get(self._pending)]
+            self._pending = []
+        now = time.perf_counter()
+        if self.first_step_s is not None and self.step > self._rate_steps:
+            self._rate = (self.step - self._rate_steps) / max(now - self._rate_start, 1e-9)
+        return now
+
+    def rate(self) -> float | None:
+        """Iterations per second after the first (which includes compilation), as last measured."""
+        return self._rate
 
     def line(self, loss: np.ndarray, now: float) -> str:
         width = len(str(self.iterations))
         parts = [f"iteration {self.step:{width}d}/{self.iterations}", format_losses(loss, self.seeds)]
-        rate = self.rate(now)
-        if rate is None:
+        if self._rate is None:
             parts.append(f"first iteration {self.first_step_s:.1f}s (includes compiling)")
         else:
-            parts += [f"{rate:.2f} it/s", f"ETA {format_duration((self.iterations - self.step) / rate)}"]
+            parts += [f"{self._rate:.2f} it/s", f"ETA {format_duration((self.iterations - self.step) / self._rate)}"]
         return "  ".join(parts)
 
-    def _draw_bar(self, now: float) -> None:
+    def _draw_bar(self) -> None:
         width = 30
         filled = width * self.step // self.iterations
-        rate = self.rate(now)
-        eta = f" ETA {format_duration((self.iterations - self.step) / rate)}" if rate else ""
+        eta = f" ETA {format_duration((self.iterations - self.step) / self._rate)}" if self._rate else ""
         self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.iterations}{eta} ")
         self.stream.flush()
         self._bar_drawn = True
+
+    def say(self, text: str) -> None:
+        """A line of its own (a checkpoint, Ctrl-C), clearing the bar first."""
+        self._write(text + "\n")
 
     def _write(self, text: str) -> None:
         if self._bar_drawn:

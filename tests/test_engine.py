@@ -1,0 +1,145 @@
+"""The engine and the job runner: one compile per job, the same images as separate runs, no host
+transfers between log lines, and a job driven from Python with checkpoints and resume."""
+
+import collections
+import contextlib
+import logging
+import re
+
+import numpy as np
+import jax
+import pytest
+from PIL import Image
+
+from texsynth_jax import (Engine, RunOptions, SynthesisConfig, compute_targets, engine as engine_lib, image_io,
+                          load_weights, progress, run_job)
+from test_synthesis import make_problem
+
+
+@contextlib.contextmanager
+def counted_compiles():
+    """Counter of XLA compilations by program name (`step`, `init_state`, ...), read from jax's own
+    compile log: every real compilation of the real code path, whoever built the program."""
+    names = collections.Counter()
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            match = re.match(r"Finished XLA compilation of jit\((\w+)\)", record.getMessage())
+            if match:
+                names[match.group(1)] += 1
+
+    logger, handler = logging.getLogger("jax"), Handler()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles():
+            yield names
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def make_sources(folder, count, size=40):
+    paths = []
+    for i in range(count):
+        path = folder / f"src{i}.png"
+        rng = np.random.default_rng(10 + i)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0),
+                         iterations=3)
+
+
+@pytest.mark.parametrize("mesh", ["none", "seeds"])
+def test_a_job_compiles_once_and_equals_separate_runs(mesh, tmp_path, weights_path):
+    paths = make_sources(tmp_path, 3)
+    work = [(paths[0], [0, 1]), (paths[1], [5]), (paths[2], [2, 3])]  # batches of 2, 1 (padded), 2
+    options = RunOptions(output_dir=str(tmp_path / "out"), log_every=100, mesh=mesh)
+    with counted_compiles() as compiles:
+        report = run_job(work, weights_path, CONFIG, options, log=lambda line: None)
+    assert [r.status for r in report.results] == ["complete"] * 3 and not report.interrupted
+    assert compiles["step"] == 1 and compiles["init_state"] == 1, compiles
+    assert compiles["compute_targets"] == 1, compiles  # the sources share one shape
+
+    params, spec, _ = load_weights(weights_path)
+    for path, seeds in work:
+        source, _ = image_io.load_image(path)
+        targets = compute_targets(params, source, spec, CONFIG)
+        keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
+        alone, _ = engine_lib.synthesize(keys, targets, params, spec, CONFIG)
+        stem = path.rsplit("/", 1)[1][:-4]
+        for seed, image in zip(seeds, np.asarray(alone)):
+            written = np.asarray(Image.open(tmp_path / "out" / f"{stem}_seed{seed}.png"), np.int16)
+            assert np.abs(written - image_io.to_uint8(image)).max() <= 1, (path, seed)
+
+
+def test_engine_runs_many_sources_through_one_program():
+    params, spec, config, targets = make_problem(24, 2)
+    engine = Engine(params, spec, config, batch_size=2)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with counted_compiles() as compiles:
+        for seed in range(3):
+            source = np.random.default_rng(seed).uniform(size=(24, 24, 3)).astype(np.float32)
+            images, losses = engine.synthesize(keys[:1] if seed == 1 else keys, engine.targets(source))
+            assert images.shape == (1 if seed == 1 else 2, 24, 24, 3) and losses.shape[1] == 2
+    assert compiles["step"] == 1 and compiles["init_state"] == 1 and compiles["compute_targets"] == 1, compiles
+
+
+def test_iterations_transfer_nothing_until_asked():
+    params, spec, config, targets = make_problem(24, 4)
+    engine = Engine(params, spec, config, batch_size=2)
+    targets = engine.targets(np.random.default_rng(0).uniform(size=(24, 24, 3)).astype(np.float32))
+    state = engine.init(jax.random.split(jax.random.key(0), 2), targets)
+    tracker = progress.Progress(4, [0, 1], log_every=4, stream=progress.SILENT)
+    tracker.begin()
+
+    def on_step(state, step, losses):
+        if step in (2, 3):  # no log line due: not even an explicit fetch may happen
+            with jax.transfer_guard_device_to_host("disallow_explicit"):
+                tracker.update(step, losses[-1:])
+        else:  # the first line and the last fetch every pending loss at once
+            tracker.update(step, losses[-1:])
+
+    with jax.transfer_guard("disallow"):  # and nothing implicit anywhere in the loop
+        engine.run(state, targets, 4, on_step)
+    history = tracker.history()
+    assert len(history) == 4 and history[0].shape == (2,)
+    assert np.all(np.diff(np.stack(history), axis=0) <= 0)
+
+
+def test_scan_dispatch_equals_single_steps():
+    params, spec, config, targets = make_problem(24, 5)
+    keys = jax.random.split(jax.random.key(3), 2)
+    single = Engine(params, spec, config, 2, steps_per_dispatch=1)
+    scanned = Engine(params, spec, config, 2, steps_per_dispatch=2)  # 2 + 2 scanned, then 1 single
+    a, la = single.synthesize(keys, single.targets(np.full((24, 24, 3), 0.3, np.float32)))
+    b, lb = scanned.synthesize(keys, scanned.targets(np.full((24, 24, 3), 0.3, np.float32)))
+    assert la.shape == lb.shape == (2, 5)
+    np.testing.assert_allclose(b, a, atol=1e-4)
+    np.testing.assert_allclose(lb, la, rtol=1e-3)
+
+
+def test_a_job_from_python_checkpoints_and_resumes(tmp_path, weights_path):
+    """What the README's library example does: a job with checkpoints, stopped and resumed."""
+    (path,) = make_sources(tmp_path, 1)
+    out = tmp_path / "out"
+    config = CONFIG.__class__(**{**CONFIG.__dict__, "iterations": 4})
+    straight = run_job([(path, [0, 1])], weights_path, config, RunOptions(output_dir=str(tmp_path / "straight")),
+                       log=lambda line: None)
+    # Stopped after 2 iterations, as a preemption notice would stop it.
+    lines, calls = [], []
+    half = run_job([(path, [0, 1])], weights_path, config, RunOptions(output_dir=str(out), checkpoint_every=2),
+                   log=lines.append, should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    assert half.interrupted and (out / "src0_ckpt.npz").is_file()
+    resumed = run_job([(path, [0, 1])], weights_path, config, RunOptions(output_dir=str(out), resume=True,
+                                                                         checkpoint_every=2), log=lines.append)
+    assert [r.status for r in resumed.results] == ["complete"]
+    assert any(l.startswith("resuming from") for l in lines)
+    for seed in (0, 1):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"src0_seed{seed}.png")),
+                                      np.asarray(Image.open(tmp_path / "straight" / f"src0_seed{seed}.png")))
+    assert straight.results[0].status == "complete" and not (out / "src0_ckpt.npz").exists()

@@ -1,0 +1,350 @@
+"""A synthesis job from Python: sources and seeds in, images, contact sheets and run records out.
+
+    report = runner.run_job(jobs.read_sources("textures/", [0, 1]), "models/vgg16_lpips.h5",
+                            SynthesisConfig(size=(256, 256), iterations=300),
+                            RunOptions(output_dir="out/job", checkpoint_every=50, resume=True))
+
+`run_job` owns everything around the numerical core: this host's share of the (source, seed) pairs,
+output names, the checks that write nothing when they fail, one `Engine` (weights placed and programs
+compiled once for the whole job), sources decoded one at a time, progress, snapshots, checkpoints and
+`resume` bound to a fingerprint, the JSON run record, and Ctrl-C (the first stops after the iteration in
+flight and saves what it reached; a second stops at once). Every problem found before synthesis is a
+ValueError with a one-line message naming the fix, raised before anything is written.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from texsynth_jax import checkpoint, image_io, jobs, outputs, parallel, progress, vgg, weights
+from texsynth_jax.config import SynthesisConfig, check_size, setting
+from texsynth_jax.engine import Engine
+
+MESHES = ("auto", "seeds", "space", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a job runs and where it writes; nothing here changes the images."""
+
+    output_dir: str = setting("out", "Folder for the images, contact sheet, JSON record and loss plot; created "
+                              "if missing.")
+    log_every: int = setting(50, "Log a progress line every N iterations.")
+    save_every: int = setting(0, "Save intermediate images every N iterations (0: off).")
+    checkpoint_every: int = setting(0, "Checkpoint every K iterations (0: off), atomically, into --output_dir; "
+                                    "rerun the same command with --resume to continue after a crash or preemption.")
+    resume: bool = setting(False, "Continue from the checkpoints in --output_dir and skip sources already done.")
+    overwrite: bool = setting(False, "Replace outputs of an earlier run in --output_dir instead of refusing.")
+    mesh: str = setting("auto", "How this host's devices share the work: seeds (split the batch of seeds), space "
+                        "(split each image into strips, for outputs too big for one device), none (one device); "
+                        "auto: seeds when there are several devices.", MESHES)
+
+    def __post_init__(self):
+        if self.log_every < 1:
+            raise ValueError(f"--log_every={self.log_every} must be at least 1")
+        if self.save_every < 0:
+            raise ValueError(f"--save_every={self.save_every} must be 0 (off) or a positive count")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint_every={self.checkpoint_every} must be 0 (off) or a positive count")
+        if self.mesh not in MESHES:
+            raise ValueError(f"--mesh={self.mesh!r} is unknown; use one of {MESHES}")
+
+
+class SourceResult(NamedTuple):
+    path: str
+    seeds: list
+    status: str  # "complete", "interrupted" or "skipped" (already done, --resume)
+    record_path: str | None
+
+
+class JobReport(NamedTuple):
+    results: list  # SourceResult per source of this host, in order
+    interrupted: bool  # Ctrl-C: the job stopped early (what was reached is saved)
+
+
+class _Source(NamedTuple):
+    path: str
+    seeds: list
+    size: tuple  # (height, width) from the header
+    names: dict  # output file names
+
+
+def choose_mesh(kind: str, config: SynthesisConfig, arch: str, devices=None):
+    """The device mesh for `kind` (RunOptions.mesh) over this host's devices; None: one device."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    kind = kind if kind != "auto" else ("seeds" if len(devices) > 1 else "none")
+    if kind == "none":
+        return None
+    mesh = parallel.make_mesh(parallel.SEEDS if kind == "seeds" else parallel.SPACE, devices)
+    if kind == "space":
+        parallel.check_spatial(mesh, config.size, max(vgg.downsampling(arch, l) for l in config.layers))
+    return mesh
+
+
+def _plan(work, arch, config, options, process, processes) -> list[_Source]:
+    """Check every source's header and size (no pixels decoded) and name its outputs."""
+    plan = []
+    suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
+    for path, seeds in work:
+        size = image_io.check_image(path)
+        check_size(size, arch, config.layers, f"input image {path}")
+        stem = jobs.stem(path)
+        names = outputs.final_names(stem, seeds)
+        for key in ("sheet", "record", "loss_plot"):
+            root, ext = os.path.splitext(names[key])
+            names[key] = root + suffix + ext
+        names["checkpoint"] = f"{stem}_ckpt{suffix}.npz"
+        plan.append(_Source(path, seeds, size, names))
+    return plan
+
+
+def _finished(output_dir: str, src: _Source) -> bool:
+    """Whether a complete record of this source and host is in the output folder."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(output_dir, src.names["record"])) as f:
+            return json.load(f).get("status") == "complete"
+    return False
+
+
+def _output_files(src: _Source) -> list[str]:
+    return [*src.names["images"], src.names["sheet"], src.names["record"], src.names["loss_plot"]]
+
+
+class _StopFlag:
+    """SIGINT while a job runs: the first Ctrl-C asks to stop after the iteration in flight (a
+    KeyboardInterrupt raised wherever the signal lands can be swallowed, e.g. in a finalizer); a
+    second stops at once. Installed only in the main thread, and the caller's handler is restored."""
+
+    def __init__(self, say):
+        self.requested, self._say, self._previous = False, say, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._say("Ctrl-C: stopping after this iteration (Ctrl-C again to stop at once)")
+
+    def shield(self):
+        """Saving takes a moment; Ctrl-C must not cut it short."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fingerprint(config, seeds, image, weights_sha256: str, meta: dict) -> str:
+    """What a checkpoint must match to be continued: settings, seeds, source pixels, and the converted
+    weights (their file's content and their convention)."""
+    text = json.dumps([dataclasses.asdict(config), list(seeds), weights_sha256,
+                       {k: meta.get(k) for k in ("arch", "channel_order", "scale", "mean", "std")}],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
+            process: int | None = None, processes: int | None = None, log: Callable[[str], None] | None = None,
+            record_extra: dict | None = None, steps_per_dispatch: int | None = None,
+            should_stop: Callable[[], bool] | None = None) -> JobReport:
+    """Synthesise every (source, seeds) of `work` that falls to this host, writing into options.output_dir.
+
+    Args:
+      work: [(image path, [seed, ...])], e.g. from `jobs.read_sources`.
+      weights_path: a converted weights file (`weights_convert`).
+      config, options: what to synthesise, and how to run and write it.
+      process, processes: this host's index and the host count (default: jax's).
+      log: where summary lines go (default: stderr); progress lines go there too on process 0.
+      record_extra: more entries for every run record (run.py adds the command and its flags).
+      steps_per_dispatch: iterations per host dispatch (default: per backend, engine.STEPS_PER_DISPATCH).
+      should_stop: asked after every dispatch; True stops the job there as a Ctrl-C does (saving what
+        was reached, and a checkpoint when checkpoint_every is set): a time budget, a preemption notice.
+
+    Returns:
+      a JobReport. Raises ValueError (one line, naming the fix) before anything is written when the
+      job cannot run, and checkpoint.CheckpointError if a checkpoint cannot be continued.
+    """
+    t0 = time.perf_counter()
+    process = jax.process_index() if process is None else process
+    processes = jax.process_count() if processes is None else processes
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = log if process == 0 else (lambda line: None)  # summary lines from process 0 only
+
+    # 1. Everything that can fail is checked before anything is decoded, compiled or written.
+    share = jobs.host_jobs(work, process, processes)
+    params, spec, meta = weights.load_weights(weights_path)
+    config.check_network(spec.arch)
+    plan = _plan(share, spec.arch, config, options, process, processes)
+    todo = [src for src in plan if not (options.resume and _finished(options.output_dir, src))]
+    for src in plan:
+        if src not in todo:
+            say(f"{src.path}: already done in {options.output_dir}, skipped (--resume)")
+    outputs.check_output_dir(options.output_dir, [n for src in todo for n in _output_files(src)],
+                             options.overwrite or options.resume)
+    if not options.resume and not options.overwrite:
+        stale = [os.path.join(options.output_dir, src.names["checkpoint"]) for src in todo]
+        stale = [path for path in stale if os.path.exists(path)]
+        if stale:
+            raise checkpoint.CheckpointError(f"{stale[0]} is a checkpoint of an unfinished run; pass --resume to "
+                                             "continue it or --overwrite to start over")
+    mesh = choose_mesh(options.mesh, config, spec.arch)
+    results = [SourceResult(src.path, src.seeds, "skipped", os.path.join(options.output_dir, src.names["record"]))
+               for src in plan if src not in todo]
+    if not todo:
+        return JobReport(results, False)
+
+    engine = Engine(params, spec, config, max(len(src.seeds) for src in todo), mesh, steps_per_dispatch)
+    del params  # the engine holds them on the device(s)
+    os.makedirs(options.output_dir, exist_ok=True)
+    where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
+    if processes > 1:
+        where += f" per host, {processes} hosts"
+    say(f"{len(todo)} source(s), {config.iterations} iterations at {config.size[0]}x{config.size[1]}, "
+        f"{spec.arch}, {where}, mesh {'none' if mesh is None else mesh.axis_names[0]}")
+    context = _Context(engine, meta, weights_path, weights.file_sha256(weights_path), options, record_extra or {},
+                       log, say, t0, should_stop or (lambda: False))
+
+    # 2. One source at a time, decoded when its turn comes.
+    for src in todo:
+        result = _run_source(context, src)
+        results.append(result)
+        if result.status == "interrupted":
+            return JobReport(results, True)
+    say(f"done in {progress.format_duration(time.perf_counter() - t0)}: {len(todo)} source(s) in "
+        f"{options.output_dir}")
+    return JobReport(results, False)
+
+
+class _Context(NamedTuple):
+    engine: Engine
+    meta: dict
+    weights_path: str
+    weights_sha256: str
+    options: RunOptions
+    record_extra: dict
+    log: Callable
+    say: Callable
+    t0: float
+    should_stop: Callable
+
+
+def _run_source(ctx: _Context, src: _Source) -> SourceResult:
+    engine, config, options = ctx.engine, ctx.engine.config, ctx.options
+    out = lambda name: os.path.join(options.output_dir, name)
+    image, notes = image_io.load_image(src.path)
+    for note in notes:
+        ctx.say(f"input: {src.path}: {note}")
+    ctx.say(f"synthesising {len(src.seeds)} x {config.size[0]}x{config.size[1]} from {src.path} "
+            f"({image.shape[0]}x{image.shape[1]}), {config.iterations} iterations")
+    t1 = time.perf_counter()
+    tracker = progress.Progress(config.iterations, src.seeds, options.log_every,
+                                stream=None if ctx.say is ctx.log else progress.SILENT)
+    stamp = fingerprint(config, src.seeds, image, ctx.weights_sha256, ctx.meta)
+    path = out(src.names["checkpoint"])
+    n = len(src.seeds)
+    stem = jobs.stem(src.path)
+
+    with _StopFlag(tracker.say) as stop:
+        targets = jax.block_until_ready(engine.targets(image))
+        t_targets = time.perf_counter() - t1
+        state, done_before = None, []
+        if options.resume and os.path.exists(path):
+            host_state, record = checkpoint.load(path, engine.state_shape)
+            if record.get("fingerprint") != stamp:
+                raise checkpoint.CheckpointError(
+                    f"checkpoint {path} belongs to another run (other settings, seeds, input or weights); "
+                    "run without --resume and with --overwrite to start over")
+            state = engine.place(host_state)
+            done_before = [np.asarray(l, np.float32) for l in record["losses"]]
+            ctx.log(f"resuming from {path} at iteration {record['iteration']}")
+        if state is None:
+            state = engine.init(engine.keys(src.seeds), targets)
+        tracker.begin(len(done_before), done_before)
+
+        def save_checkpoint(state, step):
+            checkpoint.save(path, state, {"iteration": step, "fingerprint": stamp,
+                                          "losses": [l.tolist() for l in tracker.history()]})
+            tracker.say(f"checkpoint: iteration {step}/{config.iterations} -> {path}")
+
+        def on_step(state, step, losses):
+            tracker.update(step, losses[-(step - tracker.step):])
+            every = lambda k: k and step % k < engine.steps_per_dispatch and step < config.iterations
+            if every(options.save_every):
+                outputs.save_images(options.output_dir, [outputs.seed_name(stem, s, step, config.iterations)
+                                                         for s in src.seeds], jax.device_get(engine.images(state))[:n])
+            stop.requested = stop.requested or ctx.should_stop()
+            if every(options.checkpoint_every) or (stop.requested and options.checkpoint_every):
+                save_checkpoint(state, step)
+            return stop.requested
+
+        try:
+            state, _ = engine.run(state, targets, config.iterations, on_step)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once; the donated state is gone
+            tracker.finish()
+            ctx.log("stopped at once by a second Ctrl-C; no images saved for " + src.path +
+                    (" (the last checkpoint is kept; continue with --resume)" if options.checkpoint_every else ""))
+            return SourceResult(src.path, src.seeds, "interrupted", None)
+        stop.shield()
+        tracker.finish()
+        t2 = time.perf_counter()
+        status = "complete" if tracker.step >= config.iterations else "interrupted"
+        images = np.asarray(jax.device_get(engine.images(state)))[:n]
+        losses = [list(l) for l in zip(*tracker.history())]
+        timings = {"setup": t1 - ctx.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
+                   "synthesis": t2 - t1, "iterations_per_s": tracker.rate()}
+
+        # 3. Each file atomically; the record last, so its presence means the run's files are there.
+        names = dict(src.names)
+        outputs.save_images(options.output_dir, names["images"], images)
+        outputs.save_sheet(out(names["sheet"]), image, images)
+        if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
+            names["loss_plot"] = None
+        timings["total"] = time.perf_counter() - ctx.t0
+        record = _record(ctx, status, src, image, notes, names, losses, timings, tracker.step)
+        outputs.save_record(out(names["record"]), record)
+        if status == "complete" and os.path.exists(path):
+            os.unlink(path)  # the outputs now hold everything it did
+    if status == "interrupted":
+        ctx.log(f"interrupted at iteration {tracker.step}/{config.iterations}; saved the images reached so far "
+                f"in {options.output_dir}" + (" (continue with --resume)" if options.checkpoint_every else ""))
+    else:
+        ctx.say(f"{src.path}: {out(names['sheet'])}, {out(names['record'])}")
+    return SourceResult(src.path, src.seeds, status, out(names["record"]))
+
+
+def _record(ctx: _Context, status, src, image, notes, names, losses, timings, step) -> dict:
+    """The JSON record of one source's run: what was run and what came out."""
+    def finite(x):
+        return float(x) if np.isfinite(x) else None
+
+    with open(src.path, "rb") as f:
+        input_sha = hashlib.sha256(f.read()).hexdigest()
+    seeds, meta = src.seeds, ctx.meta
+    return {
+        "status": status, "iterations_done": step, **ctx.record_extra,
+        "config": dataclasses.asdict(ctx.engine.config), "options": dataclasses.asdict(ctx.options),
+        "seeds": seeds,
+        "input": {"path": os.path.abspath(src.path), "sha256": input_sha, "size": list(image.shape[:2]),
+                  "conversions": notes},
+        "weights": {"path": os.path.abspath(ctx.weights_path), "file_sha256": ctx.weights_sha256,
+                    "arch": meta.get("arch"), "source_name": meta.get("source_name"),
+                    "source_sha256": meta.get("source_sha256")},
+        "outputs": names,
+        "final_loss": {str(s): finite(l[-1]) if len(l) else None for s, l in zip(seeds, losses)},
+        "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},
+        "timings_s": timings, "versions": outputs.versions(),
+    }

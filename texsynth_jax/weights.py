@@ -23,7 +23,7 @@ class WeightsError(ValueError):
 
 
 def check_params(params, arch: str, where: str) -> None:
-    """Raise WeightsError unless `params` holds exactly the conv layers of `arch`, rightly shaped."""
+    """Raise WeightsError unless `params` holds exactly the conv layers of `arch`, rightly shaped, finite."""
     shapes = vgg.conv_shapes(arch)
     missing = [n for n in shapes if n not in params]
     if missing:
@@ -39,6 +39,9 @@ def check_params(params, arch: str, where: str) -> None:
         if bias is None or tuple(bias.shape) != shape[-1:]:
             got = None if bias is None else tuple(bias.shape)
             raise WeightsError(f"{where}: {name} bias has shape {got}, expected {shape[-1:]}")
+        for param, array in (("kernel", kernel), ("bias", bias)):
+            if not np.all(np.isfinite(array)):  # one NaN would turn every loss and gradient into NaN
+                raise WeightsError(f"{where}: {name} {param} holds NaN or infinite values")
 
 
 def file_sha256(path: str) -> str:
@@ -72,6 +75,28 @@ def save_weights(path: str, params, spec: vgg.NetworkSpec, source_name: str, sou
         raise
 
 
+def _dataset(f: h5py.File, where: str, name: str, param: str, shape: tuple) -> h5py.Dataset:
+    """`f[name/param]` checked from metadata alone, before any data is read: reached through hard links
+    only, data inside this file (no external storage or virtual dataset, which could read another
+    file), float, and of `shape`, so reading it allocates exactly what the layer needs."""
+    obj = f
+    for part in (name, param):
+        link = obj.get(part, getlink=True) if isinstance(obj, h5py.Group) else None
+        if link is None:
+            raise WeightsError(f"{where}: missing {name} {param}; convert the checkpoint again")
+        if not isinstance(link, h5py.HardLink):
+            raise WeightsError(f"{where}: {name} {param} is reached through a link ({type(link).__name__}), "
+                               f"which can point at another file; convert the checkpoint again")
+        obj = obj[part]
+    if not isinstance(obj, h5py.Dataset) or obj.is_virtual or obj.external is not None:
+        raise WeightsError(f"{where}: {name} {param} is not a dataset stored in this file; convert the "
+                           f"checkpoint again")
+    if obj.shape != shape or obj.dtype.kind != "f":
+        raise WeightsError(f"{where}: {name} {param} is {obj.dtype} {obj.shape}, expected float {shape}; "
+                           f"convert the checkpoint again")
+    return obj
+
+
 def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
     """Read a converted weights file.
 
@@ -86,16 +111,26 @@ def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
         with h5py.File(path, "r") as f:
             meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
             meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()}
-            params = {name: {k: np.asarray(f[name][k]) for k in f[name]} for name in f}
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise WeightsError(f"{path} has format version {meta.get('format_version')}, expected "
+                                   f"{FORMAT_VERSION}; convert it again")
+            try:
+                spec = vgg.NetworkSpec(
+                    arch=meta["arch"], channel_order=meta["channel_order"], scale=float(meta["scale"]),
+                    mean=tuple(float(m) for m in meta["mean"]), std=tuple(float(s) for s in meta["std"]))
+            except (KeyError, ValueError) as e:
+                raise WeightsError(f"{path}: bad metadata ({e}); convert it again") from None
+            shapes = vgg.conv_shapes(spec.arch)
+            extra = sorted(set(f) - set(shapes))  # link names only; nothing is opened or read
+            if extra:
+                raise WeightsError(f"{path}: unexpected layer {extra[0]} for {spec.arch}")
+            # Every needed dataset is checked before any is read; nothing else in the file is read.
+            datasets = {name: {"kernel": _dataset(f, path, name, "kernel", shape),
+                               "bias": _dataset(f, path, name, "bias", shape[-1:])}
+                        for name, shape in shapes.items()}
+            params = {name: {k: np.asarray(d, np.float32) for k, d in layer.items()}
+                      for name, layer in datasets.items()}
     except OSError as e:
         raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again with `python -m weights_convert`") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(f"{path} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}; convert it again")
-    try:
-        spec = vgg.NetworkSpec(
-            arch=meta["arch"], channel_order=meta["channel_order"], scale=float(meta["scale"]),
-            mean=tuple(float(m) for m in meta["mean"]), std=tuple(float(s) for s in meta["std"]))
-    except (KeyError, ValueError) as e:
-        raise WeightsError(f"{path}: bad metadata ({e}); convert it again") from None
     check_params(params, spec.arch, path)
     return params, spec, meta

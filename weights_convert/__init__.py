@@ -49,19 +49,39 @@ def default_out_path(layout: Layout, models_dir: str = "models") -> str:
     return os.path.join(models_dir, name)
 
 
-def _read_hdf5(path: str) -> dict:
-    """{dataset path: array} of every dataset in an HDF5 file."""
-    import h5py
-    import numpy as np
+def _hdf5_datasets(path: str, f) -> dict:
+    """{dataset path: h5py.Dataset} of an open HDF5 file, none of them read yet.
 
-    datasets = {}
+    Refuses soft and external links and datasets whose data lives outside the file (external storage,
+    virtual datasets): either would let a crafted file pull another file's bytes into the weights.
+    """
+    import h5py
+
+    links = []  # collected, then checked: h5py turns an exception inside the visitor into a SystemError
+    f.visititems_links(lambda name, link: links.append((name, link)))  # visits each group once
+    for name, link in links:
+        if not isinstance(link, h5py.HardLink):
+            raise ConversionError(f"{path}: /{name} is a link ({type(link).__name__}), which can point at "
+                                  f"another file; pass the original Keras weights file")
+    datasets = {name: f[name] for name, _ in links}
+    datasets = {name: obj for name, obj in datasets.items() if isinstance(obj, h5py.Dataset)}
+    for name, obj in datasets.items():
+        if obj.is_virtual or obj.external is not None:
+            raise ConversionError(f"{path}: dataset /{name} stores its data in another file; pass the "
+                                  f"original Keras weights file")
+    return datasets
+
+
+def _from_hdf5(path: str, convention: str | None) -> Layout:
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: datasets.__setitem__(name, np.asarray(obj))
-                         if isinstance(obj, h5py.Dataset) else None)
+            return layouts.from_keras(path, _hdf5_datasets(path, f), convention)
+    except ConversionError:
+        raise
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise ConversionError(f"{path}: truncated or corrupt HDF5 file ({e}); download it again") from None
-    return datasets
 
 
 def read_checkpoint(source_path: str, convention: str | None = None) -> Layout:
@@ -88,7 +108,7 @@ def read_checkpoint(source_path: str, convention: str | None = None) -> Layout:
         if head.startswith(_ZIP_MAGIC):
             return layouts.from_torch(source_path, pth.read_zip(source_path), convention)
         if head == _HDF5_MAGIC:
-            return layouts.from_keras(source_path, _read_hdf5(source_path), convention)
+            return _from_hdf5(source_path, convention)
         if head[:1] == b"\x80":  # pickle protocol >= 2: a legacy .pth starts with a pickled magic number
             f.seek(0)
             unpickler = safe_pickle.RestrictedUnpickler(f, safe_pickle.numpy_globals())

@@ -83,12 +83,20 @@ def _check_shape(where: str, source_key: str, layer: str, shape: tuple, expected
                               f"{tuple(expected)} ({order}); pass an unmodified VGG-16/19 checkpoint")
 
 
-def _checked(where: str, source_key: str, layer: str, array: np.ndarray, expected: tuple, order: str):
-    """`array` as float32 after checking its shape and that it holds finite floats."""
-    _check_shape(where, source_key, layer, array.shape, expected, order)
-    if array.dtype.kind != "f" or not np.all(np.isfinite(array)):
-        raise ConversionError(f"{where}: {source_key} ({layer}) is not finite floating-point data; the "
-                              f"file is corrupt, download it again")
+def _checked(where: str, source_key: str, layer: str, source, expected: tuple, order: str, read=np.asarray):
+    """`read(source)` as float32: shape and dtype are checked from `source`'s metadata before reading
+    (it may be a lazy HDF5 dataset or pth.Tensor), finiteness after."""
+    if not hasattr(source, "shape") or not hasattr(source, "dtype"):
+        raise ConversionError(f"{where}: {source_key} ({layer}) is a {type(source).__name__}, not an array; "
+                              f"pass an unmodified VGG-16/19 checkpoint")
+    _check_shape(where, source_key, layer, source.shape, expected, order)
+    if np.dtype(source.dtype).kind != "f":
+        raise ConversionError(f"{where}: {source_key} ({layer}) holds {source.dtype}, not floating-point "
+                              f"data; the file is corrupt, download it again")
+    array = np.asarray(read(source))
+    if not np.all(np.isfinite(array)):
+        raise ConversionError(f"{where}: {source_key} ({layer}) holds NaN or infinite values; the file is "
+                              f"corrupt, download it again")
     return np.ascontiguousarray(array, np.float32)
 
 
@@ -143,8 +151,7 @@ def from_torch(where: str, tensors: Mapping, convention: str | None = None) -> L
             if key not in tensors:
                 raise ConversionError(f"{where}: missing {key} ({name} of {arch}); the checkpoint is "
                                       f"incomplete, download it again")
-            _check_shape(where, key, name, tensors[key].shape, expected, order)  # before reading data
-            arrays[param] = _checked(where, key, name, tensors[key].numpy(), expected, order)
+            arrays[param] = _checked(where, key, name, tensors[key], expected, order, lambda t: t.numpy())
         # torch convolves OIHW kernels, lax_conv takes HWIO.
         params[name] = {"kernel": np.ascontiguousarray(arrays["weight"].transpose(2, 3, 1, 0)),
                         "bias": arrays["bias"]}
@@ -173,8 +180,9 @@ def from_keras(where: str, datasets: Mapping[str, np.ndarray], convention: str |
 
     Args:
       where: the file, for error messages.
-      datasets: {HDF5 path: array} of every dataset in the file, e.g.
-        {"block1_conv1/block1_conv1_W_1:0": [3, 3, 3, 64], ...}; dense layers are ignored.
+      datasets: {HDF5 path: array or h5py.Dataset} of every dataset in the file, e.g.
+        {"block1_conv1/block1_conv1_W_1:0": [3, 3, 3, 64], ...}; only the conv layers' are read, after
+        their shape and dtype are checked.
       convention: "caffe" or "torchvision" to override rule 2, or None.
     """
     found: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
@@ -201,9 +209,9 @@ def from_keras(where: str, datasets: Mapping[str, np.ndarray], convention: str |
                 raise ConversionError(f"{where}: missing {group} {param} ({name} of {arch}); the file is "
                                       f"incomplete, download it again")
         (kpath, kernel), (bpath, bias) = found[name]["kernel"], found[name]["bias"]
-        params[name] = {"kernel": _checked(where, kpath, name, np.asarray(kernel), shape,
+        params[name] = {"kernel": _checked(where, kpath, name, kernel, shape,
                                            "HWIO; use the tf_dim_ordering file"),
-                        "bias": _checked(where, bpath, name, np.asarray(bias), shape[-1:], "[O]")}
+                        "bias": _checked(where, bpath, name, bias, shape[-1:], "[O]")}
     unexpected = sorted(set(found) - set(params))
     if unexpected:
         raise ConversionError(f"{where}: unexpected layer {unexpected[0]} for {arch}; pass an unmodified "

@@ -12,7 +12,8 @@ Both formats `torch.save` writes (see torch/serialization.py):
 Tensors are pickled as `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` (older
 files: `_rebuild_tensor`, or a `torch.FloatTensor` rebuilt by `__setstate__`). The unpickler maps
 exactly those names to the stand-ins below, so nothing from the file is ever executed, and tensor
-data is only read from disk when asked for: the 400 MB classifier of a VGG is never loaded.
+data is only read from disk when asked for, and then only the bytes the tensor spans: the 400 MB
+classifier of a VGG is never loaded, and a storage that declares more than it holds is refused.
 """
 
 import os
@@ -46,27 +47,31 @@ class StorageType:
 
 
 class Storage:
-    """One flat storage of `numel` elements; its bytes are fetched by `fetch` on first use."""
+    """One flat storage of `numel` elements; byte ranges are fetched by `fetch` when a tensor is read."""
 
     def __init__(self, path: str, key: str, storage_type: StorageType, numel: int):
         self.path, self.key, self.type, self.numel = path, key, storage_type, numel
-        self.fetch: Callable[[], bytes] | None = None  # attached once the container is indexed
+        self.fetch: Callable[[int, int], bytes] | None = None  # (start, nbytes), set once indexed
         self.byteorder = "<"
-        self._array = None
 
-    def array(self) -> np.ndarray:
-        """The storage as a 1-D native-endian array (float32 for bfloat16). [numel]"""
-        if self._array is None:
-            raw = self.fetch()
-            if len(raw) != self.numel * self.type.dtype.itemsize:
-                raise ConversionError(f"{self.path}: storage {self.key} holds {len(raw)} bytes, expected "
-                                      f"{self.numel * self.type.dtype.itemsize}; the file is truncated or "
-                                      f"corrupt, download it again")
-            data = np.frombuffer(raw, self.type.dtype.newbyteorder(self.byteorder)).astype(self.type.dtype)
-            if self.type.bfloat16:
-                data = (data.astype(np.uint32) << 16).view(np.float32)
-            self._array = data
-        return self._array
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.type.dtype.itemsize
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Elements [start, start + count) as a 1-D native-endian array (float32 for bfloat16).
+
+        Only those bytes are read, so a storage far larger than its tensors costs no memory.
+        """
+        itemsize = self.type.dtype.itemsize
+        raw = self.fetch(start * itemsize, count * itemsize)
+        if len(raw) != count * itemsize:
+            raise ConversionError(f"{self.path}: storage {self.key} holds fewer than the {self.nbytes} bytes "
+                                  f"it declares; the file is truncated or corrupt, download it again")
+        data = np.frombuffer(raw, self.type.dtype.newbyteorder(self.byteorder)).astype(self.type.dtype)
+        if self.type.bfloat16:
+            data = (data.astype(np.uint32) << 16).view(np.float32)
+        return data
 
 
 class StorageView:
@@ -76,8 +81,11 @@ class StorageView:
         self.root, self.offset, self.numel = root, offset, numel
         self.path, self.key, self.type = root.path, root.key, root.type
 
-    def array(self) -> np.ndarray:
-        return self.root.array()[self.offset: self.offset + self.numel]
+    def read(self, start: int, count: int) -> np.ndarray:
+        if self.offset < 0 or self.offset + self.numel > self.root.numel:
+            raise ConversionError(f"{self.path}: a storage view reaches past the end of storage {self.key}; "
+                                  f"the file is corrupt, download it again")
+        return self.root.read(self.offset + start, count)
 
 
 class Tensor:
@@ -102,15 +110,15 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """A contiguous copy of the tensor's elements, honouring storage offset and strides."""
-        base = self.storage.array()
         if 0 in self.shape:
-            return np.zeros(self.shape, base.dtype)
+            return np.zeros(self.shape, self.dtype)
         last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= base.size:
+        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= self.storage.numel:
             raise ConversionError(f"{self.storage.path}: a tensor reaches past the end of storage "
                                   f"{self.storage.key}; the file is corrupt, download it again")
+        base = self.storage.read(self.offset, last + 1 - self.offset)  # only the elements it spans
         strides = [s * base.itemsize for s in self.stride]
-        view = np.lib.stride_tricks.as_strided(base[self.offset:], self.shape, strides, writeable=False)
+        view = np.lib.stride_tricks.as_strided(base, self.shape, strides, writeable=False)
         return np.array(view)
 
 
@@ -145,7 +153,10 @@ def _torch_globals() -> dict:
 
 
 def _text(value) -> str:
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    """A pickled name as str; anything but str/bytes is refused (str() of a crafted object can recurse)."""
+    if not isinstance(value, (str, bytes)):
+        raise pickle.UnpicklingError(f"a {type(value).__name__} where a name was expected")
+    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 class _StorageTable:
@@ -156,13 +167,13 @@ class _StorageTable:
 
     def __call__(self, pid):
         if not isinstance(pid, tuple) or not pid:
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+            raise pickle.UnpicklingError(f"unexpected persistent id of type {type(pid).__name__}")
         kind = _text(pid[0])
         if kind == "module":
             raise ConversionError(f"{self.path}: holds a pickled nn.Module, not a state dict; save "
                                   f"`model.state_dict()` with torch.save and convert that file")
         if kind != "storage" or len(pid) not in (5, 6):
-            raise pickle.UnpicklingError(f"unexpected persistent id kind {kind!r}")
+            raise pickle.UnpicklingError(f"unexpected persistent id kind {kind[:40]!r}")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, StorageType) or not isinstance(numel, int):
             raise pickle.UnpicklingError("malformed storage id")
@@ -172,6 +183,8 @@ class _StorageTable:
         if view is None:
             return storage
         _view_key, offset, view_numel = view
+        if not isinstance(offset, int) or not isinstance(view_numel, int):
+            raise pickle.UnpicklingError("malformed storage view")
         return StorageView(storage, offset, view_numel)
 
 
@@ -188,18 +201,18 @@ def _tensors(path: str, obj) -> dict[str, Tensor]:
                 obj = obj[wrapper]
                 break
     items = obj.items() if isinstance(obj, dict) else ()
-    tensors = {str(k): v for k, v in items
-               if isinstance(v, Tensor) and isinstance(v.storage, (Storage, StorageView))}
+    tensors = {k: v for k, v in items if isinstance(k, str)
+               and isinstance(v, Tensor) and isinstance(v.storage, (Storage, StorageView))}
     if not tensors:
         raise ConversionError(f"{path}: holds no state dict of tensors; pass a VGG state dict saved "
                               f"with torch.save(model.state_dict(), ...)")
     return tensors
 
 
-def _read_at(path: str, offset: int, nbytes: int) -> Callable[[], bytes]:
-    def fetch():
+def _read_at(path: str, offset: int) -> Callable[[int, int], bytes]:
+    def fetch(start, nbytes):
         with open(path, "rb") as f:
-            f.seek(offset)
+            f.seek(offset + start)
             return f.read(nbytes)
     return fetch
 
@@ -219,7 +232,7 @@ def read_legacy(path: str, f) -> dict[str, Tensor]:
     table = _StorageTable(path)
     obj = _unpickle(path, f, table)
     keys = simple()
-    if not isinstance(keys, list):
+    if not isinstance(keys, list) or not all(isinstance(k, (str, bytes)) for k in keys):
         raise ConversionError(f"{path}: corrupt storage list; download the file again")
     # Index the raw section: [int64 numel][numel * itemsize bytes] per key, in `keys` order.
     size, pos = os.fstat(f.fileno()).st_size, f.tell()
@@ -233,7 +246,7 @@ def read_legacy(path: str, f) -> dict[str, Tensor]:
         nbytes = numel * storage.type.dtype.itemsize
         if numel != storage.numel or pos + 8 + nbytes > size:
             raise ConversionError(f"{path}: storage {key} is truncated or corrupt; download the file again")
-        storage.fetch, storage.byteorder = _read_at(path, pos + 8, nbytes), byteorder
+        storage.fetch, storage.byteorder = _read_at(path, pos + 8), byteorder
         pos += 8 + nbytes
     if any(storage.fetch is None for storage in table.storages.values()):
         raise ConversionError(f"{path}: a tensor's storage is missing from the file; download it again")
@@ -254,25 +267,35 @@ def read_zip(path: str) -> dict[str, Tensor]:
                 raise ConversionError(f"{path}: a zip file but not a PyTorch checkpoint (no data.pkl); "
                                       f"pass a .pth saved with torch.save")
             prefix = pickles[0][: -len("data.pkl")]
-            order = zf.read(prefix + "byteorder").strip() if prefix + "byteorder" in names else b"little"
+            order = b"little"
+            if prefix + "byteorder" in names:
+                with zf.open(prefix + "byteorder") as f:
+                    order = f.read(16).strip()  # bounded: a member's declared size can be anything
             table = _StorageTable(path)
             with zf.open(pickles[0]) as f:
                 obj = _unpickle(path, f, table)
+            sizes = {info.filename: info.file_size for info in zf.infolist()}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
         raise ConversionError(f"{path}: truncated or corrupt zip archive ({e}); download the file again") from None
     for key, storage in table.storages.items():
         name = f"{prefix}data/{key}"
         if name not in names:
             raise ConversionError(f"{path}: storage {key} is missing from the archive; download the file again")
+        # torch writes exactly numel * itemsize bytes; anything else (a zip bomb, a truncated member) is
+        # refused here, before a byte is inflated.
+        if sizes[name] != storage.nbytes:
+            raise ConversionError(f"{path}: {name} declares {sizes[name]} bytes but its storage holds "
+                                  f"{storage.nbytes}; the file is corrupt or crafted, download it again")
         storage.fetch, storage.byteorder = _zip_member(path, name), "<" if order == b"little" else ">"
     return _tensors(path, obj)
 
 
-def _zip_member(path: str, name: str) -> Callable[[], bytes]:
-    def fetch():
+def _zip_member(path: str, name: str) -> Callable[[int, int], bytes]:
+    def fetch(start, nbytes):
         try:
-            with zipfile.ZipFile(path) as zf:
-                return zf.read(name)
+            with zipfile.ZipFile(path) as zf, zf.open(name) as f:
+                f.seek(start)  # inflates and discards in bounded chunks if the member is compressed
+                return f.read(nbytes)  # never more than the tensor spans
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise ConversionError(f"{path}: cannot read {name} ({e}); download the file again") from None
     return fetch

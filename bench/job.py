@@ -73,6 +73,8 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--devices", default="1,8")
+    parser.add_argument("--mesh-iterations", type=int, default=5,
+                        help="iterations for device counts above 1 (their seeds are padded to the device count)")
     parser.add_argument("--before", default="10a567c", help="git revision of the code before the engine")
     parser.add_argument("--memory-sources", default="20,200")
     args = parser.parse_args()
@@ -83,24 +85,25 @@ def main():
     os.makedirs(before)
     subprocess.run(f"git -C {ROOT} archive {args.before} | tar -x -C {before}", shell=True, check=True)
     sources = make_sources(os.path.join(work, "sources"), args.sources, 256)
-    common = [f"--input={sources}", f"--weights={weights}", f"--size={args.size}", "--seeds=1",
-              f"--iterations={args.iterations}", "--log_every=1000"]
+    common = [f"--input={sources}", f"--weights={weights}", f"--size={args.size}", "--seeds=1", "--log_every=1000"]
     print(f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     rows = []
     for devices in [int(d) for d in args.devices.split(",")]:
+        iterations = args.iterations if devices == 1 else args.mesh_iterations
         for label, repo in (("before", before), ("after", ROOT)):
             out = os.path.join(work, f"out_{label}_{devices}")
-            seconds, rss = run(repo, [*common, f"--output_dir={out}"], devices)
-            rows.append((devices, label, seconds / args.sources, rss))
-            print(f"  {devices} device(s), {label}: {seconds:.0f}s for {args.sources} sources", flush=True)
-    print(f"\n{args.sources} sources, {args.size} px, {args.iterations} iterations, 1 seed each "
-          f"(8 devices: padded to 8); load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("| devices | code | s per source | vs before | peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    for devices, label, per_source, rss in rows:
-        base = next(r[2] for r in rows if r[0] == devices and r[1] == "before")
-        print(f"| {devices} | {label} | {per_source:.1f} | {base / per_source:.2f}x | {rss:.0f} |")
+            seconds, rss = run(repo, [*common, f"--iterations={iterations}", f"--output_dir={out}"], devices)
+            rows.append((devices, iterations, label, seconds / args.sources, rss))
+            print(f"  {devices} device(s), {iterations} iterations, {label}: {seconds:.0f}s for {args.sources} "
+                  f"sources; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"\n{args.sources} sources, {args.size} px, 1 seed each (several devices: padded to the device "
+          f"count); load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| devices | iterations | code | s per source | speed-up | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for devices, iterations, label, per_source, rss in rows:
+        base = next(r[3] for r in rows if r[0] == devices and r[2] == "before")
+        print(f"| {devices} | {iterations} | {label} | {per_source:.1f} | {base / per_source:.2f}x | {rss:.0f} |")
 
     print("\nPeak host memory against the number of sources (this checkout, 512 px sources, 32 px, 1 iteration):\n")
     print("| sources | peak RSS MiB | s per source |")

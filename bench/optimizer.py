@@ -61,7 +61,7 @@ def main():
         n = min(args.chunk, args.iterations - done)
         for name in names:
             engine, targets = engines[name]
-            before = int(np.max(np.asarray(synthesis.evaluations(states[name], engine.config))))
+            before = float(np.mean(np.asarray(synthesis.evaluations(states[name], engine.config))))
             t0 = time.perf_counter()
             chunk = []
             for _ in range(n):
@@ -74,7 +74,8 @@ def main():
             evals[name].append((after.mean() - before) / n)
         done += n
         print(f"iteration {done}: " + "  ".join(
-            f"{name} {np.mean(losses[name][-1]):.4g} ({seconds[name][-1]:.2f}s/it)" for name in names), flush=True)
+            f"{name} {np.mean(losses[name][-1]):.4g} ({seconds[name][-1]:.2f}s/it, {evals[name][-1]:.2f} evals/it)"
+            for name in names), flush=True)
 
     curves = {name: np.stack(losses[name], axis=1) for name in names}  # [seeds, iterations]
     total_evals = {name: np.asarray(synthesis.evaluations(states[name], engines[name][0].config))

@@ -22,10 +22,9 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from texsynth_jax import SynthesisConfig, compute_targets, load_weights, parallel, synthesis  # noqa: E402
+from texsynth_jax import Engine, SynthesisConfig, load_weights, parallel  # noqa: E402
 from texsynth_jax.outputs import cpu_model  # noqa: E402
 
 
@@ -40,18 +39,16 @@ def weights_path() -> str:
 def throughput(params, spec, size, devices, batch, steps):
     config = SynthesisConfig(size=(size, size))
     source = np.random.default_rng(0).uniform(size=(size, size, 3)).astype(np.float32)
-    targets = compute_targets(params, jnp.asarray(source), spec, config)
-    mesh = parallel.make_mesh(parallel.SEEDS, jax.devices()[:devices])
-    keys = jax.random.split(jax.random.key(0), batch)
-    (keys, targets, params), init, step, _ = synthesis._programs(mesh, keys, targets, params, spec, config)
-    state = init(keys, targets, params, spec, config)
+    engine = Engine(params, spec, config, batch, parallel.make_mesh(parallel.SEEDS, jax.devices()[:devices]))
+    targets = engine.targets(source)
+    state = engine.init(jax.random.split(jax.random.key(0), batch), targets)
     t0 = time.perf_counter()
-    state, loss = step(state, targets, params, spec, config)
+    state, loss = engine.step(state, targets)
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, loss = step(state, targets, params, spec, config)
+        state, loss = engine.step(state, targets)
     jax.block_until_ready(loss)
     return batch * steps / (time.perf_counter() - t0), compile_s
 
@@ -59,17 +56,8 @@ def throughput(params, spec, size, devices, batch, steps):
 def peak_bytes(params, spec, size, remat, strips=1):
     """Per-device bytes of one compiled step for one seed, the image split into `strips`."""
     config = SynthesisConfig(size=(size, size), remat=remat)
-    keys = jax.random.split(jax.random.key(0), 1)
-    targets = {l: jnp.zeros((c, c)) for l, c in
-               zip(config.layers, (64, 64, 128, 256, 512))}
     mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:strips]) if strips > 1 else None
-    (keys, targets, params), init, step, shardings = synthesis._programs(mesh, keys, targets, params, spec,
-                                                                         config)
-    state = jax.eval_shape(init, keys, targets, params, spec, config)
-    if mesh is not None:
-        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state, shardings)
-    m = step.lower(state, targets, params, spec, config).compile().memory_analysis()
-    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return Engine(params, spec, config, 1, mesh).step_memory_bytes()
 
 
 def main():

@@ -11,7 +11,7 @@ timings are interleaved in one process (JAX, then PyTorch, then JAX again, ...) 
 of a shared machine falls on both alike; the table gives medians and the ratios of medians.
 
 Columns:
-  jax step: one `synthesis.step_batch` call (one L-BFGS iteration of the whole batch: direction,
+  jax step: one `engine.step_batch` call (one L-BFGS iteration of the whole batch: direction,
     line search (normally one loss evaluation), memory update), after --warmup untimed
     iterations; evals/iter is the loss evaluations per seed per timed iteration.
   jax v&g: one jitted, vmapped `jax.value_and_grad(texture_loss)` on the batch.
@@ -95,9 +95,9 @@ class JaxCase:
         import jax
         import jax.numpy as jnp
         import texsynth_jax as ts
-        from texsynth_jax import synthesis
+        from texsynth_jax import engine, synthesis
 
-        self.jax, self.synthesis = jax, synthesis
+        self.jax, self.engine, self.synthesis = jax, engine, synthesis
         self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv)
         self.spec = spec
         source, images = test_images(size, batch)
@@ -106,7 +106,7 @@ class JaxCase:
             ts.compute_targets(self.params, jnp.asarray(source), spec, self.config))
         self.keys = jax.random.split(jax.random.key(0), batch)
         self.state = jax.block_until_ready(
-            synthesis.init_state_batch(self.keys, self.targets, self.params, spec, self.config))
+            engine.init_state_batch(self.keys, self.targets, self.params, spec, self.config))
         config = self.config
         self.value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(
             lambda image, targets, params: ts.texture_loss(image, targets, params, spec, config)),
@@ -120,7 +120,7 @@ class JaxCase:
         self.compile_vg = time.perf_counter() - t0
 
     def step(self):
-        self.state, loss = self.synthesis.step_batch(
+        self.state, loss = self.engine.step_batch(
             self.state, self.targets, self.params, self.spec, self.config)
         self.jax.block_until_ready(loss)
 
@@ -129,14 +129,14 @@ class JaxCase:
 
     def evals(self) -> int:
         """Loss evaluations so far, summed over the batch (L-BFGS line-search trials included)."""
-        return int(self.jax.device_get(self.state.opt_state.evals).sum())
+        return int(self.jax.device_get(self.synthesis.evaluations(self.state, self.config)).sum())
 
     def fresh_seeds(self):
         """One iteration from a new batch of seeds (it must reuse the compiled programs)."""
-        state = self.synthesis.init_state_batch(
+        state = self.engine.init_state_batch(
             self.jax.random.split(self.jax.random.key(1), len(self.keys)), self.targets, self.params,
             self.spec, self.config)
-        state, _ = self.synthesis.step_batch(state, self.targets, self.params, self.spec, self.config)
+        state, _ = self.engine.step_batch(state, self.targets, self.params, self.spec, self.config)
         self.jax.block_until_ready(state)
 
 
@@ -161,7 +161,7 @@ class TorchCase:
 def step_programs() -> int:
     """How many programs `step_batch` has compiled so far (a recompile shows up here)."""
     from texsynth_jax import synthesis
-    return synthesis.step_batch._cache_size()
+    return engine.step_batch._cache_size()
 
 
 def rss_mib() -> float:
@@ -186,7 +186,7 @@ def probe_memory(args) -> dict:
         case = JaxCase(params, spec, size, batch, precision, conv)
         case.step()
         from texsynth_jax import synthesis
-        compiled = synthesis.step_batch.lower(
+        compiled = engine.step_batch.lower(
             case.state, case.targets, case.params, case.spec, case.config).compile()
         analysis = compiled.memory_analysis()
         if analysis is not None:

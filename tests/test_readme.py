@@ -27,6 +27,8 @@ def test_library_example_runs(tmp_path, monkeypatch, weights_path):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
     assert (tmp_path / "texture_0.png").is_file()
+    record = tmp_path / "out" / "library" / "default_texture_run.json"
+    assert '"status": "complete"' in record.read_text()
 
 
 def test_first_screen_has_the_two_commands():

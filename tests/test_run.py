@@ -98,7 +98,7 @@ def test_flagfile_builds_the_config(monkeypatch):
     try:
         run.FLAGS(["run.py", "--flagfile=texture.cfg"])
         config = run.from_flags(run.SynthesisConfig)
-        seeds = run.parse_seeds(run.FLAGS.seeds)
+        seeds = run.jobs.parse_seeds(run.FLAGS.seeds)
         assert os.path.isfile(run.FLAGS.input)
     finally:
         run.FLAGS.unparse_flags()
@@ -268,14 +268,14 @@ def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weight
 def test_parse_seeds(text, expected):
     if expected is None:
         with pytest.raises(ValueError, match="seed"):
-            run.parse_seeds(text)
+            run.jobs.parse_seeds(text)
     else:
-        assert run.parse_seeds(text) == expected
+        assert run.jobs.parse_seeds(text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [("64", (64, 64)), ("48,80", (48, 80))])
 def test_parse_size(text, expected):
-    assert run.parse_size(text) == expected
+    assert run.config_lib.parse_size(text) == expected
 
 
 def test_default_weights_choice(tmp_path):

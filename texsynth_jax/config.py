@@ -1,6 +1,7 @@
 """SynthesisConfig: every setting of a synthesis, in one frozen (hashable, jit-static) dataclass."""
 
 import dataclasses
+import typing
 
 from texsynth_jax import vgg
 
@@ -91,6 +92,40 @@ class SynthesisConfig:
             if layer not in names:
                 raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
         check_size(self.size, arch, self.layers, "size")
+
+
+def format_value(value) -> str:
+    """A setting as text (a flag's default): tuples as comma lists, floats without trailing zeros."""
+    if isinstance(value, tuple):
+        return ",".join(format_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`N` for NxN or `H,W`."""
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f"--size={text} is not a size; give one positive int (256) or H,W (256,384)")
+    return parts
+
+
+def parse_value(field: dataclasses.Field, value):
+    """A field's value from its flag: tuple fields from comma-separated text, others as they are."""
+    if typing.get_origin(field.type) is not tuple:
+        return value
+    if field.name == "size":
+        return parse_size(value)
+    kind = typing.get_args(field.type)[0]
+    try:
+        return tuple(kind(p) for p in value.split(","))
+    except ValueError:
+        raise ValueError(f"--{field.name}={value} is not a list of numbers; give one per layer, like "
+                         f"{format_value(field.default)}") from None
 
 
 def check_size(size, arch: str, layers, what: str) -> None:

@@ -81,7 +81,7 @@ class Engine:
             self.params = jax.device_put(params, self._shared)
         self._targets = jax.jit(synthesis.compute_targets, static_argnums=(2, 3), out_shardings=self._shared)
         keys_like = jax.ShapeDtypeStruct((self.padded_size,), jax.random.key(0).dtype, sharding=self._keys)
-        targets_like = jax.eval_shape(self._targets, self.params, jax.ShapeDtypeStruct((*config.size, 3), jnp.float32),
+        self._targets_like = targets_like = jax.eval_shape(self._targets, self.params, jax.ShapeDtypeStruct((*config.size, 3), jnp.float32),
                                       spec, config)
         self.state_shape = jax.eval_shape(init_state_batch, keys_like, targets_like, self.params, spec,
                                           config)
@@ -159,6 +159,18 @@ class Engine:
             if on_step is not None and on_step(state, done, losses):
                 break
         return state, losses
+
+    def step_memory_bytes(self) -> int:
+        """XLA's account of the compiled step, per device: arguments + outputs + temporaries, less
+        the donated buffers it updates in place. Compiles the step if it is not compiled yet."""
+        place = lambda tree, sharding: jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), tree, sharding)
+        state, targets = self.state_shape, self._targets_like
+        if self.mesh is not None:
+            state = place(state, self.state_sharding)
+            targets = place(targets, jax.tree.map(lambda _: self._shared, targets))
+        m = self._step.lower(state, targets, self.params, self.spec, self.config).compile().memory_analysis()
+        return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
     def images(self, state: SynthState) -> jax.Array:
         """float32 [batch_size, H, W, 3] in [0, 1], on the device (padding rows dropped)."""

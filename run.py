@@ -4,7 +4,8 @@
     python run.py --input=photo.jpg --size=256 --seeds=4 --iterations=300 --output_dir=out/photo
 
 Flags: python run.py --helpshort. Errors are one line `error: <problem>; <fix>` with exit code 2;
-Ctrl-C saves the images reached so far and exits with code 130. The job itself is
+Ctrl-C saves the images reached so far and exits with code 130; a source whose loss turns NaN or
+infinite is stopped without images, and the job then exits with code 3. The job itself is
 `texsynth_jax.run_job`: this file only maps flags to its arguments.
 """
 
@@ -47,6 +48,7 @@ flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process
 flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes (one per host).")
 flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index, 0 .. num_processes-1.")
 FLAGS = flags.FLAGS
+EXIT_DIVERGED = 3  # a source stopped on a non-finite loss (the others ran)
 
 
 def log(message: str) -> None:
@@ -123,7 +125,9 @@ def main(argv):
     except KeyboardInterrupt:
         log("interrupted before synthesis began; nothing written")
         return 130
-    return 130 if report.interrupted else 0
+    if report.interrupted:
+        return 130
+    return EXIT_DIVERGED if any(r.status == "diverged" for r in report.results) else 0
 
 
 def parse_flags(argv):

@@ -9,7 +9,9 @@ here each host's state is its own, and a single atomic file restores bit for bit
 """
 
 import json
+import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -42,21 +44,52 @@ def save(path: str, state, record: dict) -> None:
 def load(path: str, like) -> tuple[object, dict]:
     """Read a checkpoint into the structure of `like` (a pytree or `jax.eval_shape` of one).
 
+    Every array's header is checked against `like` before its data is read, so a damaged or foreign
+    file costs no more memory than the state it should hold.
+
     Returns:
-      (state with numpy leaves, record). Raises CheckpointError if the file is unreadable or its
-      arrays do not fit `like`.
+      (state with numpy leaves, record dict). Raises CheckpointError, naming the file and the fix, if
+      it cannot be read (empty, truncated, corrupt: any failure of reading) or does not fit `like`.
     """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = json.loads(str(data["names"]))
-            record = json.loads(str(data["record"]))
-            leaves = [data[f"leaf{i}"] for i in range(len(names))]
-    except (OSError, KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({e}); delete it to start over") from None
     expected = jax.tree.leaves(like)
-    if names != _names(like) or any(
-            l.shape != e.shape or l.dtype != e.dtype for l, e in zip(leaves, expected)):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = json.loads(str(_array(archive, "names")))
+            record = json.loads(str(_array(archive, "record")))
+            if not isinstance(record, dict) or not isinstance(names, list):
+                raise ValueError("its record is not a JSON object")
+            if names != _names(like):
+                raise _Foreign()
+            leaves = [_array(archive, f"leaf{i}", e) for i, e in enumerate(expected)]
+    except _Foreign:
         raise CheckpointError(
             f"checkpoint {path} holds a state of another shape; it belongs to another run (delete it or "
-            "run without --resume)")
+            "run without --resume)") from None
+    except Exception as e:  # zipfile.BadZipFile, EOFError, zlib.error, ValueError, KeyError, OSError, ...
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete it, or run "
+                              "without --resume and with --overwrite, to start over") from None
     return jax.tree.unflatten(jax.tree.structure(like), leaves), record
+
+
+class _Foreign(Exception):
+    """An array of another shape or dtype than the state asked for."""
+
+
+def _array(archive: zipfile.ZipFile, key: str, like=None) -> np.ndarray:
+    """One array of the archive, its header checked (against `like` if given) before its data is read."""
+    info = archive.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:  # np.savez stores; a compressed entry could expand unboundedly
+        raise ValueError(f"{key} is compressed")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape, _, dtype = header[version](f)
+        if like is not None and (tuple(shape) != tuple(like.shape) or dtype != like.dtype):
+            raise _Foreign()
+        if math.prod(shape) * dtype.itemsize > info.file_size:
+            raise ValueError(f"{key} claims more data than its {info.file_size} bytes")
+    with archive.open(info) as f:
+        array = np.lib.format.read_array(f, allow_pickle=False)
+        if f.read(1):  # reading to the entry's end also makes zipfile check its CRC
+            raise ValueError(f"{key} has data past its array")
+    return array

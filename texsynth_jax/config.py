@@ -1,6 +1,7 @@
 """SynthesisConfig: every setting of a synthesis, in one frozen (hashable, jit-static) dataclass."""
 
 import dataclasses
+import math
 import typing
 
 from texsynth_jax import vgg
@@ -59,6 +60,7 @@ class SynthesisConfig:
                              OPTIMIZERS)
 
     def __post_init__(self):
+        check_finite(self)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size={self.size} must be two positive ints (height, width)")
         if not self.layers:
@@ -92,6 +94,17 @@ class SynthesisConfig:
             if layer not in names:
                 raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
         check_size(self.size, arch, self.layers, "size")
+
+
+def check_finite(settings) -> None:
+    """Raise ValueError if a float setting of the dataclass `settings` (or an element of a tuple
+    setting) is NaN or infinite: it would poison the synthesis and the JSON run record."""
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{field.name}={format_value(value)} is not finite; give finite numbers like "
+                             f"{format_value(field.default)}")
 
 
 def format_value(value) -> str:

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import tempfile
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,13 +25,18 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
     if not os.path.exists(path):
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             wide = _is_16bit_colour(img)  # visible only before load(), in the decoder's raw mode
             img.load()
+            if img.mode == "F" and not np.all(np.isfinite(np.asarray(img))):  # the only mode that can hold NaN
+                raise ImageError(f"input image {path} holds NaN or infinite pixel values; give an image whose "
+                                 "pixels are all finite")
             image, notes = _to_rgb(img)
             if wide:
                 notes.insert(0, f"read 16-bit {img.mode} as 8 bits per channel")
             return image, notes
+    except ImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
 
@@ -41,12 +47,29 @@ def check_image(path: str) -> tuple[int, int]:
     if not os.path.exists(path):
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             size = img.size
             img.verify()  # structure and checksums (PNG CRCs): catches truncated and corrupt files
+    except ImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
     return size[1], size[0]
+
+
+@contextlib.contextmanager
+def _opened(path: str):
+    """Image.open without Pillow's decompression-bomb warning: the job's memory budget
+    (budget.check, from this header size) judges whether the pixels fit, and says what would.
+    Pillow's hard limit (2 * Image.MAX_IMAGE_PIXELS) stays, as a one-line error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                yield img
+        except Image.DecompressionBombError:
+            raise ImageError(f"input image {path} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, Pillow's "
+                             "limit against decompression bombs; give a smaller image") from None
 
 
 def _is_16bit_colour(img: Image.Image) -> bool:

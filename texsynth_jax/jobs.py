@@ -9,6 +9,10 @@ import collections
 import os
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# The seeds of a source run as one batch, so the memory check (budget.py) bounds them far lower; these
+# caps only keep the lists themselves from being built beyond reason before that check.
+MAX_SEEDS = 1 << 16  # per source
+MAX_PAIRS = 1 << 20  # (source, seed) pairs per job
 
 
 class JobError(ValueError):
@@ -28,7 +32,13 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
     if "," not in text:
         if values[0] < 1:
             raise JobError(f"{where}={text} asks for no seeds; give a count of at least 1")
+        if values[0] > MAX_SEEDS:  # refused before the list is built
+            raise JobError(f"{where}={text} asks for more than {MAX_SEEDS} seeds, which run as one batch; give at "
+                           "most that many per source (the memory check then says how many fit)")
         return list(range(values[0]))
+    if len(values) > MAX_SEEDS:
+        raise JobError(f"{where} lists {len(values)} seeds, more than {MAX_SEEDS}, which run as one batch; list "
+                       "at most that many per source")
     if len(set(values)) != len(values):
         raise JobError(f"{where}={text} repeats a seed; list each seed once")
     return values
@@ -46,6 +56,7 @@ def read_sources(input_path: str, default_seeds: list[int]) -> list[tuple[str, l
         jobs = _read_list(input_path, default_seeds)
     else:
         return [(input_path, default_seeds)]
+    _check_pairs(input_path, sum(len(seeds) for _, seeds in jobs))  # a folder's sources share one list
     counts = collections.Counter(stem(path) for path, _ in jobs)
     clash = next((s for s, n in counts.items() if n > 1), None)
     if clash:
@@ -60,7 +71,7 @@ def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise JobError(f"list file {path} cannot be read ({e}); give a text file, one image per line") from None
-    folder, jobs = os.path.dirname(os.path.abspath(path)), []
+    folder, jobs, pairs = os.path.dirname(os.path.abspath(path)), [], 0
     for number, line in enumerate(lines, 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
@@ -70,10 +81,18 @@ def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]
                            "with commas, not spaces")
         image = parts[0] if os.path.isabs(parts[0]) else os.path.join(folder, parts[0])
         seeds = parse_seeds(parts[1], f"{path}:{number}: seeds") if len(parts) == 2 else default_seeds
+        pairs += len(seeds)
+        _check_pairs(path, pairs)  # line by line, before more lists are built
         jobs.append((image, seeds))
     if not jobs:
         raise JobError(f"list file {path} names no images; write one image path per line")
     return jobs
+
+
+def _check_pairs(where: str, pairs: int) -> None:
+    if pairs > MAX_PAIRS:
+        raise JobError(f"--input={where} asks for more than {MAX_PAIRS} (image, seed) pairs; split it into "
+                       "several jobs")
 
 
 def stem(path: str) -> str:

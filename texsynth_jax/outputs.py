@@ -75,10 +75,11 @@ def save_sheet(path: str, source, images) -> None:
 
 
 def save_record(path: str, record: dict) -> None:
+    """The record as strict JSON (a NaN or infinity fails here rather than writing invalid JSON), atomically."""
+    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
     with image_io.atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(record, f, indent=1, allow_nan=True)
-            f.write("\n")
+            f.write(text)
 
 
 def save_loss_plot(path: str, losses, seeds) -> bool:

@@ -14,6 +14,8 @@ ValueError with a one-line message naming the fix, raised before anything is wri
 
 import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -26,8 +28,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import checkpoint, image_io, jobs, outputs, parallel, progress, vgg, weights
-from texsynth_jax.config import SynthesisConfig, check_size, setting
+from texsynth_jax import budget, checkpoint, image_io, jobs, outputs, parallel, progress, vgg, weights
+from texsynth_jax.config import SynthesisConfig, check_finite, check_size, setting
 from texsynth_jax.engine import Engine
 
 MESHES = ("auto", "seeds", "space", "none")
@@ -50,6 +52,7 @@ class RunOptions:
                         "auto: seeds when there are several devices.", MESHES)
 
     def __post_init__(self):
+        check_finite(self)
         if self.log_every < 1:
             raise ValueError(f"--log_every={self.log_every} must be at least 1")
         if self.save_every < 0:
@@ -63,7 +66,7 @@ class RunOptions:
 class SourceResult(NamedTuple):
     path: str
     seeds: list
-    status: str  # "complete", "interrupted" or "skipped" (already done, --resume)
+    status: str  # "complete", "interrupted", "diverged" (non-finite loss) or "skipped" (done, --resume)
     record_path: str | None
 
 
@@ -108,12 +111,30 @@ def _plan(work, arch, config, options, process, processes) -> list[_Source]:
     return plan
 
 
-def _finished(output_dir: str, src: _Source) -> bool:
-    """Whether a complete record of this source and host is in the output folder."""
-    with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(output_dir, src.names["record"])) as f:
-            return json.load(f).get("status") == "complete"
-    return False
+def _finished(output_dir: str, src: _Source, config: SynthesisConfig, weights_sha256: str, overwrite: bool) -> bool:
+    """Whether this source and host's record in the output folder is a finished run of this very request
+    (settings, seeds, input file, weights file). A finished run of another request is refused, as
+    skipping it would leave its outputs in place of the ones asked for, unless `overwrite` redoes it."""
+    path = os.path.join(output_dir, src.names["record"])
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    field = lambda *keys: functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, keys, record)
+    if field("status") != "complete":
+        return False
+    differs = [what for what, same in (
+        ("settings", field("config") == json.loads(json.dumps(dataclasses.asdict(config)))),
+        ("seeds", field("seeds") == list(src.seeds)),
+        ("input", field("input", "sha256") == weights.file_sha256(src.path)),
+        ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
+    if not differs:
+        return True
+    if overwrite:
+        return False
+    raise outputs.OutputError(f"{path} records a finished run with other {' and '.join(differs)}; pass --overwrite "
+                              "to redo it, or choose another --output_dir")
 
 
 def _output_files(src: _Source) -> list[str]:
@@ -187,46 +208,109 @@ def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOption
     # 1. Everything that can fail is checked before anything is decoded, compiled or written.
     share = jobs.host_jobs(work, process, processes)
     params, spec, meta = weights.load_weights(weights_path)
+    weights_sha256 = weights.file_sha256(weights_path)
     config.check_network(spec.arch)
     plan = _plan(share, spec.arch, config, options, process, processes)
-    todo = [src for src in plan if not (options.resume and _finished(options.output_dir, src))]
-    for src in plan:
-        if src not in todo:
-            say(f"{src.path}: already done in {options.output_dir}, skipped (--resume)")
-    outputs.check_output_dir(options.output_dir, [n for src in todo for n in _output_files(src)],
-                             options.overwrite or options.resume)
-    if not options.resume and not options.overwrite:
-        stale = [os.path.join(options.output_dir, src.names["checkpoint"]) for src in todo]
-        stale = [path for path in stale if os.path.exists(path)]
-        if stale:
-            raise checkpoint.CheckpointError(f"{stale[0]} is a checkpoint of an unfinished run; pass --resume to "
-                                             "continue it or --overwrite to start over")
     mesh = choose_mesh(options.mesh, config, spec.arch)
-    results = [SourceResult(src.path, src.seeds, "skipped", os.path.join(options.output_dir, src.names["record"]))
-               for src in plan if src not in todo]
-    if not todo:
-        return JobReport(results, False)
 
+    def check_folder() -> list[_Source]:
+        """The sources to run, after the checks on the output folder's contents (no writes)."""
+        todo = [src for src in plan if not (options.resume and _finished(options.output_dir, src, config,
+                                                                         weights_sha256, options.overwrite))]
+        outputs.check_output_dir(options.output_dir, [n for src in todo for n in _output_files(src)],
+                                 options.overwrite or options.resume)
+        if not options.resume and not options.overwrite:
+            stale = [os.path.join(options.output_dir, src.names["checkpoint"]) for src in todo]
+            stale = [path for path in stale if os.path.exists(path)]
+            if stale:
+                raise checkpoint.CheckpointError(f"{stale[0]} is a checkpoint of an unfinished run; pass --resume "
+                                                 "to continue it or --overwrite to start over")
+        return todo
+
+    todo = check_folder()
+    if not todo:
+        return JobReport(_skipped(plan, todo, options.output_dir, say), False)
+    check_memory(todo, config, spec.arch, mesh)
     engine = Engine(params, spec, config, max(len(src.seeds) for src in todo), mesh, steps_per_dispatch)
     del params  # the engine holds them on the device(s)
     os.makedirs(options.output_dir, exist_ok=True)
-    where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
-    if processes > 1:
-        where += f" per host, {processes} hosts"
-    say(f"{len(todo)} source(s), {config.iterations} iterations at {config.size[0]}x{config.size[1]}, "
-        f"{spec.arch}, {where}, mesh {'none' if mesh is None else mesh.axis_names[0]}")
-    context = _Context(engine, meta, weights_path, weights.file_sha256(weights_path), options, record_extra or {},
-                       log, say, t0, should_stop or (lambda: False))
+    with _FolderLock(options.output_dir, process, log):
+        todo = check_folder()  # again, now that no other run can write there: one may have, meanwhile
+        results = _skipped(plan, todo, options.output_dir, say)
+        where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
+        if processes > 1:
+            where += f" per host, {processes} hosts"
+        say(f"{len(todo)} source(s), {config.iterations} iterations at {config.size[0]}x{config.size[1]}, "
+            f"{spec.arch}, {where}, mesh {'none' if mesh is None else mesh.axis_names[0]}")
+        context = _Context(engine, meta, weights_path, weights_sha256, options, record_extra or {},
+                           log, say, t0, should_stop or (lambda: False))
 
-    # 2. One source at a time, decoded when its turn comes.
-    for src in todo:
-        result = _run_source(context, src)
-        results.append(result)
-        if result.status == "interrupted":
-            return JobReport(results, True)
-    say(f"done in {progress.format_duration(time.perf_counter() - t0)}: {len(todo)} source(s) in "
-        f"{options.output_dir}")
+        # 2. One source at a time, decoded when its turn comes.
+        for src in todo:
+            result = _run_source(context, src)
+            results.append(result)
+            if result.status == "interrupted":
+                return JobReport(results, True)
+    diverged = sum(r.status == "diverged" for r in results)
+    say(f"done in {progress.format_duration(time.perf_counter() - t0)}: {len(todo) - diverged} source(s) in "
+        f"{options.output_dir}" + (f"; {diverged} stopped on a non-finite loss" if diverged else ""))
     return JobReport(results, False)
+
+
+def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
+    results = []
+    for src in plan:
+        if src not in todo:
+            say(f"{src.path}: already done in {output_dir}, skipped (--resume)")
+            results.append(SourceResult(src.path, src.seeds, "skipped", os.path.join(output_dir, src.names["record"])))
+    return results
+
+
+def check_memory(todo, config: SynthesisConfig, arch: str, mesh) -> None:
+    """budget.check for this host's sources on its devices (ValueError, one line, if they cannot fit)."""
+    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+    budget.check([(src.path, src.size) for src in todo], config.size, max(len(src.seeds) for src in todo), config,
+                 arch, devices=1 if mesh is None else mesh.devices.size,
+                 split="none" if mesh is None else mesh.axis_names[0], backend=jax.default_backend(),
+                 device_limit=budget.device_memory_bytes(device), device_name=f"{device.platform} device {device.id}")
+
+
+class _FolderLock:
+    """One writer per output folder and host: an exclusive flock on `.texsynth_p<process>.lock` in it,
+    held while the job writes, refused at once (one line) if another run holds it. Hosts of a
+    multi-host job write their own files, so each takes its own. The OS releases a flock when its
+    process dies; the file is removed on a normal release."""
+
+    def __init__(self, folder: str, process: int, log):
+        self.folder, self.log, self.fd = folder, log, None
+        self.path = os.path.join(folder, f".texsynth_p{process}.lock")
+
+    def __enter__(self):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise outputs.OutputError(f"--output_dir={self.folder}: another run is writing there (it holds "
+                                          f"{self.path}); wait for it to end or choose another --output_dir") from None
+            except OSError as e:  # a file system without locks: go on, unguarded
+                os.close(fd)
+                self.log(f"cannot lock {self.path} ({e.strerror or e}); make sure no other run writes there")
+                return self
+            # A run that was ending may have removed the file after we opened it: the lock must be the
+            # path's current file, or another run could lock a new one beside ours.
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    self.fd = fd
+                    return self
+            os.close(fd)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # while still held, so no run can lock the file being removed
+            os.close(self.fd)
 
 
 class _Context(NamedTuple):
@@ -274,20 +358,38 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         if state is None:
             state = engine.init(engine.keys(src.seeds), targets)
         tracker.begin(len(done_before), done_before)
+        first = len(done_before)
 
         def save_checkpoint(state, step):
             checkpoint.save(path, state, {"iteration": step, "fingerprint": stamp,
                                           "losses": [l.tolist() for l in tracker.history()]})
             tracker.say(f"checkpoint: iteration {step}/{config.iterations} -> {path}")
 
+        checked, diverged_at = [0], []  # iterations whose losses are known finite; the first that is not
+
+        def finite() -> bool:
+            history = tracker.history()
+            bad = next((i for i in range(checked[0], len(history)) if not np.all(np.isfinite(history[i]))), None)
+            checked[0] = len(history)
+            if bad is not None:
+                diverged_at.append(bad + 1)
+            return not diverged_at
+
         def on_step(state, step, losses):
             tracker.update(step, losses[-(step - tracker.step):])
             every = lambda k: k and step % k < engine.steps_per_dispatch and step < config.iterations
-            if every(options.save_every):
+            snapshot = every(options.save_every)
+            stop.requested = stop.requested or ctx.should_stop()
+            keep = every(options.checkpoint_every) or (stop.requested and options.checkpoint_every)
+            # A NaN or infinite loss never recovers and must not be saved: check where the losses come to
+            # the host anyway (the first and the logged iterations) and before anything is written.
+            shown = step % options.log_every < engine.steps_per_dispatch or step <= first + engine.steps_per_dispatch
+            if (shown or snapshot or keep) and not finite():
+                return True
+            if snapshot:
                 outputs.save_images(options.output_dir, [outputs.seed_name(stem, s, step, config.iterations)
                                                          for s in src.seeds], jax.device_get(engine.images(state))[:n])
-            stop.requested = stop.requested or ctx.should_stop()
-            if every(options.checkpoint_every) or (stop.requested and options.checkpoint_every):
+            if keep:
                 save_checkpoint(state, step)
             return stop.requested
 
@@ -301,23 +403,33 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         stop.shield()
         tracker.finish()
         t2 = time.perf_counter()
-        status = "complete" if tracker.step >= config.iterations else "interrupted"
-        images = np.asarray(jax.device_get(engine.images(state)))[:n]
+        status = "diverged" if not finite() else "complete" if tracker.step >= config.iterations else "interrupted"
         losses = [list(l) for l in zip(*tracker.history())]
         timings = {"setup": t1 - ctx.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
                    "synthesis": t2 - t1, "iterations_per_s": tracker.rate()}
 
         # 3. Each file atomically; the record last, so its presence means the run's files are there.
         names = dict(src.names)
-        outputs.save_images(options.output_dir, names["images"], images)
-        outputs.save_sheet(out(names["sheet"]), image, images)
-        if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
-            names["loss_plot"] = None
+        if status == "diverged":  # its images are no result: only the record, to show where it went wrong
+            names.update(images=None, sheet=None, loss_plot=None)
+        else:
+            images = np.asarray(jax.device_get(engine.images(state)))[:n]
+            outputs.save_images(options.output_dir, names["images"], images)
+            outputs.save_sheet(out(names["sheet"]), image, images)
+            if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
+                names["loss_plot"] = None
         timings["total"] = time.perf_counter() - ctx.t0
         record = _record(ctx, status, src, image, notes, names, losses, timings, tracker.step)
-        outputs.save_record(out(names["record"]), record)
+        if status == "diverged":
+            record["diverged_at"] = diverged_at[0]
+        outputs.save_record(out(src.names["record"]), record)
         if status == "complete" and os.path.exists(path):
             os.unlink(path)  # the outputs now hold everything it did
+    if status == "diverged":
+        ctx.log(f"{src.path}: the loss is NaN or infinite at iteration {diverged_at[0]}; stopped this source "
+                f"without saving its images (record: {out(src.names['record'])}); check --layer_weights, "
+                "--init_scale and the weights file")
+        return SourceResult(src.path, src.seeds, status, out(src.names["record"]))
     if status == "interrupted":
         ctx.log(f"interrupted at iteration {tracker.step}/{config.iterations}; saved the images reached so far "
                 f"in {options.output_dir}" + (" (continue with --resume)" if options.checkpoint_every else ""))
@@ -331,8 +443,7 @@ def _record(ctx: _Context, status, src, image, notes, names, losses, timings, st
     def finite(x):
         return float(x) if np.isfinite(x) else None
 
-    with open(src.path, "rb") as f:
-        input_sha = hashlib.sha256(f.read()).hexdigest()
+    input_sha = weights.file_sha256(src.path)
     seeds, meta = src.seeds, ctx.meta
     return {
         "status": status, "iterations_done": step, **ctx.record_extra,
@@ -348,3 +459,4 @@ def _record(ctx: _Context, status, src, image, notes, names, losses, timings, st
         "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},
         "timings_s": timings, "versions": outputs.versions(),
     }
+

@@ -1,0 +1,167 @@
+"""The memory a job needs, estimated from header sizes before anything is decoded, compiled or written.
+
+A run holds, one source at a time: the decoded source on the host; on each device the weights, then
+either the target-Gram program on the source or the step's working set for its seeds (the L-BFGS
+memory of 2 * history + 4 latent-sized arrays, and the VGG activations and their gradients, both
+proportional to the pixels); and the finished images on the host. `check` refuses a job whose
+estimate exceeds the machine's memory, or the device's where JAX reports it, with one line saying
+what would fit. The per-pixel constants are fitted to XLA's own account of the compiled programs
+(`Engine.step_memory_bytes`; tests/test_hardening.py keeps them checked against it).
+"""
+
+import contextlib
+import math
+import os
+from typing import Callable
+
+from texsynth_jax import conv, vgg
+
+# Per convolution strategy: (step, targets) per-pixel factors relative to XLA's own convolution ("lax"),
+# and (step, targets) copies of the weights, measured on XLA:CPU at 64 and 128 px: im2col patches and
+# shifted products keep 9x wider temporaries; Winograd keeps its transformed kernels.
+STRATEGIES = {"lax": (1.0, 1.0, 2.2, 1.1), "matmul": (2.9, 4.9, 1.1, 1.1), "shifted": (5.6, 4.8, 2.2, 2.1),
+              "winograd": (2.0, 1.4, 4.7, 3.9), "winograd4": (2.0, 1.0, 9.0, 6.6)}
+LATENT_COPIES = 4  # latent, gradient, direction, trial point, besides the 2 * history L-BFGS pairs
+GRAD_MAPS_ONE = 3.2  # gradients of the step, in full-resolution first-block feature maps, one seed...
+GRAD_MAPS_BATCH = 6.0  # ... and per seed of a vmapped batch (XLA keeps more layouts of batched maps)
+TARGET_MAPS = 4.2  # the forward pass peaks in the first block: a few full-resolution maps live at once
+DECODE_BYTES_PER_PIXEL = 48  # Pillow's 4-byte pixels and its conversions, uint8 RGB, float32 RGB and /255
+RUNTIME_BYTES = 1 << 30  # the interpreter, JAX, the weights (0.3 GB measured) and XLA compiling, on the host
+
+
+class BudgetError(ValueError):
+    """A job that cannot fit in memory; the message says what would fit."""
+
+
+def host_memory_bytes() -> int:
+    """Physical memory, or the container's limit (cgroup v2 or v1) when lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):  # "max": no limit
+            with open(path) as f:
+                total = min(total, int(f.read().strip()))
+    return total
+
+
+def device_memory_bytes(device) -> int | None:
+    """What JAX lets the device allocate; None where it does not say (CPU: the host's memory)."""
+    with contextlib.suppress(Exception):  # not every backend implements memory_stats
+        stats = device.memory_stats()
+        if stats and stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    return None
+
+
+def _network(arch: str, layers) -> tuple[float, int, int]:
+    """(feature values per input pixel over the forward path, first-block channels, weight bytes)."""
+    shapes = vgg.conv_shapes(arch)
+    path = vgg.needed_layers(arch, layers)
+    values, channels = 0.0, 3
+    for name in path:
+        if name in shapes:
+            channels = shapes[name][-1]
+        values += channels / vgg.downsampling(arch, name) ** 2
+    weights = sum(math.prod(shapes[n]) + shapes[n][-1] for n in path if n in shapes) * 4
+    return values, shapes["conv1_1"][-1], weights
+
+
+def _strategy(config, backend: str) -> tuple[float, float, float, float]:
+    step, targets, step_copies, targets_copies = STRATEGIES[
+        conv.DEFAULTS.get(backend, "lax") if config.conv == "auto" else config.conv]
+    return step, targets, step_copies + (2.0 if config.precision == "bf16" else 0.0), targets_copies  # bf16 weights
+
+
+def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: str = "cpu") -> int:
+    """One device's working set for one step of `batch` seeds of `size` (its share of the image)."""
+    values, first, weights = _network(arch, config.layers)
+    factor, _, copies, _ = _strategy(config, backend)
+    maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
+    maps += 2.0 if config.pooling == "max" else 0.0  # max pooling keeps where each maximum was
+    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + maps * first)
+    return int(copies * weights + batch * size[0] * size[1] * per_pixel)
+
+
+def targets_bytes(config, arch: str, size: tuple[int, int], backend: str = "cpu") -> int:
+    """One device's working set for the target Grams of a source of `size`."""
+    _, first, weights = _network(arch, config.layers)
+    _, factor, _, copies = _strategy(config, backend)
+    return int(copies * weights + size[0] * size[1] * 4 * factor * (TARGET_MAPS * first + 3))
+
+
+def decode_bytes(size: tuple[int, int]) -> int:
+    return size[0] * size[1] * DECODE_BYTES_PER_PIXEL
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n < 100 * 2**30 else f"{n / 2**30:.0f} GiB"
+
+
+def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, devices: int = 1,
+          split: str = "none", backend: str = "cpu", host_limit: int | None = None,
+          device_limit: int | None = None, device_name: str = "the device") -> None:
+    """Raise BudgetError unless the job fits.
+
+    Args:
+      sources: [(path, (height, width))] from the headers; decoded one at a time.
+      out_size, batch: the output size and the largest number of seeds of a source.
+      devices, split: how many devices a batch is spread over, and how: "seeds" (the padded batch
+        divided between them), "space" (each image in strips), "none" (one device).
+      host_limit: bytes of host memory (default: `host_memory_bytes()`).
+      device_limit: bytes per device (`device_memory_bytes`); None: the devices are the host's
+        memory (XLA:CPU), so every device's share counts against host_limit.
+    """
+    host_limit = host_memory_bytes() if host_limit is None else host_limit
+    path, source = max(sources, key=lambda s: s[1][0] * s[1][1])
+
+    def over(src, out, seeds) -> tuple[int, int, str] | None:
+        """(need, limit, what) of the first memory that does not fit, or None."""
+        per_device = -(-seeds // devices) if split == "seeds" else seeds
+        share = (-(-out[0] // devices), out[1]) if split == "space" else out
+        used = devices if split != "none" else 1
+        device = max(targets_bytes(config, arch, src, backend), step_bytes(config, arch, share, per_device, backend))
+        host = RUNTIME_BYTES + decode_bytes(src) + seeds * out[0] * out[1] * 12  # and the finished images
+        if device_limit is None:
+            host += used * device
+        elif device > device_limit:
+            return device, device_limit, f"the {gib(device_limit)} of {device_name}"
+        return (host, host_limit, f"the {gib(host_limit)} of memory here") if host > host_limit else None
+
+    problem = over(source, out_size, batch)
+    if problem is None:
+        return
+    need, _, where = problem
+    smallest = (max(vgg.downsampling(arch, l) for l in config.layers),) * 2
+    if over(source, smallest, 1):  # the source alone is too large
+        need, _, where = over(source, smallest, 1)
+        h, w = _largest(source, lambda s: not over(s, smallest, 1))
+        fits = f"at most about {h}x{w} px fit" if h else "nothing fits beside the weights"
+        raise BudgetError(f"input image {path} ({source[0]}x{source[1]}) needs ~{gib(need)} to decode and "
+                          f"compute its Gram matrices, more than {where}; {fits}; give a smaller image")
+    fits = []
+    seeds = _last_true(batch, lambda n: not over(source, out_size, n))
+    if seeds:
+        fits.append(f"at most {seeds} seed(s) per source fit at {out_size[0]}x{out_size[1]}")
+    h, w = _largest(out_size, lambda s: not over(source, s, batch))
+    if h >= smallest[0]:
+        fits.append(f"{batch} seed(s) fit at most about {h}x{w} px")
+    elif not seeds:
+        h, w = _largest(out_size, lambda s: not over(source, s, 1))
+        fits.append(f"one seed fits at most about {h}x{w} px")
+    raise BudgetError(f"{batch} seed(s) at {out_size[0]}x{out_size[1]} need ~{gib(need)}, more than {where}; "
+                      f"{' or '.join(fits)}; use a smaller --size or fewer seeds per source")
+
+
+def _last_true(high: int, ok: Callable[[int], bool]) -> int:
+    """The largest n in 0..high with ok(n) (ok monotone, ok(0) assumed)."""
+    low = 0
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if ok(mid) else (low, mid - 1)
+    return low
+
+
+def _largest(size: tuple[int, int], ok: Callable[[tuple[int, int]], bool]) -> tuple[int, int]:
+    """The largest size of `size`'s aspect with ok(size); (0, 0) if none."""
+    scaled = lambda h: (h, max(1, round(h * size[1] / size[0])))
+    h = _last_true(size[0], lambda h: h > 0 and ok(scaled(h)))
+    return scaled(h) if h else (0, 0)

@@ -74,12 +74,16 @@ class Engine:
         self.steps_per_dispatch = steps_per_dispatch or STEPS_PER_DISPATCH.get(jax.default_backend(), 1)
         if mesh is None:
             self._shared = self._keys = None
-            self.params = jax.device_put(params)
+            self.params = self._params_one = jax.device_put(params)
         else:
             self._shared = parallel.replicated(mesh)
             self._keys = NamedSharding(mesh, P(parallel.SEEDS)) if parallel.SEEDS in mesh.axis_names else self._shared
             self.params = jax.device_put(params, self._shared)
-        self._targets = jax.jit(synthesis.compute_targets, static_argnums=(2, 3), out_shardings=self._shared)
+            # Targets are one forward pass per source: computed on one device and then broadcast, not
+            # replicated on every device (which costs the device count's times the work where devices
+            # share a host's cores, as virtual CPU devices do).
+            self._params_one = jax.device_put(params, mesh.devices.flat[0])
+        self._targets = jax.jit(synthesis.compute_targets, static_argnums=(2, 3))
         keys_like = jax.ShapeDtypeStruct((self.padded_size,), jax.random.key(0).dtype, sharding=self._keys)
         self._targets_like = targets_like = jax.eval_shape(self._targets, self.params, jax.ShapeDtypeStruct((*config.size, 3), jnp.float32),
                                       spec, config)
@@ -108,8 +112,8 @@ class Engine:
         """Target Grams of a source image (float32 [H, W, 3] in [0, 1], any size that reaches the
         deepest layer), on the device(s). One compile per source shape."""
         check_size(np.shape(source)[:2], self.spec.arch, self.config.layers, "source image")
-        source = jax.device_put(jnp.asarray(source, jnp.float32), self._shared)
-        return self._targets(self.params, source, self.spec, self.config)
+        source = jax.device_put(jnp.asarray(source, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)
+        return jax.device_put(self._targets(self._params_one, source, self.spec, self.config), self._shared)
 
     def keys(self, seeds) -> jax.Array:
         """PRNG keys of integer seeds (the CLI's `--seeds`), padded to the engine's batch."""

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -83,12 +82,11 @@ def test_an_output_too_large_is_refused_with_what_fits(tmp_path, weights_path, c
 
 def test_two_billion_seeds_are_refused_without_building_them(tmp_path, weights_path, capsys):
     tracemalloc.start()
-    t0 = time.perf_counter()
     with pytest.raises(jobs.JobError, match="65536"):
         jobs.parse_seeds("2000000000")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 1 << 20 and time.perf_counter() - t0 < 1
+    assert peak < 1 << 20  # a list of two billion ints would be 16 GB
     refused([*SHALLOW, "--seeds=2000000000"], ["--seeds=2000000000"], tmp_path, weights_path, capsys)
     listed = tmp_path / "job.txt"  # a list file of many counts is capped as it is read
     listed.write_text("a.png 65536\n" * 17)

@@ -44,16 +44,18 @@ def test_hosts_share_every_pair_once():
     assert shares[0] == [("a.png", [0]), ("c.png", [4])]
 
 
-def test_two_thousand_sources_share_out_in_linear_time(tmp_path):
+def test_many_sources_share_out_in_linear_time(tmp_path):
+    """20,000 sources (60,000 pairs) over 8 hosts: about 0.1 s when linear; the quadratic pairing this
+    replaced took 0.9 s for 2,000 sources, so it would take over a minute here."""
     import time
 
     listing = tmp_path / "job.txt"
-    listing.write_text("".join(f"img{i}.png {i % 5 + 1}\n" for i in range(2000)))
+    listing.write_text("".join(f"img{i}.png {i % 5 + 1}\n" for i in range(20000)))
     t0 = time.perf_counter()
     work = jobs.read_sources(str(listing), [0])
     shares = [jobs.host_jobs(work, i, 8) for i in range(8)]
     elapsed = time.perf_counter() - t0
-    assert elapsed < 0.5, f"{elapsed:.2f}s to share out 2,000 sources: pairing must be linear"
+    assert elapsed < 5, f"{elapsed:.2f}s to share out 20,000 sources: reading and pairing must be linear"
     pairs = sorted((p, s) for share in shares for p, seeds in share for s in seeds)
     assert pairs == sorted((p, s) for p, seeds in work for s in seeds)
     assert max(sum(map(len, (s for _, s in share))) for share in shares) - \

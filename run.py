@@ -106,7 +106,7 @@ def start_distributed() -> int:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag", exitcode=2)
+        return fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --helpshort)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
     try:

@@ -146,6 +146,7 @@ def test_extra_positional_argument_is_refused(tmp_path, cli_env):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unexpected arguments stray" in result.stderr.strip().splitlines()[-1]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]  # one line, no help
 
 
 def test_error_in_a_real_process_is_one_line(tmp_path, cli_env):

@@ -32,11 +32,6 @@ def padded_size(batch: int, mesh: Mesh | None) -> int:
     return -(-batch // n) * n
 
 
-def pad_batch(keys, mesh: Mesh | None):
-    """`keys` repeated cyclically up to `padded_size` (the extra seeds' results are dropped)."""
-    return keys[np.arange(padded_size(len(keys), mesh)) % len(keys)]
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -85,26 +85,19 @@ class Engine:
             self._params_one = jax.device_put(params, mesh.devices.flat[0])
         self._targets = jax.jit(synthesis.compute_targets, static_argnums=(2, 3))
         keys_like = jax.ShapeDtypeStruct((self.padded_size,), jax.random.key(0).dtype, sharding=self._keys)
-        self._targets_like = targets_like = jax.eval_shape(self._targets, self.params, jax.ShapeDtypeStruct((*config.size, 3), jnp.float32),
-                                      spec, config)
-        self.state_shape = jax.eval_shape(init_state_batch, keys_like, targets_like, self.params, spec,
-                                          config)
-        if mesh is None:
-            self.state_sharding = losses = None
-            kw = {}
-        else:
-            self.state_sharding = parallel.batch_sharding(mesh, self.state_shape, config.size)
-            losses = self._keys
-            kw = {"out_shardings": self.state_sharding}
-        self._init = _batched(synthesis.init_state, **kw)
-        self._step = _batched(synthesis.step, donate_argnums=0,
-                              **({} if mesh is None else {"out_shardings": (self.state_sharding, losses)}))
+        image_like = jax.ShapeDtypeStruct((*config.size, 3), jnp.float32)
+        self._targets_like = jax.eval_shape(self._targets, self.params, image_like, spec, config)
+        self.state_shape = jax.eval_shape(init_state_batch, keys_like, self._targets_like, self.params, spec, config)
+        self.state_sharding = None if mesh is None else parallel.batch_sharding(mesh, self.state_shape, config.size)
+        # Output shardings on a mesh (state, and losses split like the seeds); none on one device.
+        placed = (lambda *out: {}) if mesh is None else (lambda *out: {"out_shardings": out[0] if len(out) == 1 else out})
+        self._init = _batched(synthesis.init_state, **placed(self.state_sharding))
+        self._step = _batched(synthesis.step, donate_argnums=0, **placed(self.state_sharding, self._keys))
         self._scan = None
         if self.steps_per_dispatch > 1:
             scan = jax.vmap(functools.partial(_scan_steps, length=self.steps_per_dispatch),
                             in_axes=(0, None, None, None, None), out_axes=(0, 1))
-            self._scan = jax.jit(scan, static_argnums=(3, 4), donate_argnums=0,
-                                 **({} if mesh is None else {"out_shardings": (self.state_sharding, None)}))
+            self._scan = jax.jit(scan, static_argnums=(3, 4), donate_argnums=0, **placed(self.state_sharding, None))
 
     # Sources and states.
 

@@ -4,12 +4,13 @@ import dataclasses
 import math
 import typing
 
-from texsynth_jax import vgg
+from texsynth_jax import terms, vgg
 
 POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("optax", "lbfgs")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
+PROJECTIONS = ("fixed", "fresh")
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -37,6 +38,10 @@ class SynthesisConfig:
       conv: convolution strategy: "lax" (XLA's convolution), "matmul" (nine shifted matrix
         products), or "auto" (the fastest for the backend).
       optimizer: "lbfgs" (texsynth_jax's L-BFGS) or "optax" (optax.lbfgs); see optimizers.py.
+      loss: the loss terms and their weights as "name:weight" items (terms.py): ("gram:1",) is the
+        paper; e.g. ("gram:1", "swd:1", "spectrum:0.1").
+      projections: random directions of the swd term: "fixed" per seed for the whole run, or
+        "fresh" every iteration.
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.")
@@ -58,9 +63,16 @@ class SynthesisConfig:
     optimizer: str = setting("lbfgs", "L-BFGS implementation: lbfgs (texsynth_jax's, the measured default) or "
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
                              OPTIMIZERS)
+    loss: tuple[str, ...] = setting(("gram:1",), "Loss terms as name:weight, comma separated: gram (Gatys et al.), "
+                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.")
+    projections: str = setting("fixed", "Random directions of the swd term: fixed per seed, or fresh every "
+                               "iteration.", PROJECTIONS)
 
     def __post_init__(self):
         check_finite(self)
+        parse_loss(self.loss)
+        if self.projections not in PROJECTIONS:
+            raise ValueError(f"projections={self.projections!r} is unknown; use one of {PROJECTIONS}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size={self.size} must be two positive ints (height, width)")
         if not self.layers:
@@ -87,6 +99,11 @@ class SynthesisConfig:
         if self.conv not in CONV_STRATEGIES:
             raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """{term: weight} from `loss` ("gram:1" items; a bare name weighs 1)."""
+        return parse_loss(self.loss)
+
     def check_network(self, arch: str) -> None:
         """Raise ValueError unless every layer exists in `arch` and the output is big enough for it."""
         names = vgg.layer_names(arch)
@@ -94,6 +111,29 @@ class SynthesisConfig:
             if layer not in names:
                 raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
         check_size(self.size, arch, self.layers, "size")
+
+
+def parse_loss(items) -> dict[str, float]:
+    """{term: weight} of "name:weight" items; ValueError naming the fix for anything else."""
+    weights = {}
+    for item in items:
+        name, _, weight = item.partition(":")
+        name = name.strip()
+        if name not in terms.NAMES:
+            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {', '.join(terms.NAMES)} "
+                             "(e.g. gram:1,swd:1)")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"loss weight {item!r} is not a finite number >= 0; write name:weight like {name}:1")
+        if name in weights:
+            raise ValueError(f"loss names {name!r} twice; give each term once")
+        weights[name] = value
+    if not any(w > 0 for w in weights.values()):
+        raise ValueError("loss has no term with a positive weight; give one, e.g. gram:1")
+    return weights
 
 
 def check_finite(settings) -> None:

@@ -1,6 +1,10 @@
-"""Gram matrices and the texture loss of Gatys et al. (2015). No I/O, no config, no randomness."""
+"""The statistics a texture is matched by, as pure functions of arrays: Gram matrices and the loss of
+Gatys et al. (2015), sliced Wasserstein distances of features, and the Fourier-spectrum distance of
+the image. No I/O, no config, no randomness (random directions come in as arguments)."""
 
 from typing import Mapping, Sequence
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -49,3 +53,58 @@ def style_loss(
     """
     return sum(layer_weights[name] * layer_loss(gram_matrix(features[name]), target)
                for name, target in target_grams.items())
+
+
+def sliced_wasserstein(features: jax.Array, source: jax.Array, directions: jax.Array) -> jax.Array:
+    """Squared sliced Wasserstein-2 distance between two sets of feature vectors (Heitz et al. 2021).
+
+    Both sets are projected on each direction and sorted; the sorted projections are whole 1-D
+    distributions, so this matches every moment of each projection, not only the second.
+
+    Args:
+      features: [H, W, C] of the image being synthesised (M = H*W positions).
+      source: [M_s, C] feature vectors of the source; M_s may differ from M (another image size):
+        the output's i-th smallest value is compared with the source's quantile (i + 1/2) / M.
+      directions: [C, D] projection directions (unit columns; the identity gives per-channel
+        histogram matching, Risser et al. 2017).
+
+    Returns:
+      float32 scalar: mean over directions and positions of the squared difference of sorted
+      projections.
+    """
+    flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
+    out = jnp.sort(flat @ directions, axis=0)
+    src = jnp.sort(source.astype(jnp.float32) @ directions, axis=0)
+    m, m_s = out.shape[0], src.shape[0]
+    if m_s != m:  # static shapes: the quantile indices are constants
+        src = src[((np.arange(m) + 0.5) * m_s / m).astype(np.int32)]
+    return jnp.mean(jnp.square(out - src))
+
+
+def spectrum_projection(image: jax.Array, source_fft: jax.Array) -> jax.Array:
+    """The image nearest to `image` whose Fourier transform is the source's up to one phase per
+    frequency, shared by the channels (Liu, Gousseau & Xia 2016).
+
+    Args:
+      image: float32 [H, W, 3].
+      source_fft: complex64 [H, W, 3], fft2 of the source at the same size.
+
+    Returns:
+      float32 [H, W, 3]. Minimising |u^_c - s^_c e^{i phi}|^2 over phi per frequency gives
+      e^{i phi} = X / |X| with X = sum_c u^_c conj(s^_c).
+    """
+    spectrum = jnp.fft.fft2(image, axes=(0, 1))
+    cross = jnp.sum(spectrum * jnp.conj(source_fft), axis=-1, keepdims=True)
+    phase = cross / jnp.maximum(jnp.abs(cross), 1e-12)
+    return jnp.real(jnp.fft.ifft2(source_fft * phase, axes=(0, 1)))
+
+
+def spectrum_loss(image: jax.Array, source_fft: jax.Array) -> jax.Array:
+    """Mean squared distance of `image` [H, W, 3] to its `spectrum_projection`: zero iff the image
+    has the source's Fourier modulus (and cross-channel phases); invariant to circular shifts.
+
+    The projection is held constant in the gradient: for the squared distance to a set, 2 (u - P(u))
+    is the exact gradient wherever the projection is unique.
+    """
+    target = jax.lax.stop_gradient(spectrum_projection(image, source_fft))
+    return jnp.mean(jnp.square(image - target))

@@ -1,4 +1,4 @@
-"""Texture synthesis for one seed: target Grams from a source, the loss, and L-BFGS steps from noise.
+"""Texture synthesis for one seed: targets from a source, the loss, and L-BFGS steps from noise.
 
 Everything here is written for one image and one key; `engine.py` batches it over seeds in one
 place and compiles it once per job. The
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from texsynth_jax import conv as conv_lib
-from texsynth_jax import losses, optimizers, vgg
+from texsynth_jax import optimizers, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size
 
 
@@ -22,6 +22,7 @@ class SynthState(NamedTuple):
     latent: jax.Array  # float32 [H, W, 3]; image = sigmoid(latent)
     opt_state: object  # the optimiser's state pytree (optimizers.py)
     step: jax.Array  # int32 scalar: iterations done
+    key: jax.Array  # uint32 key data of the seed (random projections of the loss)
 
 
 def image_from_latent(latent: jax.Array) -> jax.Array:
@@ -36,8 +37,8 @@ def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig):
 
 
 def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
-                    config: SynthesisConfig) -> dict[str, jax.Array]:
-    """Target Gram matrices of a source image, computed once per source.
+                    config: SynthesisConfig) -> dict[str, object]:
+    """The source's statistics for every loss term of `config.loss`, computed once per source.
 
     Args:
       params: VGG conv weights (see `vgg.extract_features`).
@@ -45,48 +46,60 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
       spec, config: the network and the synthesis settings.
 
     Returns:
-      {layer: float32 [C, C]} for each layer in `config.layers`. Size-independent (normalised by
-      the number of positions), so an output of another size can match them.
+      {term: stats} (terms.py); for "gram", {layer: float32 [C, C]} for each layer in
+      `config.layers`, size-independent (normalised by the number of positions), so an output of
+      another size can match them.
     """
     config.check_network(spec.arch)
     check_size(source.shape[:2], spec.arch, config.layers, "source image")
     features = _features(params, source, spec, config)
-    return {name: losses.gram_matrix(features[name]) for name in config.layers}
+    return terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
 
 
-def texture_loss(image: jax.Array, target_grams: Mapping[str, jax.Array], params: Mapping,
-                 spec: vgg.NetworkSpec, config: SynthesisConfig) -> jax.Array:
-    """The Gatys et al. texture loss of one image: a pure, differentiable float32 scalar.
+def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mapping,
+                 spec: vgg.NetworkSpec, config: SynthesisConfig, key: jax.Array | None = None) -> jax.Array:
+    """The texture loss of one image (with `config.loss` = gram:1, that of Gatys et al.): a pure,
+    differentiable float32 scalar.
 
-    image: float32 [H, W, 3], RGB in [0, 1].
+    image: float32 [H, W, 3], RGB in [0, 1]. key: PRNG key of random terms (swd's directions);
+    None uses jax.random.key(0).
     """
     features = _features(params, image, spec, config)
     weights = dict(zip(config.layers, config.layer_weights))
-    return losses.style_loss(features, target_grams, weights)
+    key = jax.random.key(0) if key is None else key
+    return terms.total_loss(features, image, targets, weights, config.loss_weights, key)
 
 
-def _loss_of_latent(target_grams, params, spec, config):
+def projection_key(state: SynthState, config: SynthesisConfig) -> jax.Array:
+    """The key of the loss's random directions at this state's iteration: the seed's own for the whole
+    run ("fixed"), or a new one each iteration ("fresh"); the same for every line-search trial."""
+    key = jax.random.wrap_key_data(state.key)
+    return jax.random.fold_in(key, state.step + 1 if config.projections == "fresh" else 0)
+
+
+def _loss_of_latent(targets, params, spec, config, key):
     """The loss as a function of the latent alone, for the optimiser."""
-    return lambda latent: texture_loss(image_from_latent(latent), target_grams, params, spec, config)
+    return lambda latent: texture_loss(image_from_latent(latent), targets, params, spec, config, key)
 
 
-def init_state(key: jax.Array, target_grams: Mapping[str, jax.Array], params: Mapping,
+def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
     """Fresh state for one seed: noise around mid-grey (the paper's almost flat start)."""
     # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.
     latent = config.init_scale * 4.0 * jax.random.normal(key, (*config.size, 3), jnp.float32)
+    state = SynthState(latent, None, jnp.zeros((), jnp.int32), jax.random.key_data(key))
     optimizer = optimizers.make(config.optimizer, config.history)
-    opt_state = optimizer.init(_loss_of_latent(target_grams, params, spec, config), latent)
-    return SynthState(latent, opt_state, jnp.zeros((), jnp.int32))
+    opt_state = optimizer.init(_loss_of_latent(targets, params, spec, config, projection_key(state, config)), latent)
+    return state._replace(opt_state=opt_state)
 
 
-def step(state: SynthState, target_grams: Mapping[str, jax.Array], params: Mapping,
+def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
          spec: vgg.NetworkSpec, config: SynthesisConfig) -> tuple[SynthState, jax.Array]:
     """One L-BFGS iteration of one seed. Returns the new state and the loss at it."""
     optimizer = optimizers.make(config.optimizer, config.history)
-    latent, opt_state = optimizer.step(_loss_of_latent(target_grams, params, spec, config), state.latent,
-                                       state.opt_state)
-    return SynthState(latent, opt_state, state.step + 1), optimizer.value(opt_state)
+    loss = _loss_of_latent(targets, params, spec, config, projection_key(state, config))
+    latent, opt_state = optimizer.step(loss, state.latent, state.opt_state)
+    return SynthState(latent, opt_state, state.step + 1, state.key), optimizer.value(opt_state)
 
 
 def evaluations(state: SynthState, config: SynthesisConfig) -> jax.Array:

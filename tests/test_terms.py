@@ -156,3 +156,10 @@ def test_bad_loss_settings_name_the_fix(loss, message):
 def test_loss_weights_parse():
     assert SynthesisConfig(loss=("gram", "swd:0.5", " spectrum:0")).loss_weights == {
         "gram": 1.0, "swd": 0.5, "spectrum": 0.0}
+
+
+def test_host_sorts_equal_xla_sorts():
+    x = np.random.default_rng(3).normal(size=(50, 4)).astype(np.float32)
+    np.testing.assert_array_equal(losses._host_sort(x), np.asarray(jnp.sort(x, axis=0)))
+    np.testing.assert_array_equal(losses._host_ranks(x), np.asarray(jnp.argsort(jnp.argsort(x, axis=0), axis=0)))
+    np.testing.assert_array_equal(jax.jit(losses.rank_columns)(x), losses._host_ranks(x))

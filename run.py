@@ -119,9 +119,9 @@ def main(argv):
                          record_extra={"command": sys.argv, "flags": run_flags})
     except ValueError as e:  # every problem the job can name is a ValueError with a one-line message
         return fail(e)
-    except OSError as e:
-        return fail(f"cannot write to {FLAGS.output_dir} ({e.strerror or e}); free some space or choose another "
-                    "--output_dir")
+    except OSError as e:  # a full disk, most likely; a write names its file (image_io.atomic_path)
+        return fail(f"cannot write {e.filename or FLAGS.output_dir} ({e.strerror or e}); free some space or "
+                    "choose another --output_dir")
     except KeyboardInterrupt:
         log("interrupted before synthesis began; nothing written")
         return 130

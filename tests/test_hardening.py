@@ -2,13 +2,16 @@
 checkpoints and records, and two runs writing into one folder. Each is refused with one line, and a
 refusal before synthesis leaves the disk as it was."""
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 import struct
 import tracemalloc
 import zlib
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +20,7 @@ from PIL import Image
 
 from test_run import in_process, listing
 from texsynth_jax import (Engine, RunOptions, SynthesisConfig, budget, checkpoint, image_io, jobs, load_weights,
-                          outputs, run_job, synthesis, weights)
+                          outputs, run_job, runner, synthesis, weights)
 
 SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--iterations=2", "--mesh=none", "--log_every=100"]
 CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), iterations=2)
@@ -274,3 +277,83 @@ def test_a_folder_being_written_is_refused(tmp_path, weights_path, capsys):
                               capsys)
     assert code == 0, stderr
     assert not lock.exists()  # released and removed at the end of the run
+
+
+# 6. Converted weights edited by hand, given to --weights.
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda f: f.create_dataset("extra", data=np.zeros(3, np.float32)), ["unexpected layer extra"]),
+    (lambda f: f.attrs.create("mean", np.array([0.5, 0.5])), ["bad metadata", "3 channels"]),
+    (lambda f: f.attrs.create("scale", h5py.Empty("f4")), ["bad metadata"])], ids=["extra", "mean2", "null"])
+def test_edited_weights_are_one_line(edit, words, tmp_path, weights_path, capsys):
+    path = str(tmp_path / "edited.h5")
+    shutil.copy(weights_path, path)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    refused([*SHALLOW, f"--input={source(tmp_path / 'a.png')}"], [path, *words], tmp_path, path, capsys)
+
+
+# 7. A full disk, every name a run writes, and the leftovers of a killed save.
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(tmp_path, weights_path, capsys,
+                                                                                   monkeypatch):
+    out = tmp_path / "out"
+    ckpt = out / "a_ckpt.npz"
+    savez, kept = np.savez, []  # kept: the checkpoint on disk when each save began
+
+    def full_disk(file, **arrays):  # the first checkpoint fits; the second fills the disk part way through
+        kept.append(ckpt.read_bytes() if ckpt.exists() else None)
+        if len(kept) == 1:
+            return savez(file, **arrays)
+        file.write(b"PK\x03\x04" + bytes(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.np, "savez", full_disk)
+    code, stderr = in_process([*SHALLOW, "--iterations=3", "--checkpoint_every=1",
+                               f"--input={source(tmp_path / 'a.png')}", f"--weights={weights_path}",
+                               f"--output_dir={out}"], capsys)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in stderr and len(kept) == 2, stderr
+    assert errors == [f"error: cannot write {ckpt} ({os.strerror(errno.ENOSPC)}); free some space or choose another "
+                      "--output_dir"], stderr
+    assert os.listdir(out) == ["a_ckpt.npz"] and ckpt.read_bytes() == kept[1]  # the last one, whole; no temp file
+
+
+def test_snapshots_are_in_the_overwrite_check(tmp_path, weights_path, capsys):
+    assert runner._snapshot_steps(10, 4, 1) == [4, 8]
+    assert runner._snapshot_steps(10, 4, 3) == [1, 2, 4, 5, 6, 8, 9]  # what a dispatch of 3 can end on
+    path = source(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    snapshot = out / "a_seed0_iter2.png"
+    snapshot.write_bytes(b"an earlier run's snapshot")
+    args = [*SHALLOW, "--iterations=3", f"--input={path}"]
+    refused([*args, "--save_every=2"], [f"{snapshot} already exists", "--overwrite"], tmp_path, weights_path, capsys)
+    code, stderr = in_process([*args, f"--weights={weights_path}", f"--output_dir={out}"], capsys)
+    assert code == 0 and snapshot.read_bytes() == b"an earlier run's snapshot", stderr  # not a name it writes
+
+
+def test_temp_files_name_their_target(tmp_path):
+    with image_io.atomic_path(str(tmp_path / "a_seed0.png")) as tmp:
+        assert image_io.temp_target(os.path.basename(tmp)) == "a_seed0.png"
+        with open(tmp, "wb") as f:
+            f.write(b"png")
+    assert os.listdir(tmp_path) == ["a_seed0.png"]
+    for name in ("a_seed0.png", ".tmp-.png", ".tmp-a-0123abcz.png", ".tmp-a_0123abcd.png", ".tmp-0123abcd.png"):
+        assert image_io.temp_target(name) is None, name
+
+
+def test_a_run_removes_the_temp_files_of_its_killed_saves_only(interrupted, weights_path, capsys):
+    path, out = interrupted
+    ours = [".tmp-a_seed0-0123abcd.png", ".tmp-a_ckpt-89abcdef.npz", ".tmp-a_run-deadbeef.json",
+            ".tmp-a_sheet-00000000.png"]
+    others = [".tmp-b_seed0-0123abcd.png", ".tmp-a_seed7-0123abcd.png", ".tmp-a_seed0-notatag.png",
+              ".tmp-0123abcd.png", "a_seed0.png.tmp-", "notes.txt"]
+    for name in ours + others:
+        (out / name).write_bytes(b"partial " + name.encode())
+    code, stderr = in_process([*SHALLOW, f"--input={path}", f"--weights={weights_path}", f"--output_dir={out}",
+                               "--resume", "--checkpoint_every=1"], capsys)
+    assert code == 0 and "removed 4 temp file(s)" in stderr, stderr
+    assert not [name for name in ours if (out / name).exists()]
+    assert all((out / name).read_bytes() == b"partial " + name.encode() for name in others)
+    assert json.loads((out / "a_run.json").read_text())["status"] == "complete"

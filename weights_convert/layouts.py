@@ -86,9 +86,10 @@ def _check_shape(where: str, source_key: str, layer: str, shape: tuple, expected
 def _checked(where: str, source_key: str, layer: str, source, expected: tuple, order: str, read=np.asarray):
     """`read(source)` as float32: shape and dtype are checked from `source`'s metadata before reading
     (it may be a lazy HDF5 dataset or pth.Tensor), finiteness after."""
-    if not hasattr(source, "shape") or not hasattr(source, "dtype"):
-        raise ConversionError(f"{where}: {source_key} ({layer}) is a {type(source).__name__}, not an array; "
-                              f"pass an unmodified VGG-16/19 checkpoint")
+    # An HDF5 dataset with a null dataspace (h5py.Empty) has shape None: not an array either.
+    if not isinstance(getattr(source, "shape", None), tuple) or not hasattr(source, "dtype"):
+        raise ConversionError(f"{where}: {source_key} ({layer}) is a {type(source).__name__} without a shape, "
+                              f"not an array; pass an unmodified VGG-16/19 checkpoint")
     _check_shape(where, source_key, layer, source.shape, expected, order)
     if np.dtype(source.dtype).kind != "f":
         raise ConversionError(f"{where}: {source_key} ({layer}) holds {source.dtype}, not floating-point "

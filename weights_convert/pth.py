@@ -37,13 +37,19 @@ _STORAGE_DTYPES = {
 }
 
 
-class StorageType:
-    """Stand-in for `torch.FloatStorage` & co.: only carries the element type."""
+class StorageType(safe_pickle.Sealed):
+    """Stand-in for `torch.FloatStorage` & co.: only carries the element type. Sealed: a pickle
+    cannot set its dtype."""
+
+    __slots__ = ("name", "bfloat16", "dtype")
 
     def __init__(self, name: str):
         self.name = name
         self.bfloat16 = _STORAGE_DTYPES[name] == "bf16"
         self.dtype = np.dtype("u2" if self.bfloat16 else _STORAGE_DTYPES[name])
+
+    def __repr__(self):
+        return f"torch.{self.name}"
 
 
 class Storage:
@@ -92,17 +98,27 @@ class Tensor:
     """Stand-in for a pickled tensor: where its elements are, read only by `numpy()`.
 
     Also the stand-in for the pre-0.2 `torch.FloatTensor` classes, which pickle rebuilt as
-    `FloatTensor()` followed by `__setstate__((storage, offset, size, stride))`.
+    `FloatTensor()` followed by `__setstate__((storage, offset, size, stride))`. Both ways in go
+    through `__setstate__`, so every tensor record is checked in one place.
     """
 
-    def __init__(self, storage=None, offset=0, shape=(), stride=()):
-        self.storage, self.offset = storage, offset
-        self.shape, self.stride = tuple(shape), tuple(stride)
+    def __init__(self, *record):
+        self.storage = None  # FloatTensor() is empty until __setstate__ fills it; _tensors skips it if never
+        if record:
+            self.__setstate__(record)
 
     def __setstate__(self, state):
+        """state: (storage, offset, size, stride), checked before it is kept."""
         if not (isinstance(state, tuple) and len(state) == 4):
-            raise pickle.UnpicklingError("legacy tensor state is not (storage, offset, size, stride)")
-        self.__init__(*state)
+            raise pickle.UnpicklingError("tensor state is not (storage, offset, size, stride)")
+        storage, offset, shape, stride = state
+        counts = lambda v: isinstance(v, (tuple, list)) and all(type(n) is int and n >= 0 for n in v)
+        if not isinstance(storage, (Storage, StorageView)):
+            raise pickle.UnpicklingError("tensor without a storage")
+        if not (type(offset) is int and offset >= 0 and counts(shape) and counts(stride)
+                and len(shape) == len(stride)):  # a float or negative one would fail deep in numpy
+            raise pickle.UnpicklingError("tensor with a malformed offset, size or stride")
+        self.storage, self.offset, self.shape, self.stride = storage, offset, tuple(shape), tuple(stride)
 
     @property
     def dtype(self) -> np.dtype:
@@ -113,7 +129,7 @@ class Tensor:
         if 0 in self.shape:
             return np.zeros(self.shape, self.dtype)
         last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= self.storage.numel:
+        if last >= self.storage.numel:
             raise ConversionError(f"{self.storage.path}: a tensor reaches past the end of storage "
                                   f"{self.storage.key}; the file is corrupt, download it again")
         base = self.storage.read(self.offset, last + 1 - self.offset)  # only the elements it spans
@@ -124,10 +140,6 @@ class Tensor:
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     """Stand-in for `torch._utils._rebuild_tensor(_v2)`; the ignored args are grad flags and hooks."""
-    if not isinstance(storage, (Storage, StorageView)):
-        raise pickle.UnpicklingError("tensor without a storage")
-    if not all(isinstance(v, int) for v in (storage_offset, *size, *stride)) or len(size) != len(stride):
-        raise pickle.UnpicklingError("tensor with a malformed offset, size or stride")
     return Tensor(storage, storage_offset, size, stride)
 
 
@@ -175,15 +187,15 @@ class _StorageTable:
         if kind != "storage" or len(pid) not in (5, 6):
             raise pickle.UnpicklingError(f"unexpected persistent id kind {kind[:40]!r}")
         storage_type, key, _location, numel = pid[1:5]
-        if not isinstance(storage_type, StorageType) or not isinstance(numel, int):
-            raise pickle.UnpicklingError("malformed storage id")
+        if not isinstance(storage_type, StorageType) or type(numel) is not int or numel < 0:
+            raise pickle.UnpicklingError("malformed storage id (its type or size)")
         key = _text(key)
         storage = self.storages.setdefault(key, Storage(self.path, key, storage_type, numel))
         view = pid[5] if len(pid) == 6 else None
         if view is None:
             return storage
         _view_key, offset, view_numel = view
-        if not isinstance(offset, int) or not isinstance(view_numel, int):
+        if not all(type(n) is int and n >= 0 for n in (offset, view_numel)):
             raise pickle.UnpicklingError("malformed storage view")
         return StorageView(storage, offset, view_numel)
 
@@ -253,6 +265,25 @@ def read_legacy(path: str, f) -> dict[str, Tensor]:
     return _tensors(path, obj)
 
 
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # torch stores; deflated is a re-zipped copy
+_ZIP_FLAGS_REFUSED = 0x1 | 0x20 | 0x40  # encrypted, compressed patch data, strong encryption
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """The archive, after checking every member's flags and method from the central directory, so
+    that no member read later can stop on a password or an unknown compression."""
+    zf = zipfile.ZipFile(path)
+    for info in zf.infolist():
+        if info.flag_bits & _ZIP_FLAGS_REFUSED or info.compress_type not in _ZIP_METHODS:
+            zf.close()
+            refused = info.flag_bits & _ZIP_FLAGS_REFUSED
+            what = (f"is encrypted or patch data (flag bits {info.flag_bits:#x})" if refused
+                    else f"uses compression method {info.compress_type}")
+            raise ConversionError(f"{path}: zip member {info.filename[:80]!r} {what}, which torch.save never "
+                                  f"writes; pass the checkpoint as torch.save wrote it")
+    return zf
+
+
 def read_zip(path: str) -> dict[str, Tensor]:
     """Read a zip-format (torch >= 1.6) file.
 
@@ -260,7 +291,7 @@ def read_zip(path: str) -> dict[str, Tensor]:
       {state dict key: Tensor}, data not yet read.
     """
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _open_zip(path) as zf:
             names = set(zf.namelist())
             pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
             if len(pickles) != 1:
@@ -293,7 +324,7 @@ def read_zip(path: str) -> dict[str, Tensor]:
 def _zip_member(path: str, name: str) -> Callable[[int, int], bytes]:
     def fetch(start, nbytes):
         try:
-            with zipfile.ZipFile(path) as zf, zf.open(name) as f:
+            with _open_zip(path) as zf, zf.open(name) as f:
                 f.seek(start)  # inflates and discards in bounded chunks if the member is compressed
                 return f.read(nbytes)  # never more than the tensor spans
         except (zipfile.BadZipFile, EOFError, OSError) as e:

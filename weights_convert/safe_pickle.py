@@ -49,11 +49,38 @@ def numpy_globals() -> dict:
     return allowed
 
 
+class Sealed:
+    """An allow-listed object as a pickle gets it: BUILD (set its state) is refused. Such an object is
+    shared by every reference in the file, and a function by the whole process, so state set on it
+    (a storage type's dtype, a function's __defaults__) would change every later use."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"the pickle sets state on {self!r} (BUILD), which no checkpoint does")
+
+
+class _SealedCall(Sealed):
+    """An allow-listed function, callable (REDUCE) but sealed."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function):
+        self._function = function
+
+    def __call__(self, *args):
+        return self._function(*args)
+
+    def __repr__(self):
+        return getattr(self._function, "__qualname__", "a function")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` whose globals come only from `allowed` {(module, name): object}.
 
     Python-2 module names are not translated (that happens in the base `find_class`, which is never
-    called), so `allowed` lists every spelling it accepts.
+    called), so `allowed` lists every spelling it accepts. Classes are handed out as they are (BUILD on
+    a class fails by itself); anything else sealed (see `Sealed`).
     """
 
     def __init__(self, file, allowed: dict, persistent_load=None):
@@ -63,9 +90,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         try:
-            return self._allowed[(module, name)]
+            found = self._allowed[(module, name)]
         except KeyError:
             raise RefusedGlobal(module, name) from None
+        return found if isinstance(found, (type, Sealed)) else _SealedCall(found)
 
 
 def _no_persistent_ids(pid):

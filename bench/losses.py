@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 # (label, SynthesisConfig overrides). The first is the reference the budget is counted in.
 SETTINGS = [
     ("gram (paper)", dict(loss=("gram:1",))),
-    ("gram, init 0.25", dict(loss=("gram:1",), init_scale=0.25)),
+    ("gram init 0.25", dict(loss=("gram:1",), init_scale=0.25)),
     ("swd", dict(loss=("swd:1",))),
     ("swd fresh", dict(loss=("swd:1",), projections="fresh")),
     ("swd+spectrum", dict(loss=("swd:1", "spectrum:2"))),

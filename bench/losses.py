@@ -44,6 +44,7 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=80, help="Gram iterations whose time every setting gets")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per setting")
     parser.add_argument("--settings", default="", help="comma-separated labels to run (default: all)")
     parser.add_argument("--out", default="/tmp/texsynth_losses")
     parser.add_argument("--weights", default=None)
@@ -72,17 +73,21 @@ def main():
                for label, over in settings}
     keys = jax.random.split(jax.random.key(0), args.seeds)
 
-    # Cost per iteration, measured side by side (compile and first steps excluded).
+    # Cost per iteration, measured side by side: rounds of 3 iterations per setting in turn, the
+    # fastest round of each (compile and first steps excluded), so a load spike does not bias one setting.
     source = source_of(paths[0])
-    cost = {}
+    states, cost = {}, {label: float("inf") for label in engines}
     for label, engine in engines.items():
         targets = engine.targets(source)
-        state, _ = engine.run(engine.init(keys, targets), targets, 2)
-        jax.block_until_ready(state)
-        start = time.perf_counter()
-        state, _ = engine.run(state, targets, 6)
-        jax.block_until_ready(state)
-        cost[label] = (time.perf_counter() - start) / 4
+        states[label] = (jax.block_until_ready(engine.run(engine.init(keys, targets), targets, 2)[0]), targets)
+    for round_ in range(args.rounds):
+        for label, engine in engines.items():
+            state, targets = states[label]
+            start = time.perf_counter()
+            state = jax.block_until_ready(engine.run(state, targets, 2 + 3 * (round_ + 1))[0])
+            cost[label] = min(cost[label], (time.perf_counter() - start) / 3)
+            states[label] = (state, targets)
+    del states
     reference = cost[settings[0][0]]
     iterations = {label: max(1, round(args.budget * reference / c)) for label, c in cost.items()}
 

@@ -98,7 +98,8 @@ class JaxCase:
         from texsynth_jax import engine, synthesis
 
         self.jax, self.engine, self.synthesis = jax, engine, synthesis
-        self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv)
+        self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv,
+                                          padding="zero")  # as the PyTorch baseline pads
         self.spec = spec
         source, images = test_images(size, batch)
         self.params = jax.device_put(params)

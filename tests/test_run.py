@@ -86,6 +86,10 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     assert record["weights"]["source_sha256"]
     assert {"jax", "jaxlib", "numpy", "python", "platform", "cpu", "backend"} <= set(record["versions"])
     assert record["timings_s"]["synthesis"] > 0
+    # The built-in judge ran on the two seeds: a distance each, their diversity, no copying of the source.
+    judge = record["judge"]
+    assert len(judge["distance"]) == 2 and judge["distance_mean"] > 0 and judge["diversity"] > 0
+    assert judge["copy_fraction"] == [0.0, 0.0] and "judge: distance to the source" in result.stderr
     if record["outputs"]["loss_plot"]:
         with Image.open(out / "default_texture_loss.png") as plot:
             assert plot.format == "PNG"
@@ -297,9 +301,9 @@ EVERY_FIELD = {
     "layer_weights": ("1,2,0.5", [1.0, 2.0, 0.5]), "pooling": ("max", "max"), "iterations": ("2", 2),
     "history": ("5", 5), "init_scale": ("0.02", 0.02), "precision": ("bf16", "bf16"), "remat": ("true", True),
     "conv": ("lax", "lax"), "optimizer": ("optax", "optax"), "loss": ("gram:1,swd:0.5", ["gram:1", "swd:0.5"]),
-    "projections": ("fresh", "fresh"),
+    "projections": ("fresh", "fresh"), "padding": ("circular", "circular"), "tileable": ("true", True),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
-    "overwrite": ("true", True), "mesh": ("none", "none"),
+    "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }
 
 

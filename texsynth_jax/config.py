@@ -42,6 +42,9 @@ class SynthesisConfig:
         paper; e.g. ("gram:1", "swd:1", "spectrum:0.1").
       projections: random directions of the swd term: "fixed" per seed for the whole run, or
         "fresh" every iteration.
+      padding: what VGG's convolutions see beyond the border: "zero", "reflect" or "circular".
+      tileable: synthesise a torus (circular padding in every convolution of the output), so the
+        output repeats without a seam; the source's statistics still use `padding`.
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.")
@@ -67,6 +70,13 @@ class SynthesisConfig:
                                     f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.")
     projections: str = setting("fixed", "Random directions of the swd term: fixed per seed, or fresh every "
                                "iteration.", PROJECTIONS)
+    padding: str = setting("reflect", "What every VGG convolution sees beyond the image border: zero, reflect "
+                           "(mirrored) or circular (wrapped). Default reflect, by bench/borders.py: borders as good "
+                           "as zero's, and a tileable output's targets without zero padding's dark-edge features.",
+                           vgg.PADDINGS)
+    tileable: bool = setting(False, "Synthesise a seamless tile: the output wraps around at its borders "
+                             "(circular padding), and a 2x2 repeat is written beside it. The size must be a "
+                             "multiple of the deepest layer's downsampling (16 for pool4).")
 
     def __post_init__(self):
         check_finite(self)
@@ -98,6 +108,10 @@ class SynthesisConfig:
             raise ValueError(f"optimizer={self.optimizer!r} is unknown; use one of {OPTIMIZERS}")
         if self.conv not in CONV_STRATEGIES:
             raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
+        if self.padding not in vgg.PADDINGS:
+            raise ValueError(f"padding={self.padding!r} is unknown; use one of {vgg.PADDINGS}")
+        if self.tileable:
+            check_tileable(self.size, self.layers)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -179,6 +193,22 @@ def parse_value(field: dataclasses.Field, value):
     except ValueError:
         raise ValueError(f"--{field.name}={value} is not a list of numbers; give one per layer, like "
                          f"{format_value(field.default)}") from None
+
+
+def check_tileable(size, layers) -> None:
+    """Raise ValueError unless every pooling of an output of `size` sees whole windows down to the
+    deepest of `layers`: a window across the border would break the torus."""
+    # The downsampling of a layer is the same in every VGG, and vgg19 names every layer of vgg16;
+    # a name it lacks is reported by check_network.
+    known = [l for l in layers if l in vgg.layer_names("vgg19")]
+    if not known:
+        return
+    deepest = max(known, key=lambda l: vgg.downsampling("vgg19", l))
+    factor = vgg.downsampling("vgg19", deepest)
+    for side in size:
+        if side % factor:
+            fix = -(-side // factor) * factor
+            raise ValueError(f"size {side} is not a multiple of {factor} ({deepest}); use {fix} for --tileable")
 
 
 def check_size(size, arch: str, layers, what: str) -> None:

@@ -6,7 +6,9 @@ For an input `gravel.png` and seeds 0 and 1, a run writes:
   gravel_run.json                        the record: settings, weights and hash, losses, timings, versions
   gravel_loss.png                        loss curves (only when matplotlib is installed)
   gravel_seed0_iter0050.png ...          intermediate images (--save_every)
-Every file is written to a temp file in the same folder and renamed, so none is ever half written.
+  gravel_seed0_tiled.png ...             a 2x2 repeat of each image (--tileable; the sheet shows these)
+Every file is written to a temp file in the same folder (`.tmp-<name>-<tag><ext>`, image_io.atomic_path)
+and renamed, so none is ever half written; the next run removes the temp files a killed save left.
 """
 
 import contextlib
@@ -32,9 +34,18 @@ def seed_name(stem: str, seed: int, step: int | None = None, iterations: int = 0
     return f"{stem}_seed{seed}_iter{step:0{len(str(iterations))}d}.png"
 
 
-def final_names(stem: str, seeds) -> dict[str, list[str] | str]:
+def final_names(stem: str, seeds, tileable: bool = False) -> dict[str, list[str] | str]:
     return {"images": [seed_name(stem, s) for s in seeds], "sheet": f"{stem}_sheet.png",
-            "record": f"{stem}_run.json", "loss_plot": f"{stem}_loss.png"}
+            "record": f"{stem}_run.json", "loss_plot": f"{stem}_loss.png",
+            "tiled": [f"{stem}_seed{s}_tiled.png" for s in seeds] if tileable else []}
+
+
+def repeat(images, times: int = 2) -> np.ndarray:
+    """Each image repeated `times` x `times`, to show that a tileable output has no seam.
+
+    images: [B, H, W, 3] -> [B, times*H, times*W, 3].
+    """
+    return np.tile(np.asarray(images), (1, times, times, 1))
 
 
 def check_output_dir(path: str, names, overwrite: bool) -> None:
@@ -62,6 +73,20 @@ def check_output_dir(path: str, names, overwrite: bool) -> None:
         if taken:
             raise OutputError(f"{os.path.join(path, taken[0])} already exists; pass --overwrite or choose "
                               "another --output_dir")
+
+
+def remove_stale_temps(folder: str, names) -> int:
+    """Delete the temp files that killed saves of `names` left in `folder`, and no other file
+    (image_io.temp_target tells a temp file's target); returns how many. Call it holding the folder
+    (runner's lock), so that no live save's temp file is among them."""
+    names, removed = set(names), 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and image_io.temp_target(entry.name) in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def save_images(folder: str, names, images) -> None:

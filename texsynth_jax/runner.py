@@ -30,7 +30,7 @@ import numpy as np
 
 from texsynth_jax import budget, checkpoint, image_io, jobs, outputs, parallel, progress, vgg, weights
 from texsynth_jax.config import SynthesisConfig, check_finite, check_size, setting
-from texsynth_jax.engine import Engine
+from texsynth_jax.engine import STEPS_PER_DISPATCH, Engine
 
 MESHES = ("auto", "seeds", "space", "none")
 
@@ -50,6 +50,8 @@ class RunOptions:
     mesh: str = setting("auto", "How this host's devices share the work: seeds (split the batch of seeds), space "
                         "(split each image into strips, for outputs too big for one device), none (one device); "
                         "auto: seeds when there are several devices.", MESHES)
+    judge: bool = setting(True, "Judge every finished source's outputs with the built-in judge (texsynth_jax.evaluate: "
+                          "distance to the source, diversity, copied fraction) and write the figures into the record.")
 
     def __post_init__(self):
         check_finite(self)
@@ -102,7 +104,7 @@ def _plan(work, arch, config, options, process, processes) -> list[_Source]:
         size = image_io.check_image(path)
         check_size(size, arch, config.layers, f"input image {path}")
         stem = jobs.stem(path)
-        names = outputs.final_names(stem, seeds)
+        names = outputs.final_names(stem, seeds, config.tileable)
         for key in ("sheet", "record", "loss_plot"):
             root, ext = os.path.splitext(names[key])
             names[key] = root + suffix + ext
@@ -137,8 +139,24 @@ def _finished(output_dir: str, src: _Source, config: SynthesisConfig, weights_sh
                               "to redo it, or choose another --output_dir")
 
 
-def _output_files(src: _Source) -> list[str]:
-    return [*src.names["images"], src.names["sheet"], src.names["record"], src.names["loss_plot"]]
+def _snapshot_steps(iterations: int, save_every: int, steps_per_dispatch: int) -> list[int]:
+    """The iterations whose images a run may save (--save_every): the dispatches that end within
+    steps_per_dispatch of a multiple of save_every, as _run_source saves them, from any resume point."""
+    if not save_every:
+        return []
+    return sorted({k for m in range(0, iterations, save_every)
+                   for k in range(max(m, 1), min(m + steps_per_dispatch, iterations))})
+
+
+def _output_files(src: _Source, config: SynthesisConfig, options: RunOptions, steps_per_dispatch: int) -> list[str]:
+    """Every file name a run of `src` may write (or remove): images, their 2x2 repeats (tileable), sheet,
+    record, loss plot, snapshots and checkpoint. The overwrite check and the clean-up of stale temp files
+    both go by this list."""
+    snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, config.iterations)
+                 for step in _snapshot_steps(config.iterations, options.save_every, steps_per_dispatch)
+                 for seed in src.seeds]
+    return [*src.names["images"], *src.names["tiled"], src.names["sheet"], src.names["record"],
+            src.names["loss_plot"], *snapshots, src.names["checkpoint"]]
 
 
 class _StopFlag:
@@ -212,19 +230,20 @@ def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOption
     config.check_network(spec.arch)
     plan = _plan(share, spec.arch, config, options, process, processes)
     mesh = choose_mesh(options.mesh, config, spec.arch)
+    spd = steps_per_dispatch or STEPS_PER_DISPATCH.get(jax.default_backend(), 1)  # as the Engine will take it
+    files = lambda sources: [name for src in sources for name in _output_files(src, config, options, spd)]
 
     def check_folder() -> list[_Source]:
         """The sources to run, after the checks on the output folder's contents (no writes)."""
         todo = [src for src in plan if not (options.resume and _finished(options.output_dir, src, config,
                                                                          weights_sha256, options.overwrite))]
-        outputs.check_output_dir(options.output_dir, [n for src in todo for n in _output_files(src)],
-                                 options.overwrite or options.resume)
-        if not options.resume and not options.overwrite:
+        if not options.resume and not options.overwrite:  # first, for its hint: --resume
             stale = [os.path.join(options.output_dir, src.names["checkpoint"]) for src in todo]
             stale = [path for path in stale if os.path.exists(path)]
             if stale:
                 raise checkpoint.CheckpointError(f"{stale[0]} is a checkpoint of an unfinished run; pass --resume "
                                                  "to continue it or --overwrite to start over")
+        outputs.check_output_dir(options.output_dir, files(todo), options.overwrite or options.resume)
         return todo
 
     todo = check_folder()
@@ -236,13 +255,19 @@ def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOption
     os.makedirs(options.output_dir, exist_ok=True)
     with _FolderLock(options.output_dir, process, log):
         todo = check_folder()  # again, now that no other run can write there: one may have, meanwhile
+        removed = outputs.remove_stale_temps(options.output_dir, files(plan))  # a killed save's, ours only
+        if removed:
+            log(f"removed {removed} temp file(s) left in {options.output_dir} by a killed save")
         results = _skipped(plan, todo, options.output_dir, say)
         where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
         if processes > 1:
             where += f" per host, {processes} hosts"
         say(f"{len(todo)} source(s), {config.iterations} iterations at {config.size[0]}x{config.size[1]}, "
             f"{spec.arch}, {where}, mesh {'none' if mesh is None else mesh.axis_names[0]}")
-        context = _Context(engine, meta, weights_path, weights_sha256, options, record_extra or {},
+        from texsynth_jax import evaluate  # here, so `python -m texsynth_jax.evaluate` runs it fresh
+
+        judge = evaluate.load_judge() if options.judge else None
+        context = _Context(engine, judge, meta, weights_path, weights_sha256, options, record_extra or {},
                            log, say, t0, should_stop or (lambda: False))
 
         # 2. One source at a time, decoded when its turn comes.
@@ -315,6 +340,7 @@ class _FolderLock:
 
 class _Context(NamedTuple):
     engine: Engine
+    judge: object  # evaluate.JudgeParams, or None when options.judge is off
     meta: dict
     weights_path: str
     weights_sha256: str
@@ -411,15 +437,27 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         # 3. Each file atomically; the record last, so its presence means the run's files are there.
         names = dict(src.names)
         if status == "diverged":  # its images are no result: only the record, to show where it went wrong
-            names.update(images=None, sheet=None, loss_plot=None)
+            names.update(images=None, tiled=None, sheet=None, loss_plot=None)
         else:
             images = np.asarray(jax.device_get(engine.images(state)))[:n]
             outputs.save_images(options.output_dir, names["images"], images)
-            outputs.save_sheet(out(names["sheet"]), image, images)
+            shown = images
+            if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
+                shown = outputs.repeat(images)
+                outputs.save_images(options.output_dir, names["tiled"], shown)
+            outputs.save_sheet(out(names["sheet"]), image, shown)
             if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
                 names["loss_plot"] = None
         timings["total"] = time.perf_counter() - ctx.t0
         record = _record(ctx, status, src, image, notes, names, losses, timings, tracker.step)
+        if ctx.judge is not None and status != "diverged":
+            t3 = time.perf_counter()
+            from texsynth_jax import evaluate
+
+            record["judge"] = evaluate.judge(ctx.judge, image, list(images))
+            record["timings_s"]["judge"] = time.perf_counter() - t3
+            ctx.say(f"judge: distance to the source {record['judge']['distance_mean']:.4g}, diversity "
+                    f"{_maybe(record['judge']['diversity'])}, copied fraction {record['judge']['copy_fraction_max']:.3f}")
         if status == "diverged":
             record["diverged_at"] = diverged_at[0]
         outputs.save_record(out(src.names["record"]), record)
@@ -436,6 +474,10 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
     else:
         ctx.say(f"{src.path}: {out(names['sheet'])}, {out(names['record'])}")
     return SourceResult(src.path, src.seeds, status, out(names["record"]))
+
+
+def _maybe(x) -> str:
+    return "n/a (one seed)" if x is None else f"{x:.4g}"
 
 
 def _record(ctx: _Context, status, src, image, notes, names, losses, timings, step) -> dict:

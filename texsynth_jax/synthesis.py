@@ -29,11 +29,11 @@ def image_from_latent(latent: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(latent)
 
 
-def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig):
+def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig, padding: str):
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
     conv = conv_lib.select(config.conv, jax.default_backend())
     return vgg.extract_features(params, image, spec, config.layers, config.pooling, conv, dtype,
-                                config.remat)
+                                config.remat, padding)
 
 
 def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
@@ -52,7 +52,8 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
     """
     config.check_network(spec.arch)
     check_size(source.shape[:2], spec.arch, config.layers, "source image")
-    features = _features(params, source, spec, config)
+    # The source is a photo, not a torus: its statistics use config.padding even when tileable.
+    features = _features(params, source, spec, config, config.padding)
     return terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
 
 
@@ -64,7 +65,8 @@ def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mappin
     image: float32 [H, W, 3], RGB in [0, 1]. key: PRNG key of random terms (swd's directions);
     None uses jax.random.key(0).
     """
-    features = _features(params, image, spec, config)
+    # Tileable: the output is a torus, so every convolution wraps around its border.
+    features = _features(params, image, spec, config, "circular" if config.tileable else config.padding)
     weights = dict(zip(config.layers, config.layer_weights))
     key = jax.random.key(0) if key is None else key
     return terms.total_loss(features, image, targets, weights, config.loss_weights, key)

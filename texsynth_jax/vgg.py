@@ -85,6 +85,29 @@ def lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y[0]
 
 
+PADDINGS = ("zero", "reflect", "circular")
+_PAD_MODES = {"reflect": "reflect", "circular": "wrap"}  # jnp.pad's names
+
+
+def padded(conv: Callable[[jax.Array, jax.Array], jax.Array], padding: str):
+    """`conv` (a 3x3 'SAME' convolution with zeros at the border) with `padding` at the border instead.
+
+    "reflect" mirrors the image at its edge (torch's padding_mode="reflect"); "circular" wraps it
+    around, so the image is a torus. Padding by one pixel and keeping the interior of the SAME output
+    equals a VALID convolution of the padded input, and works with every strategy of conv.py.
+    """
+    if padding == "zero":
+        return conv
+    if padding not in _PAD_MODES:
+        raise ValueError(f"padding={padding!r} is unknown; use one of {PADDINGS}")
+
+    def conv_padded(x, kernel):
+        x = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), mode=_PAD_MODES[padding])
+        return conv(x, kernel)[1:-1, 1:-1]
+
+    return conv_padded
+
+
 def pool(x: jax.Array, mode: str) -> jax.Array:
     """2x2 stride-2 pooling of [H, W, C]; odd trailing rows/columns are dropped, as in caffe/torch."""
     h, w, c = x.shape
@@ -107,6 +130,7 @@ def extract_features(
     conv: Callable[[jax.Array, jax.Array], jax.Array] = lax_conv,
     dtype=jnp.float32,
     remat: bool = False,
+    padding: str = "zero",
 ) -> dict[str, jax.Array]:
     """VGG features of one image.
 
@@ -120,11 +144,15 @@ def extract_features(
       dtype: compute dtype of the convolutions (float32, or bfloat16 for the fast mode).
       remat: keep only each block's input for the backward pass and recompute the block's
         activations there (`jax.checkpoint`): less peak memory for one more forward pass.
+      padding: what every convolution sees beyond the border: "zero" (VGG as trained), "reflect"
+        (mirrored) or "circular" (wrapped around: the image is a torus; pooling sees no border when
+        the size is a multiple of the deepest layer's downsampling).
 
     Returns:
       {name: [H_l, W_l, C_l]} for each name in `layers`, in `dtype`.
     """
     wanted = set(layers)
+    conv = padded(conv, padding)
 
     def run_block(x, block_params, names):
         out = {}

@@ -24,7 +24,7 @@ STRATEGIES = {"lax": (1.0, 1.0, 2.2, 1.1), "matmul": (2.9, 4.9, 1.1, 1.1), "shif
 LATENT_COPIES = 4  # latent, gradient, direction, trial point, besides the 2 * history L-BFGS pairs
 GRAD_MAPS_ONE = 3.2  # gradients of the step, in full-resolution first-block feature maps, one seed...
 GRAD_MAPS_BATCH = 6.0  # ... and per seed of a vmapped batch (XLA keeps more layouts of batched maps)
-TARGET_MAPS = 4.2  # the forward pass peaks in the first block: a few full-resolution maps live at once
+TARGET_MAPS = 4.8  # the forward pass peaks in the first block: a few full-resolution maps (and padded copies) live at once
 DECODE_BYTES_PER_PIXEL = 48  # Pillow's 4-byte pixels and its conversions, uint8 RGB, float32 RGB and /255
 RUNTIME_BYTES = 1 << 30  # the interpreter, JAX, the weights (0.3 GB measured) and XLA compiling, on the host
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import run
 from texsynth_jax import SynthesisConfig, conv, engine, image_io, vgg
+from test_run import in_process
 from test_synthesis import SPECS, random_params
 
 MODES = vgg.PADDINGS
@@ -168,18 +168,6 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
     # tileable 0.7 ... 1.0, not tileable 1.8 ... 2.5 (with zero padding; reflect passes too).
     assert np.all(ratios[True] < 1.4) and 0.6 < ratios[True].mean() < 1.25, ratios
     assert np.all(ratios[False] > 1.4) and ratios[False].mean() > 1.5 * ratios[True].mean(), ratios
-
-
-def in_process(args, capsys):
-    """run.py's flag parsing and main(), here: (exit code, stderr)."""
-    run.FLAGS.unparse_flags()
-    try:
-        code = run.main(run.parse_flags(["run.py", *args]))
-    except SystemExit as e:
-        code = e.code
-    finally:
-        run.FLAGS.unparse_flags()
-    return code, capsys.readouterr().err
 
 
 def test_cli_writes_the_tiled_repeat(tmp_path, weights_path, texture_path, capsys):

@@ -5,10 +5,15 @@
     engine = texsynth_jax.Engine(params, spec, config, batch_size=4)     # weights placed, programs compiled once
     images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 4), engine.targets(source))
 
+    config = texsynth_jax.SynthesisConfig(size=(1024, 1024), coarse_iterations=(200, 100), iterations=50)
+    ctf = texsynth_jax.CoarseToFine(params, spec, config, batch_size=2)  # an Engine per scale: 256, 512, 1024 px
+    images, losses = ctf.synthesize(jax.random.split(jax.random.key(0), 2), ctf.targets(source))
+
     texsynth_jax.run_job([("bark.png", [0, 1])], "models/vgg16_lpips.h5", config,
                          texsynth_jax.RunOptions(output_dir="out", checkpoint_every=50))   # files, resume, record
 """
 
+from texsynth_jax.coarse_to_fine import CoarseToFine
 from texsynth_jax.config import SynthesisConfig
 from texsynth_jax.engine import Engine, synthesize
 from texsynth_jax.image_io import load_image, save_png
@@ -19,7 +24,7 @@ from texsynth_jax.vgg import NetworkSpec, extract_features, preprocess
 from texsynth_jax.weights import WeightsError, load_weights
 
 __all__ = [
-    "SynthesisConfig", "Engine", "synthesize", "load_image", "save_png", "gram_matrix", "style_loss",
+    "SynthesisConfig", "CoarseToFine", "Engine", "synthesize", "load_image", "save_png", "gram_matrix", "style_loss",
     "JobReport", "RunOptions", "run_job", "SynthState", "compute_targets", "image_from_latent", "init_state",
     "step", "texture_loss", "NetworkSpec", "extract_features", "preprocess", "WeightsError", "load_weights",
 ]

@@ -42,7 +42,8 @@ def save(path: str, state, record: dict) -> None:
 
 
 def load(path: str, like) -> tuple[object, dict]:
-    """Read a checkpoint into the structure of `like` (a pytree or `jax.eval_shape` of one).
+    """Read a checkpoint into the structure of `like` (a pytree or `jax.eval_shape` of one, or a
+    function of the record that returns one: the shape may depend on what the record says).
 
     Every array's header is checked against `like` before its data is read, so a damaged or foreign
     file costs no more memory than the state it should hold.
@@ -51,13 +52,14 @@ def load(path: str, like) -> tuple[object, dict]:
       (state with numpy leaves, record dict). Raises CheckpointError, naming the file and the fix, if
       it cannot be read (empty, truncated, corrupt: any failure of reading) or does not fit `like`.
     """
-    expected = jax.tree.leaves(like)
     try:
         with zipfile.ZipFile(path) as archive:
             names = json.loads(str(_array(archive, "names")))
             record = json.loads(str(_array(archive, "record")))
             if not isinstance(record, dict) or not isinstance(names, list):
                 raise ValueError("its record is not a JSON object")
+            like = like(record) if callable(like) else like
+            expected = jax.tree.leaves(like)
             if names != _names(like):
                 raise _Foreign()
             leaves = [_array(archive, f"leaf{i}", e) for i, e in enumerate(expected)]

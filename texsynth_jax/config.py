@@ -11,6 +11,7 @@ PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("optax", "lbfgs")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 PROJECTIONS = ("fixed", "fresh")
+UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -45,6 +46,11 @@ class SynthesisConfig:
       padding: what VGG's convolutions see beyond the border: "zero", "reflect" or "circular".
       tileable: synthesise a torus (circular padding in every convolution of the output), so the
         output repeats without a seam; the source's statistics still use `padding`.
+      coarse_iterations: coarse-to-fine: iterations at each coarser scale, coarsest first; each
+        scale is half the size of the next (the last one is `size`, run for `iterations`), and its
+        targets come from the source shrunk by the same factor, so texture elements keep their
+        size relative to the output. Empty: one scale, as in the paper.
+      upsample: how each scale's result is enlarged to start the next (jax.image methods).
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.")
@@ -77,6 +83,11 @@ class SynthesisConfig:
     tileable: bool = setting(False, "Synthesise a seamless tile: the output wraps around at its borders "
                              "(circular padding), and a 2x2 repeat is written beside it. The size must be a "
                              "multiple of the deepest layer's downsampling (16 for pool4).")
+    coarse_iterations: tuple[int, ...] = setting((), "Coarse-to-fine: iterations at each coarser scale, coarsest "
+                                                 "first, each half the size of the next (e.g. 100,50 runs size/4 "
+                                                 "then size/2 before --iterations at --size). Empty: one scale "
+                                                 "(the paper).")
+    upsample: str = setting("cubic", "How each coarse scale's result is enlarged to start the next.", UPSAMPLING)
 
     def __post_init__(self):
         check_finite(self)
@@ -110,9 +121,30 @@ class SynthesisConfig:
             raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
         if self.padding not in vgg.PADDINGS:
             raise ValueError(f"padding={self.padding!r} is unknown; use one of {vgg.PADDINGS}")
+        if any(n < 1 for n in self.coarse_iterations):
+            raise ValueError(f"coarse_iterations={format_value(self.coarse_iterations)} has a count below 1; give "
+                             "each coarser scale at least one iteration, or leave it empty for one scale")
+        if len(set(self.scale_sizes)) < len(self.scale_sizes):
+            raise ValueError(f"size {self.size[0]}x{self.size[1]} is too small for {len(self.coarse_iterations)} "
+                             "coarser scales (two would have the same size); give fewer coarse_iterations")
+        if self.upsample not in UPSAMPLING:
+            raise ValueError(f"upsample={self.upsample!r} is unknown; use one of {UPSAMPLING}")
         if self.tileable:
             check_tileable(self.size, self.layers)
 
+    @property
+    def scale_sizes(self) -> list[tuple[int, int]]:
+        """Output (height, width) of every scale, coarsest first; the last is `size`. Each halves the next,
+        rounded (tileable: to a multiple of the deepest downsampling, which circular pooling needs)."""
+        multiple = deepest_downsampling(self.layers) if self.tileable else 1
+        side = lambda s, halvings: max(multiple, round(s / 2**halvings / multiple) * multiple)
+        n = len(self.coarse_iterations)
+        return [(side(self.size[0], n - k), side(self.size[1], n - k)) for k in range(n)] + [tuple(self.size)]
+
+    @property
+    def scale_iterations(self) -> list[int]:
+        """Iterations of every scale, coarsest first."""
+        return [*self.coarse_iterations, self.iterations]
     @property
     def loss_weights(self) -> dict[str, float]:
         """{term: weight} from `loss` ("gram:1" items; a bare name weighs 1)."""
@@ -124,7 +156,9 @@ class SynthesisConfig:
         for layer in self.layers:
             if layer not in names:
                 raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
-        check_size(self.size, arch, self.layers, "size")
+        for size in self.scale_sizes:
+            check_size(size, arch, self.layers, "size" if size == tuple(self.size) else
+                       f"the coarsest scale ({len(self.coarse_iterations)} halvings of {self.size[0]}x{self.size[1]})")
 
 
 def parse_loss(items) -> dict[str, float]:
@@ -188,6 +222,8 @@ def parse_value(field: dataclasses.Field, value):
     if field.name == "size":
         return parse_size(value)
     kind = typing.get_args(field.type)[0]
+    if not value.strip() and not field.default:  # an empty list where empty is allowed (coarse_iterations)
+        return ()
     try:
         return tuple(kind(p) for p in value.split(","))
     except ValueError:
@@ -198,17 +234,18 @@ def parse_value(field: dataclasses.Field, value):
 def check_tileable(size, layers) -> None:
     """Raise ValueError unless every pooling of an output of `size` sees whole windows down to the
     deepest of `layers`: a window across the border would break the torus."""
-    # The downsampling of a layer is the same in every VGG, and vgg19 names every layer of vgg16;
-    # a name it lacks is reported by check_network.
-    known = [l for l in layers if l in vgg.layer_names("vgg19")]
-    if not known:
-        return
-    deepest = max(known, key=lambda l: vgg.downsampling("vgg19", l))
-    factor = vgg.downsampling("vgg19", deepest)
+    factor = deepest_downsampling(layers)
+    deepest = max(layers, key=lambda l: vgg.downsampling("vgg19", l) if l in vgg.layer_names("vgg19") else 0)
     for side in size:
         if side % factor:
             fix = -(-side // factor) * factor
             raise ValueError(f"size {side} is not a multiple of {factor} ({deepest}); use {fix} for --tileable")
+
+
+def deepest_downsampling(layers) -> int:
+    """How many times the deepest of `layers` is smaller than the image per side (the same in every VGG;
+    vgg19 names every layer of vgg16, and a name it lacks is reported by check_network)."""
+    return max((vgg.downsampling("vgg19", l) for l in layers if l in vgg.layer_names("vgg19")), default=1)
 
 
 def check_size(size, arch: str, layers, what: str) -> None:

@@ -64,6 +64,9 @@ class Engine:
 
     def __init__(self, params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig, batch_size: int,
                  mesh: Mesh | None = None, steps_per_dispatch: int | None = None):
+        if config.coarse_iterations:
+            raise ValueError("an Engine runs one scale, and this config has coarse scales (coarse_iterations); "
+                             "use coarse_to_fine.CoarseToFine, which holds an Engine per scale")
         config.check_network(spec.arch)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
@@ -92,6 +95,8 @@ class Engine:
         # Output shardings on a mesh (state, and losses split like the seeds); none on one device.
         placed = (lambda *out: {}) if mesh is None else (lambda *out: {"out_shardings": out[0] if len(out) == 1 else out})
         self._init = _batched(synthesis.init_state, **placed(self.state_sharding))
+        self._restart = jax.jit(jax.vmap(synthesis.restart, in_axes=(0, 0, None, None, None, None)),
+                                static_argnums=(4, 5), **placed(self.state_sharding))
         self._step = _batched(synthesis.step, donate_argnums=0, **placed(self.state_sharding, self._keys))
         self._scan = None
         if self.steps_per_dispatch > 1:
@@ -121,6 +126,11 @@ class Engine:
                              f"batch_size={len(keys)}")
         keys = jax.device_put(keys[np.arange(self.padded_size) % len(keys)], self._keys)
         return self._init(keys, targets, self.params, self.spec, self.config)
+
+    def restart(self, state: SynthState, targets: Mapping[str, jax.Array]) -> SynthState:
+        """This engine's state from `state` of another size (the previous scale of a coarse-to-fine run):
+        its images enlarged to `config.size` (synthesis.restart), the same seeds, a fresh optimiser."""
+        return self._restart(state.latent, state.key, targets, self.params, self.spec, self.config)
 
     def place(self, state) -> SynthState:
         """A state from the host (a checkpoint) onto the engine's devices."""
@@ -198,7 +208,8 @@ def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: M
 
     Args:
       keys: [B] PRNG keys, one per seed (e.g. `jax.random.split(jax.random.key(0), 4)`).
-      target_grams: from `compute_targets` (or `Engine.targets`).
+      target_grams: from `compute_targets` (or `Engine.targets`); with coarse scales
+        (`config.coarse_iterations`), the list of `CoarseToFine.targets`.
       params, spec: the VGG weights and their convention (`load_weights`).
       config: the synthesis settings.
       callback: called with the batched state after every iteration. On a seed mesh the batch is
@@ -212,6 +223,12 @@ def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: M
       images float32 [B, H, W, 3] RGB in [0, 1], and losses float32 [B, n] after each of the n
       iterations run by this call.
     """
-    engine = Engine(params, spec, config, len(keys), mesh)
-    on_step = None if callback is None else (lambda state, step, losses: callback(state))
+    if config.coarse_iterations:
+        from texsynth_jax.coarse_to_fine import CoarseToFine  # it builds on this module
+
+        engine = CoarseToFine(params, spec, config, len(keys), mesh)
+        on_step = None if callback is None else (lambda state, scale, step, losses: callback(state))
+    else:
+        engine = Engine(params, spec, config, len(keys), mesh)
+        on_step = None if callback is None else (lambda state, step, losses: callback(state))
     return engine.synthesize(keys, target_grams, on_step, state)

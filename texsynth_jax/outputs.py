@@ -7,6 +7,7 @@ For an input `gravel.png` and seeds 0 and 1, a run writes:
   gravel_loss.png                        loss curves (only when matplotlib is installed)
   gravel_seed0_iter0050.png ...          intermediate images (--save_every)
   gravel_seed0_tiled.png ...             a 2x2 repeat of each image (--tileable; the sheet shows these)
+  gravel_seed0_64x64.png ...             each coarser scale's result as it finishes (--coarse_iterations)
 Every file is written to a temp file in the same folder (`.tmp-<name>-<tag><ext>`, image_io.atomic_path)
 and renamed, so none is ever half written; the next run removes the temp files a killed save left.
 """
@@ -34,10 +35,12 @@ def seed_name(stem: str, seed: int, step: int | None = None, iterations: int = 0
     return f"{stem}_seed{seed}_iter{step:0{len(str(iterations))}d}.png"
 
 
-def final_names(stem: str, seeds, tileable: bool = False) -> dict[str, list[str] | str]:
+def final_names(stem: str, seeds, tileable: bool = False, coarse_sizes=()) -> dict[str, list | str]:
+    """Every output name of a source; "scales": per coarse scale (coarse-to-fine), its images by size."""
     return {"images": [seed_name(stem, s) for s in seeds], "sheet": f"{stem}_sheet.png",
             "record": f"{stem}_run.json", "loss_plot": f"{stem}_loss.png",
-            "tiled": [f"{stem}_seed{s}_tiled.png" for s in seeds] if tileable else []}
+            "tiled": [f"{stem}_seed{s}_tiled.png" for s in seeds] if tileable else [],
+            "scales": [[f"{stem}_seed{s}_{h}x{w}.png" for s in seeds] for h, w in coarse_sizes]}
 
 
 def repeat(images, times: int = 2) -> np.ndarray:

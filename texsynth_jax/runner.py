@@ -28,9 +28,10 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import budget, checkpoint, image_io, jobs, outputs, parallel, progress, vgg, weights
-from texsynth_jax.config import SynthesisConfig, check_finite, check_size, setting
-from texsynth_jax.engine import STEPS_PER_DISPATCH, Engine
+from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, vgg, weights
+from texsynth_jax.coarse_to_fine import CoarseToFine
+from texsynth_jax.config import SynthesisConfig, check_finite, setting
+from texsynth_jax.engine import STEPS_PER_DISPATCH
 
 MESHES = ("auto", "seeds", "space", "none")
 
@@ -102,9 +103,9 @@ def _plan(work, arch, config, options, process, processes) -> list[_Source]:
     suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
     for path, seeds in work:
         size = image_io.check_image(path)
-        check_size(size, arch, config.layers, f"input image {path}")
+        coarse_to_fine.check_source(size, config, arch, f"input image {path}")
         stem = jobs.stem(path)
-        names = outputs.final_names(stem, seeds, config.tileable)
+        names = outputs.final_names(stem, seeds, config.tileable, config.scale_sizes[:-1])
         for key in ("sheet", "record", "loss_plot"):
             root, ext = os.path.splitext(names[key])
             names[key] = root + suffix + ext
@@ -149,14 +150,15 @@ def _snapshot_steps(iterations: int, save_every: int, steps_per_dispatch: int) -
 
 
 def _output_files(src: _Source, config: SynthesisConfig, options: RunOptions, steps_per_dispatch: int) -> list[str]:
-    """Every file name a run of `src` may write (or remove): images, their 2x2 repeats (tileable), sheet,
-    record, loss plot, snapshots and checkpoint. The overwrite check and the clean-up of stale temp files
-    both go by this list."""
-    snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, config.iterations)
-                 for step in _snapshot_steps(config.iterations, options.save_every, steps_per_dispatch)
+    """Every file name a run of `src` may write (or remove): images, their 2x2 repeats (tileable), each
+    coarse scale's images, sheet, record, loss plot, snapshots and checkpoint. The overwrite check and the
+    clean-up of stale temp files both go by this list."""
+    total = sum(config.scale_iterations)
+    snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, total)
+                 for step in _snapshot_steps(total, options.save_every, steps_per_dispatch)
                  for seed in src.seeds]
-    return [*src.names["images"], *src.names["tiled"], src.names["sheet"], src.names["record"],
-            src.names["loss_plot"], *snapshots, src.names["checkpoint"]]
+    return [*src.names["images"], *src.names["tiled"], *(n for scale in src.names["scales"] for n in scale),
+            src.names["sheet"], src.names["record"], src.names["loss_plot"], *snapshots, src.names["checkpoint"]]
 
 
 class _StopFlag:
@@ -250,7 +252,7 @@ def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOption
     if not todo:
         return JobReport(_skipped(plan, todo, options.output_dir, say), False)
     check_memory(todo, config, spec.arch, mesh)
-    engine = Engine(params, spec, config, max(len(src.seeds) for src in todo), mesh, steps_per_dispatch)
+    engine = CoarseToFine(params, spec, config, max(len(src.seeds) for src in todo), mesh, steps_per_dispatch)
     del params  # the engine holds them on the device(s)
     os.makedirs(options.output_dir, exist_ok=True)
     with _FolderLock(options.output_dir, process, log):
@@ -262,8 +264,8 @@ def run_job(work, weights_path: str, config: SynthesisConfig, options: RunOption
         where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
         if processes > 1:
             where += f" per host, {processes} hosts"
-        say(f"{len(todo)} source(s), {config.iterations} iterations at {config.size[0]}x{config.size[1]}, "
-            f"{spec.arch}, {where}, mesh {'none' if mesh is None else mesh.axis_names[0]}")
+        say(f"{len(todo)} source(s), {_schedule(config)}, {spec.arch}, {where}, "
+            f"mesh {'none' if mesh is None else mesh.axis_names[0]}")
         from texsynth_jax import evaluate  # here, so `python -m texsynth_jax.evaluate` runs it fresh
 
         judge = evaluate.load_judge() if options.judge else None
@@ -338,8 +340,14 @@ class _FolderLock:
             os.close(self.fd)
 
 
+def _schedule(config: SynthesisConfig) -> str:
+    """"300 iterations at 256x256", or every scale's: "100 at 64x64, 50 at 128x128, 50 at 256x256"."""
+    scales = [f"{n} at {h}x{w}" for n, (h, w) in zip(config.scale_iterations, config.scale_sizes)]
+    return scales[0].replace(" at", " iterations at") if len(scales) == 1 else "iterations " + ", ".join(scales)
+
+
 class _Context(NamedTuple):
-    engine: Engine
+    engine: CoarseToFine
     judge: object  # evaluate.JudgeParams, or None when options.judge is off
     meta: dict
     weights_path: str
@@ -359,9 +367,10 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
     for note in notes:
         ctx.say(f"input: {src.path}: {note}")
     ctx.say(f"synthesising {len(src.seeds)} x {config.size[0]}x{config.size[1]} from {src.path} "
-            f"({image.shape[0]}x{image.shape[1]}), {config.iterations} iterations")
+            f"({image.shape[0]}x{image.shape[1]}), {_schedule(config)}")
     t1 = time.perf_counter()
-    tracker = progress.Progress(config.iterations, src.seeds, options.log_every,
+    total = engine.iterations
+    tracker = progress.Progress(total, src.seeds, options.log_every,
                                 stream=None if ctx.say is ctx.log else progress.SILENT)
     stamp = fingerprint(config, src.seeds, image, ctx.weights_sha256, ctx.meta)
     path = out(src.names["checkpoint"])
@@ -373,12 +382,14 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         t_targets = time.perf_counter() - t1
         state, done_before = None, []
         if options.resume and os.path.exists(path):
-            host_state, record = checkpoint.load(path, engine.state_shape)
+            # The state's shape is its scale's: a checkpoint records which (0 before coarse-to-fine).
+            scale_of = lambda record: engine.engines[min(int(record.get("scale", 0)), len(engine.engines) - 1)]
+            host_state, record = checkpoint.load(path, lambda record: scale_of(record).state_shape)
             if record.get("fingerprint") != stamp:
                 raise checkpoint.CheckpointError(
                     f"checkpoint {path} belongs to another run (other settings, seeds, input or weights); "
                     "run without --resume and with --overwrite to start over")
-            state = engine.place(host_state)
+            state = scale_of(record).place(host_state)
             done_before = [np.asarray(l, np.float32) for l in record["losses"]]
             ctx.log(f"resuming from {path} at iteration {record['iteration']}")
         if state is None:
@@ -386,10 +397,10 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         tracker.begin(len(done_before), done_before)
         first = len(done_before)
 
-        def save_checkpoint(state, step):
-            checkpoint.save(path, state, {"iteration": step, "fingerprint": stamp,
+        def save_checkpoint(state, scale, step):
+            checkpoint.save(path, state, {"iteration": step, "scale": scale, "fingerprint": stamp,
                                           "losses": [l.tolist() for l in tracker.history()]})
-            tracker.say(f"checkpoint: iteration {step}/{config.iterations} -> {path}")
+            tracker.say(f"checkpoint: iteration {step}/{total} -> {path}")
 
         checked, diverged_at = [0], []  # iterations whose losses are known finite; the first that is not
 
@@ -401,9 +412,9 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
                 diverged_at.append(bad + 1)
             return not diverged_at
 
-        def on_step(state, step, losses):
+        def on_step(state, scale, step, losses):
             tracker.update(step, losses[-(step - tracker.step):])
-            every = lambda k: k and step % k < engine.steps_per_dispatch and step < config.iterations
+            every = lambda k: k and step % k < engine.steps_per_dispatch and step < total
             snapshot = every(options.save_every)
             stop.requested = stop.requested or ctx.should_stop()
             keep = every(options.checkpoint_every) or (stop.requested and options.checkpoint_every)
@@ -413,14 +424,26 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
             if (shown or snapshot or keep) and not finite():
                 return True
             if snapshot:
-                outputs.save_images(options.output_dir, [outputs.seed_name(stem, s, step, config.iterations)
+                outputs.save_images(options.output_dir, [outputs.seed_name(stem, s, step, total)
                                                          for s in src.seeds], jax.device_get(engine.images(state))[:n])
             if keep:
-                save_checkpoint(state, step)
+                save_checkpoint(state, scale, step)
             return stop.requested
 
+        scale_done = {}  # scale -> seconds from the start of this source, as each coarse scale's images land
+
+        def on_scale(state, scale):
+            if scale == len(engine.engines) - 1 or not finite():
+                return
+            outputs.save_images(options.output_dir, src.names["scales"][scale], jax.device_get(engine.images(state))[:n])
+            scale_done[scale] = time.perf_counter() - t1
+            h, w = engine.engines[scale].config.size
+            tracker.say(f"scale {scale + 1}/{len(engine.engines)} ({h}x{w}) done at iteration "
+                        f"{engine.offsets[scale + 1]}: {out(src.names['scales'][scale][0])}"
+                        + (" ..." if n > 1 else ""))
+
         try:
-            state, _ = engine.run(state, targets, config.iterations, on_step)
+            state, _ = engine.run(state, targets, on_step, on_scale)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once; the donated state is gone
             tracker.finish()
             ctx.log("stopped at once by a second Ctrl-C; no images saved for " + src.path +
@@ -429,15 +452,17 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
         stop.shield()
         tracker.finish()
         t2 = time.perf_counter()
-        status = "diverged" if not finite() else "complete" if tracker.step >= config.iterations else "interrupted"
+        status = "diverged" if not finite() else "complete" if tracker.step >= total else "interrupted"
         losses = [list(l) for l in zip(*tracker.history())]
         timings = {"setup": t1 - ctx.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
-                   "synthesis": t2 - t1, "iterations_per_s": tracker.rate()}
+                   "synthesis": t2 - t1, "iterations_per_s": tracker.rate(),
+                   "scales_done": {str(k): s for k, s in sorted(scale_done.items())}}
 
         # 3. Each file atomically; the record last, so its presence means the run's files are there.
         names = dict(src.names)
+        names["scales"] = names["scales"][: engine.scale_of(state)]  # the coarse scales finished (now or before a resume)
         if status == "diverged":  # its images are no result: only the record, to show where it went wrong
-            names.update(images=None, tiled=None, sheet=None, loss_plot=None)
+            names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
         else:
             images = np.asarray(jax.device_get(engine.images(state)))[:n]
             outputs.save_images(options.output_dir, names["images"], images)
@@ -469,7 +494,7 @@ def _run_source(ctx: _Context, src: _Source) -> SourceResult:
                 "--init_scale and the weights file")
         return SourceResult(src.path, src.seeds, status, out(src.names["record"]))
     if status == "interrupted":
-        ctx.log(f"interrupted at iteration {tracker.step}/{config.iterations}; saved the images reached so far "
+        ctx.log(f"interrupted at iteration {tracker.step}/{total}; saved the images reached so far "
                 f"in {options.output_dir}" + (" (continue with --resume)" if options.checkpoint_every else ""))
     else:
         ctx.say(f"{src.path}: {out(names['sheet'])}, {out(names['record'])}")
@@ -497,6 +522,11 @@ def _record(ctx: _Context, status, src, image, notes, names, losses, timings, st
                     "arch": meta.get("arch"), "source_name": meta.get("source_name"),
                     "source_sha256": meta.get("source_sha256")},
         "outputs": names,
+        "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
+                   for size, iterations, source_size in zip(ctx.engine.config.scale_sizes,
+                                                            ctx.engine.config.scale_iterations,
+                                                            coarse_to_fine.source_sizes(image.shape[:2],
+                                                                                        ctx.engine.config))],
         "final_loss": {str(s): finite(l[-1]) if len(l) else None for s, l in zip(seeds, losses)},
         "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},
         "timings_s": timings, "versions": outputs.versions(),

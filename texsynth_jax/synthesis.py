@@ -89,10 +89,35 @@ def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
     """Fresh state for one seed: noise around mid-grey (the paper's almost flat start)."""
     # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.
     latent = config.init_scale * 4.0 * jax.random.normal(key, (*config.size, 3), jnp.float32)
-    state = SynthState(latent, None, jnp.zeros((), jnp.int32), jax.random.key_data(key))
+    return restart(latent, jax.random.key_data(key), targets, params, spec, config)
+
+
+def restart(latent: jax.Array, key_data: jax.Array, targets: Mapping[str, object], params: Mapping,
+            spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
+    """A state that starts from `latent` (of any size: resized to `config.size` with
+    `config.upsample`, periodically when tileable) with a fresh optimiser at iteration 0: how each
+    scale of a coarse-to-fine run starts from the one before (the L-BFGS memory of another size
+    means nothing at this one)."""
+    latent = resize(latent, config.size, config.upsample, config.tileable)
+    state = SynthState(latent, None, jnp.zeros((), jnp.int32), key_data)
     optimizer = optimizers.make(config.optimizer, config.history)
     opt_state = optimizer.init(_loss_of_latent(targets, params, spec, config, projection_key(state, config)), latent)
     return state._replace(opt_state=opt_state)
+
+
+def resize(image: jax.Array, size: tuple[int, int], method: str, periodic: bool = False) -> jax.Array:
+    """[h, w, C] -> [*size, C] with jax.image's `method`; `periodic` treats the image as a torus (the
+    border is interpolated from the opposite side), so a tileable image stays tileable."""
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    if not periodic or method == "nearest":  # nearest never looks past the border
+        return jax.image.resize(image, (*size, image.shape[2]), method)
+    pad = 6  # beyond the reach of every jax.image kernel (lanczos5: 5 px of the smaller image)
+    wrapped = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="wrap")
+    scale = jnp.array([size[0] / image.shape[0], size[1] / image.shape[1]])
+    # Output pixel o samples the padded input at (o + 0.5) / scale - 0.5 + pad: translate by -pad * scale.
+    return jax.image.scale_and_translate(wrapped, (*size, image.shape[2]), (0, 1), scale, -pad * scale, method,
+                                         antialias=False)
 
 
 def step(state: SynthState, targets: Mapping[str, object], params: Mapping,

@@ -17,7 +17,6 @@ table as borders.md. The texture photos are for benchmarks only; nothing here co
 """
 
 import argparse
-import glob
 import os
 import sys
 import time
@@ -27,6 +26,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+
+from common import TEXTURES, load_average, load_weights, machine, texture_paths, texture_source  # noqa: E402
 
 MODES = {"zero": dict(padding="zero"), "reflect": dict(padding="reflect"),
          "tileable": dict(padding="zero", tileable=True), "tileable_reflect": dict(padding="reflect", tileable=True)}
@@ -70,7 +71,7 @@ def border_stats(image: np.ndarray, features: dict, band: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default=os.path.join(os.path.dirname(ROOT), "shared", "textures"))
+    parser.add_argument("--textures", default=TEXTURES)
     parser.add_argument("--names", default="", help="comma-separated file names (default: every *.png "
                         "without _512)")
     parser.add_argument("--size", type=int, default=128)
@@ -89,16 +90,9 @@ def main():
 
     import texsynth_jax as ts
     from texsynth_jax import vgg
-    from speed import cpu_model, weights_path
 
-    params, spec, _ = ts.load_weights(weights_path(args.weights))
-    params = jax.device_put(params)
-    if args.names:
-        paths = [os.path.join(args.textures, n) for n in args.names.split(",")]
-    else:
-        paths = sorted(p for p in glob.glob(os.path.join(args.textures, "*.png")) if "_512" not in p)
-    if not paths:
-        sys.exit(f"error: no *.png in {args.textures}; pass --textures=FOLDER")
+    params, spec = load_weights(args.weights)
+    paths = texture_paths(args.textures, args.names)
     os.makedirs(args.out, exist_ok=True)
     size = (args.size, args.size)
     modes = args.modes.split(",")
@@ -112,8 +106,7 @@ def main():
     t0 = time.perf_counter()
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
-        source = Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        source = np.asarray(source, np.float32) / 255.0
+        source = texture_source(path, size)
         source_features = {k: np.asarray(v) for k, v in measure(jnp.asarray(source)).items()}
         flat = lambda f: {k: v.reshape(-1, v.shape[-1]) for k, v in f.items()}
         rows["source"].append(border_stats(source, source_features, args.band))
@@ -142,8 +135,7 @@ def main():
             os.path.join(args.out, f"{stem}_{args.size}_{'_'.join(modes)}.png"))
 
     columns = ["mean", "std", *LAYERS, *(f"{l} to source" for l in LAYERS)]
-    load = os.getloadavg()
-    lines = [f"CPU: {cpu_model()}; load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
+    lines = [f"{machine()}; load average {load_average()}; "
              f"{len(paths)} textures at {args.size} px, {args.seeds} seed(s) from key {args.seed}, "
              f"{args.iterations} iterations, "
              f"band {args.band} px; {time.perf_counter() - t0:.0f} s",

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from speed import cpu_flags, cpu_model, weights_path  # noqa: E402
+from common import cpu_flags, cpu_model, load_average, weights_path  # noqa: E402
 from texsynth_jax import Engine, SynthesisConfig, defaults, image_io, load_weights  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main():
     params, spec, _ = load_weights(weights_path(None))
     source, _ = image_io.load_image(defaults.DEFAULT_TEXTURE)
     print(f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, backend {jax.default_backend()}, "
-          f"jax {jax.__version__}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+          f"jax {jax.__version__}, load average {load_average()}\n")
     print(f"| size | batch | s / iteration, 1 per dispatch | s / iteration, scan of {args.k} | scan / single | "
           "compile s (single, scan) |")
     print("|---|---|---|---|---|---|")
@@ -66,7 +66,7 @@ def main():
             single, scan = (statistics.median(runs[k][3]) for k in (1, args.k))
             print(f"| {size} | {batch} | {single:.3f} | {scan:.3f} | {scan / single:.2f} | "
                   f"{compile_s[1]:.1f}, {compile_s[args.k]:.1f} |", flush=True)
-    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"\nload average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import cpu_flags, cpu_model, weights_path  # noqa: E402
-
-TEXTURES = os.path.join(os.path.dirname(ROOT), "shared", "textures")
+from common import TEXTURES, cpu_flags, cpu_model, load_average, weights_path  # noqa: E402
 
 
 def make_sources(folder, count, size):
@@ -87,7 +85,7 @@ def main():
     sources = make_sources(os.path.join(work, "sources"), args.sources, 256)
     common = [f"--input={sources}", f"--weights={weights}", f"--size={args.size}", "--seeds=1", "--log_every=1000"]
     print(f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+          f"{load_average()}", flush=True)
     rows = []
     for devices in [int(d) for d in args.devices.split(",")]:
         iterations = args.iterations if devices == 1 else args.mesh_iterations
@@ -96,9 +94,9 @@ def main():
             seconds, rss = run(repo, [*common, f"--iterations={iterations}", f"--output_dir={out}"], devices)
             rows.append((devices, iterations, label, seconds / args.sources, rss))
             print(f"  {devices} device(s), {iterations} iterations, {label}: {seconds:.0f}s for {args.sources} "
-                  f"sources; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+                  f"sources; load average {load_average()}", flush=True)
     print(f"\n{args.sources} sources, {args.size} px, 1 seed each (several devices: padded to the device "
-          f"count); load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+          f"count); load average after: {load_average()}\n")
     print("| devices | iterations | code | s per source | speed-up | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
     for devices, iterations, label, per_source, rss in rows:

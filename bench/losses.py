@@ -14,7 +14,6 @@ setting) under --out. The texture photos are for benchmarks only; nothing copies
 """
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -25,6 +24,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+
+from common import TEXTURES, cpu_model, load_average, load_weights, texture_paths  # noqa: E402
 
 # (label, SynthesisConfig overrides). The first is the reference the budget is counted in.
 SETTINGS = [
@@ -39,7 +40,7 @@ SETTINGS = [
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default="/work/shared/textures")
+    parser.add_argument("--textures", default=TEXTURES)
     parser.add_argument("--names", default="", help="comma-separated file names (default: all *.png without _512)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
@@ -54,15 +55,11 @@ def main():
     import jax.numpy as jnp
     import texsynth_jax as ts
     from texsynth_jax import evaluate, image_io
-    from speed import cpu_model, weights_path
 
-    params, spec, _ = ts.load_weights(weights_path(args.weights))
+    params, spec = load_weights(args.weights)
     judge_params = evaluate.load_judge()
     settings = [s for s in SETTINGS if not args.settings or s[0] in args.settings.split(",")]
-    if args.names:
-        paths = [os.path.join(args.textures, n) for n in args.names.split(",")]
-    else:
-        paths = sorted(p for p in glob.glob(os.path.join(args.textures, "*.png")) if "_512" not in p)
+    paths = texture_paths(args.textures, args.names)
     size = (args.size, args.size)
 
     def source_of(path):
@@ -92,8 +89,7 @@ def main():
     iterations = {label: max(1, round(args.budget * reference / c)) for label, c in cost.items()}
 
     os.makedirs(args.out, exist_ok=True)
-    load = os.getloadavg()
-    print(f"# CPU: {cpu_model()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before the runs; "
+    print(f"# CPU: {cpu_model()}; load average {load_average()} before the runs; "
           f"{args.size} px, {args.seeds} seeds, each setting the time of {args.budget} Gram iterations", flush=True)
     for label, _ in settings:
         print(f"#   {label}: {cost[label] * 1000:.0f} ms/iteration -> {iterations[label]} iterations")

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from speed import cpu_flags, cpu_model, weights_path  # noqa: E402
+from common import cpu_flags, cpu_model, load_average, weights_path  # noqa: E402
 from texsynth_jax import SynthesisConfig, defaults, image_io, load_weights, synthesis  # noqa: E402
 from texsynth_jax.engine import Engine  # noqa: E402
 
@@ -81,7 +81,7 @@ def main():
     total_evals = {name: np.asarray(synthesis.evaluations(states[name], engines[name][0].config))
                    for name in names}
     print(f"\n{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; jax {jax.__version__}, backend {jax.default_backend()}")
+          f"{load_average()}; jax {jax.__version__}, backend {jax.default_backend()}")
     print(f"{args.size} px, {args.seeds} seeds, {args.iterations} iterations, interleaved in chunks of {args.chunk}\n")
     print("| optimiser | s / iteration (median) | evaluations / iteration | final loss per seed | "
           "final loss mean | iterations to reach the other's final loss (per seed) |")

@@ -10,9 +10,7 @@ look at. The texture photos are for benchmarks only; nothing here copies them an
 """
 
 import argparse
-import glob
 import os
-import subprocess
 import sys
 import time
 
@@ -22,10 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
+from common import TEXTURES, cpu_flags, cpu_model, load_weights, texture_paths, texture_source  # noqa: E402
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default="/work/shared/textures", help="folder of PNG textures")
+    parser.add_argument("--textures", default=TEXTURES, help="folder of PNG textures")
     parser.add_argument("--names", default="", help="comma-separated file names to use (default: all "
                         "*.png without _512)")
     parser.add_argument("--size", type=int, default=128)
@@ -40,14 +40,9 @@ def main():
     import jax
     import jax.numpy as jnp
     import texsynth_jax as ts
-    from speed import cpu_flags, cpu_model, weights_path
 
-    params, spec, _ = ts.load_weights(weights_path(args.weights))
-    params = jax.device_put(params)
-    if args.names:
-        paths = [os.path.join(args.textures, n) for n in args.names.split(",")]
-    else:
-        paths = sorted(p for p in glob.glob(os.path.join(args.textures, "*.png")) if "_512" not in p)
+    params, spec = load_weights(args.weights)
+    paths = texture_paths(args.textures, args.names)
     os.makedirs(args.out, exist_ok=True)
     size = (args.size, args.size)
     fp32 = ts.SynthesisConfig(size=size, iterations=args.iterations, precision="fp32", conv="auto")
@@ -61,8 +56,7 @@ def main():
     from PIL import Image
     keys = jax.random.split(jax.random.key(args.seed), 1)
     for path in paths:
-        source = Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        source = jnp.asarray(np.asarray(source, np.float32) / 255.0)
+        source = jnp.asarray(texture_source(path, size))
         targets = ts.compute_targets(params, source, spec, fp32)
         results = {}
         for name, config in (("fp32", fp32), ("fast", fast)):

@@ -17,6 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
@@ -24,16 +25,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import numpy as np  # noqa: E402
 
-from texsynth_jax import Engine, SynthesisConfig, load_weights, parallel  # noqa: E402
-from texsynth_jax.outputs import cpu_model  # noqa: E402
-
-
-def weights_path() -> str:
-    path = "models/vgg16_lpips.h5"
-    if not os.path.exists(path):
-        import weights_convert
-        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), path)
-    return path
+from common import cpu_model, load_weights  # noqa: E402
+from texsynth_jax import Engine, SynthesisConfig, parallel  # noqa: E402
 
 
 def throughput(params, spec, size, devices, batch, steps):
@@ -64,8 +57,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, few steps")
     args = parser.parse_args()
-    params, spec, _ = load_weights(weights_path())
-    params = jax.device_put(params)
+    params, spec = load_weights()
     size, steps = (32, 2) if args.quick else (64, 4)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.platform()}, jax {jax.__version__}, "
           f"backend {jax.default_backend()}, {len(jax.devices())} devices, {spec.arch}")

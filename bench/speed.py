@@ -41,42 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-DEFAULT_WEIGHTS = os.path.join(ROOT, "models", "vgg16_lpips.h5")
-FALLBACK_WEIGHTS = "/tmp/bench_models/vgg16_lpips.h5"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return "unknown CPU"
-
-
-def cpu_flags() -> str:
-    """The vector extensions that matter here (AVX-512 / bf16 / AMX, or only AVX2)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(l for l in f if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "flags unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(w for w in wanted if w in flags) or "no AVX2"
-
-
-def weights_path(path: str | None) -> str:
-    """The converted VGG-16 file: `path`, models/vgg16_lpips.h5, or a conversion into /tmp."""
-    for candidate in (path, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    if path:
-        sys.exit(f"error: {path} not found; run weights_convert first (see models/README.md)")
-    import weights_convert
-    weights_convert.convert(weights_convert.default_lpips_vgg16_path(), FALLBACK_WEIGHTS)
-    return FALLBACK_WEIGHTS
+from common import cpu_flags, cpu_model, weights_path  # noqa: E402
 
 
 def test_images(size: int, batch: int):

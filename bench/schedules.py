@@ -1,0 +1,145 @@
+"""Time to quality: coarse-to-fine schedules against the single-scale run of the paper.
+
+    python bench/schedules.py --size 256 --seeds 2 --reference 300
+    python bench/schedules.py --size 1024 --seeds 1 --reference 100 --names pebbles.png \
+        --schedules "200,100/30;200,100,40/10"
+
+For every texture: the single-scale run (`--reference` iterations, the quality to reach), then each
+schedule ("coarse_iterations/iterations": "100,60/60" runs 100 iterations at size/4, 60 at size/2
+and 60 at size). Each run is a fresh CoarseToFine, so its wall-clock time includes compiling its
+programs, as a user's run does; "first picture" is when the coarsest scale's images exist. The
+reference is also judged after a third of its iterations, its picture at about a third of its time.
+Quality is the built-in judge's (texsynth_jax.evaluate: AlexNet, which no loss uses): distance to the
+source (lower is better), diversity between seeds, copied fraction; and the paper's Gram loss of the
+final images at full resolution against the source's (`full loss`). The texture photos are for
+benchmarks only: the gallery PNGs under --out hold them and stay out of the repository.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+DEFAULT_SCHEDULES = "100,60/60;200,100/40;300,100/30"
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, ...], int]:
+    coarse, _, fine = text.partition("/")
+    return tuple(int(n) for n in coarse.split(",") if n), int(fine)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--textures", default="/work/shared/textures")
+    parser.add_argument("--names", default="", help="comma-separated file names (default: all *.png without _512)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--reference", type=int, default=300, help="iterations of the single-scale run")
+    parser.add_argument("--schedules", default=DEFAULT_SCHEDULES, help="coarse_iterations/iterations, ';'-separated")
+    parser.add_argument("--upsample", default="cubic")
+    parser.add_argument("--out", default="/tmp/texsynth_schedules")
+    parser.add_argument("--weights", default=None)
+    args = parser.parse_args()
+
+    import jax
+    import texsynth_jax as ts
+    from texsynth_jax import evaluate, synthesis
+    from common import load_average, machine, texture_paths, texture_source, weights_path
+
+    params, spec, _ = ts.load_weights(weights_path(args.weights))
+    judge_params = evaluate.load_judge()
+    size = (args.size, args.size)
+    keys = jax.random.split(jax.random.key(0), args.seeds)
+    runs = [("single", (), args.reference)] + [(s, *parse_schedule(s)) for s in args.schedules.split(";")]
+    paper = ts.SynthesisConfig(size=size, iterations=1)
+    full_loss = jax.jit(jax.vmap(lambda image, targets: synthesis.texture_loss(image, targets, params, spec, paper),
+                                 in_axes=(0, None)))
+    os.makedirs(args.out, exist_ok=True)
+    print(f"{machine()}; {args.size} px, {args.seeds} seed(s), reference {args.reference} iterations", flush=True)
+    rows, results = [], []
+    for path in texture_paths(args.textures, args.names):
+        name = os.path.basename(path)
+        source = texture_source(path)
+        reference_targets = ts.CoarseToFine(params, spec, paper, 1).targets(source)[0]
+        gallery, reference_s = [source], None
+        for label, coarse, fine in runs:
+            config = ts.SynthesisConfig(size=size, coarse_iterations=coarse, iterations=fine, upsample=args.upsample)
+            t0 = time.perf_counter()
+            ctf = ts.CoarseToFine(params, spec, config, args.seeds)
+            marks, third = {}, {}
+
+            def on_step(state, scale, step, losses):
+                if label == "single" and step == args.reference // 3:
+                    third["images"] = np.asarray(ctf.images(state))
+                    third["s"] = time.perf_counter() - t0
+
+            def on_scale(state, scale):
+                jax.block_until_ready(state.latent)
+                marks[scale] = time.perf_counter() - t0
+
+            images, _ = ctf.synthesize(keys, ctf.targets(source), on_step, on_scale=on_scale)
+            images = np.asarray(images)
+            seconds = time.perf_counter() - t0
+            reference_s = reference_s or seconds
+            judged = [(label, seconds, marks[0], images)]
+            if third:
+                judged.append((f"single at {args.reference // 3}", third["s"], marks[0], third["images"]))
+            for row_label, s, first, ims in judged:
+                j = evaluate.judge(judge_params, source, list(ims))
+                loss = float(np.mean(full_loss(ims, reference_targets)))
+                row = dict(texture=name, setting=row_label, seconds=s, first_picture_s=first,
+                           time_ratio=s / reference_s, full_loss=loss, distance=j["distance_mean"],
+                           diversity=j["diversity"], copy=j["copy_fraction_max"], load=load_average())
+                results.append(row)
+                rows.append(f"| {name} | {row_label} | {s:.0f} | {first:.0f} | {s / reference_s:.2f} | {loss:.3g} | "
+                            f"{j['distance_mean']:.4f} | {_maybe(j['diversity'])} | {j['copy_fraction_max']:.2f} |")
+                print(rows[-1], flush=True)
+            gallery.append(images[0])
+        _save_gallery(os.path.join(args.out, name), gallery)
+    print(f"\n{machine()}; load average {load_average()}")
+    print("| texture | setting | wall s | first picture s | time / single | full loss | distance | diversity | copied |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    _summary(results, args.reference)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def _maybe(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _summary(results, reference):
+    """Per setting, over textures: geometric means of time and of distance relative to the single run."""
+    by = {}
+    for r in results:
+        by.setdefault(r["texture"], {})[r["setting"]] = r
+    settings = list(dict.fromkeys(r["setting"] for r in results))
+    print("\n| setting | time / single (geo mean) | distance / single (geo mean) | textures at least as good |")
+    print("|---|---|---|---|")
+    for s in settings:
+        pairs = [(t[s], t["single"]) for t in by.values() if s in t]
+        time_ratio = np.exp(np.mean([np.log(a["seconds"] / b["seconds"]) for a, b in pairs]))
+        distance = np.exp(np.mean([np.log(a["distance"] / b["distance"]) for a, b in pairs]))
+        good = sum(a["distance"] <= b["distance"] for a, b in pairs)
+        print(f"| {s} | {time_ratio:.2f} | {distance:.2f} | {good}/{len(pairs)} |")
+
+
+def _save_gallery(path, images):
+    """Source (repeated to the output's size when smaller), then seed 0 of every run, in a row."""
+    from PIL import Image
+
+    h, w = images[1].shape[:2]
+    source = np.tile(images[0], (-(-h // images[0].shape[0]), -(-w // images[0].shape[1]), 1))[:h, :w]
+    row = np.concatenate([source, *images[1:]], axis=1)
+    Image.fromarray((np.clip(row, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+if __name__ == "__main__":
+    main()

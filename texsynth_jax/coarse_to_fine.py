@@ -102,7 +102,7 @@ class CoarseToFine:
 
     def images(self, state: SynthState) -> jax.Array:
         """float32 [batch_size, h, w, 3] in [0, 1] at the state's scale, on the device."""
-        return synthesis.image_from_latent(state.latent[: self.batch_size])
+        return self.engines[self.scale_of(state)].images(state)
 
     def run(self, state: SynthState, targets: list,
             on_step: Callable[[SynthState, int, int, list], bool | None] | None = None,

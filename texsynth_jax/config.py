@@ -145,6 +145,7 @@ class SynthesisConfig:
     def scale_iterations(self) -> list[int]:
         """Iterations of every scale, coarsest first."""
         return [*self.coarse_iterations, self.iterations]
+
     @property
     def loss_weights(self) -> dict[str, float]:
         """{term: weight} from `loss` ("gram:1" items; a bare name weighs 1)."""
@@ -234,18 +235,24 @@ def parse_value(field: dataclasses.Field, value):
 def check_tileable(size, layers) -> None:
     """Raise ValueError unless every pooling of an output of `size` sees whole windows down to the
     deepest of `layers`: a window across the border would break the torus."""
-    factor = deepest_downsampling(layers)
-    deepest = max(layers, key=lambda l: vgg.downsampling("vgg19", l) if l in vgg.layer_names("vgg19") else 0)
+    deepest, factor = deepest_layer(layers), deepest_downsampling(layers)
     for side in size:
         if side % factor:
             fix = -(-side // factor) * factor
             raise ValueError(f"size {side} is not a multiple of {factor} ({deepest}); use {fix} for --tileable")
 
 
+def deepest_layer(layers) -> str | None:
+    """The most downsampled of `layers` (the same in every VGG; vgg19 names every layer of vgg16, and a
+    name it lacks is reported by check_network), or None if none is known."""
+    known = [l for l in layers if l in vgg.layer_names("vgg19")]
+    return max(known, key=lambda l: vgg.downsampling("vgg19", l), default=None)
+
+
 def deepest_downsampling(layers) -> int:
-    """How many times the deepest of `layers` is smaller than the image per side (the same in every VGG;
-    vgg19 names every layer of vgg16, and a name it lacks is reported by check_network)."""
-    return max((vgg.downsampling("vgg19", l) for l in layers if l in vgg.layer_names("vgg19")), default=1)
+    """How many times the deepest of `layers` is smaller than the image per side (1 if none is known)."""
+    deepest = deepest_layer(layers)
+    return 1 if deepest is None else vgg.downsampling("vgg19", deepest)
 
 
 def check_size(size, arch: str, layers, what: str) -> None:

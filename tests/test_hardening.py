@@ -122,13 +122,14 @@ def _xla_targets_bytes(params, spec, config):
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
-@pytest.mark.parametrize("size,batch", [(64, 1), (128, 1), (64, 2)])
-def test_the_memory_model_matches_xla(size, batch, weights_path):
+@pytest.mark.parametrize("size,batch,remat", [(64, 1, False), (128, 1, False), (64, 2, False), (128, 1, True),
+                                              (128, 2, True)])
+def test_the_memory_model_matches_xla(size, batch, remat, weights_path):
     """The per-pixel constants of budget.py against XLA's account of the compiled programs, with the
-    default settings: never below it (a refusal must not be needed to avoid running out), and not far
-    above (a run that fits must not be refused)."""
+    default settings and with remat: never below it (a refusal must not be needed to avoid running
+    out), and not far above (a run that fits must not be refused)."""
     params, spec, _ = load_weights(weights_path)
-    config = SynthesisConfig(size=(size, size))
+    config = SynthesisConfig(size=(size, size), remat=remat)
     xla = Engine(params, spec, config, batch).step_memory_bytes()
     model = budget.step_bytes(config, spec.arch, config.size, batch, jax.default_backend())
     assert xla <= model <= 1.2 * xla, (model, xla)
@@ -183,16 +184,26 @@ def test_a_loss_that_turns_non_finite_stops_the_source(tmp_path, weights_path, c
 
 # 3. Checkpoints.
 
-@pytest.fixture()
-def interrupted(tmp_path, weights_path):
-    """An output folder holding the checkpoint of a run stopped after its first iteration."""
-    path = source(tmp_path / "a.png")
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def interrupted_once(tmp_path_factory, weights_path):
+    """A folder holding a source a.png and out/, the checkpoint of a run stopped after its first iteration."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    path = source(folder / "a.png")
+    out = folder / "out"
     report = run_job([(path, [0])], weights_path, CONFIG, RunOptions(output_dir=str(out), checkpoint_every=1,
                                                                        mesh="none"),
                      log=lambda line: None, should_stop=lambda: True)
     assert report.interrupted and (out / "a_ckpt.npz").is_file()
-    return path, out
+    return folder
+
+
+@pytest.fixture()
+def interrupted(interrupted_once, tmp_path):
+    """(source, output folder) of the interrupted run, copied into this test's own tmp_path to damage or resume
+    (the checkpoint's fingerprint holds the source's pixels, not its path)."""
+    shutil.copy(interrupted_once / "a.png", tmp_path / "a.png")
+    shutil.copytree(interrupted_once / "out", tmp_path / "out")
+    return str(tmp_path / "a.png"), tmp_path / "out"
 
 
 def test_a_checkpoint_of_other_weights_is_refused(interrupted, tmp_path, weights_path):

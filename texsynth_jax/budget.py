@@ -3,7 +3,8 @@
 A run holds, one source at a time: the decoded source on the host; on each device the weights, then
 either the target-Gram program on the source or the step's working set for its seeds (the L-BFGS
 memory of 2 * history + 4 latent-sized arrays, and the VGG activations and their gradients, both
-proportional to the pixels); and the finished images on the host. `check` refuses a job whose
+proportional to the pixels; with remat only the matched layers' maps and about one full-resolution
+map besides); and the finished images on the host. `check` refuses a job whose
 estimate exceeds the machine's memory, or the device's where JAX reports it, with one line saying
 what would fit. The per-pixel constants are fitted to XLA's own account of the compiled programs
 (`Engine.step_memory_bytes`; tests/test_hardening.py keeps them checked against it).
@@ -24,7 +25,14 @@ STRATEGIES = {"lax": (1.0, 1.0, 2.2, 1.1), "matmul": (2.9, 4.9, 1.1, 1.1), "shif
 LATENT_COPIES = 4  # latent, gradient, direction, trial point, besides the 2 * history L-BFGS pairs
 GRAD_MAPS_ONE = 3.2  # gradients of the step, in full-resolution first-block feature maps, one seed...
 GRAD_MAPS_BATCH = 6.0  # ... and per seed of a vmapped batch (XLA keeps more layouts of batched maps)
-TARGET_MAPS = 4.8  # the forward pass peaks in the first block: a few full-resolution maps (and padded copies) live at once
+# With remat (blocks in bands, vgg._banded_block) the step keeps only the matched layers' maps in full,
+# and about one full-resolution map besides (the first layer's gradient; a copy while it is assembled):
+# measured 1.0 for one seed and 3.0 per seed of a batch at 256-1024 px, set with a margin (model / XLA
+# 1.02-1.16 at 128-1024 px; 0.97 for a batch at 64 px, where the fixed part dominates).
+REMAT_MAPS_ONE = 1.4
+REMAT_MAPS_BATCH = 4.2
+TARGET_MAPS = 3.1  # the forward pass peaks in the first block: a few full-resolution maps (and padded copies) live at once
+TARGET_MAPS_REMAT = 2.5  # ... in bands: the first layer's map, assembled, and band-sized pieces
 DECODE_BYTES_PER_PIXEL = 48  # Pillow's 4-byte pixels and its conversions, uint8 RGB, float32 RGB and /255
 RUNTIME_BYTES = 1 << 30  # the interpreter, JAX, the weights (0.3 GB measured) and XLA compiling, on the host
 
@@ -52,15 +60,17 @@ def device_memory_bytes(device) -> int | None:
     return None
 
 
-def _network(arch: str, layers) -> tuple[float, int, int]:
-    """(feature values per input pixel over the forward path, first-block channels, weight bytes)."""
+def _network(arch: str, layers, remat: bool = False) -> tuple[float, int, int]:
+    """(feature values per input pixel over the forward path, or with remat over `layers` alone,
+    first-block channels, weight bytes)."""
     shapes = vgg.conv_shapes(arch)
     path = vgg.needed_layers(arch, layers)
     values, channels = 0.0, 3
     for name in path:
         if name in shapes:
             channels = shapes[name][-1]
-        values += channels / vgg.downsampling(arch, name) ** 2
+        if name in layers or not remat:
+            values += channels / vgg.downsampling(arch, name) ** 2
     weights = sum(math.prod(shapes[n]) + shapes[n][-1] for n in path if n in shapes) * 4
     return values, shapes["conv1_1"][-1], weights
 
@@ -73,9 +83,12 @@ def _strategy(config, backend: str) -> tuple[float, float, float, float]:
 
 def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: str = "cpu") -> int:
     """One device's working set for one step of `batch` seeds of `size` (its share of the image)."""
-    values, first, weights = _network(arch, config.layers)
+    values, first, weights = _network(arch, config.layers, config.remat)
     factor, _, copies, _ = _strategy(config, backend)
-    maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
+    if config.remat:
+        maps = REMAT_MAPS_ONE if batch == 1 else REMAT_MAPS_BATCH
+    else:
+        maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
     maps += 2.0 if config.pooling == "max" else 0.0  # max pooling keeps where each maximum was
     per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + maps * first)
     return int(copies * weights + batch * size[0] * size[1] * per_pixel)
@@ -85,7 +98,8 @@ def targets_bytes(config, arch: str, size: tuple[int, int], backend: str = "cpu"
     """One device's working set for the target Grams of a source of `size`."""
     _, first, weights = _network(arch, config.layers)
     _, factor, _, copies = _strategy(config, backend)
-    return int(copies * weights + size[0] * size[1] * 4 * factor * (TARGET_MAPS * first + 3))
+    maps = TARGET_MAPS_REMAT if config.remat else TARGET_MAPS
+    return int(copies * weights + size[0] * size[1] * 4 * factor * (maps * first + 3))
 
 
 def decode_bytes(size: tuple[int, int]) -> int:

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import TEXTURES, load_average, load_weights, machine, texture_paths, texture_source  # noqa: E402
+from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
 
 MODES = {"zero": dict(padding="zero"), "reflect": dict(padding="reflect"),
          "tileable": dict(padding="zero", tileable=True), "tileable_reflect": dict(padding="reflect", tileable=True)}
@@ -71,9 +71,6 @@ def border_stats(image: np.ndarray, features: dict, band: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default=TEXTURES)
-    parser.add_argument("--names", default="", help="comma-separated file names (default: every *.png "
-                        "without _512)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--seeds", type=int, default=2)
@@ -81,7 +78,7 @@ def main():
     parser.add_argument("--band", type=int, default=8)
     parser.add_argument("--modes", default="zero,reflect,tileable", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "borders"))
-    parser.add_argument("--weights", default=None)
+    add_source_args(parser)
     args = parser.parse_args()
 
     import jax
@@ -91,8 +88,7 @@ def main():
     import texsynth_jax as ts
     from texsynth_jax import vgg
 
-    params, spec = load_weights(args.weights)
-    paths = texture_paths(args.textures, args.names)
+    params, spec, paths = load_inputs(args)
     os.makedirs(args.out, exist_ok=True)
     size = (args.size, args.size)
     modes = args.modes.split(",")

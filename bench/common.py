@@ -17,6 +17,13 @@ if ROOT not in sys.path:  # texsynth_jax and weights_convert, as checked out
     sys.path.insert(0, ROOT)
 
 
+def add_source_args(parser) -> None:
+    """--textures, --names and --weights, the inputs of the scripts that read the photos (see texture_paths)."""
+    parser.add_argument("--textures", default=TEXTURES, help="folder of PNG texture photos")
+    parser.add_argument("--names", default="", help="comma-separated file names (default: every *.png without _512)")
+    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: models/vgg16_lpips.h5)")
+
+
 def texture_paths(folder: str = TEXTURES, names: str = "") -> list[str]:
     """The photos a run reads: `names` (comma-separated file names in `folder`), or every *.png there
     without `_512` in its name (the 512 px copies). Exits with one line when there are none."""
@@ -60,6 +67,12 @@ def load_weights(path: str | None = None):
 
     params, spec, _ = load(weights_path(path))
     return jax.device_put(params), spec
+
+
+def load_inputs(args):
+    """(params, spec, texture paths) of the arguments of add_source_args."""
+    params, spec = load_weights(args.weights)
+    return params, spec, texture_paths(args.textures, args.names)
 
 
 def cpu_model() -> str:

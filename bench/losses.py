@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import TEXTURES, cpu_model, load_average, load_weights, texture_paths  # noqa: E402
+from common import add_source_args, cpu_model, load_average, load_inputs  # noqa: E402
 
 # (label, SynthesisConfig overrides). The first is the reference the budget is counted in.
 SETTINGS = [
@@ -40,15 +40,13 @@ SETTINGS = [
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default=TEXTURES)
-    parser.add_argument("--names", default="", help="comma-separated file names (default: all *.png without _512)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=80, help="Gram iterations whose time every setting gets")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per setting")
     parser.add_argument("--settings", default="", help="comma-separated labels to run (default: all)")
     parser.add_argument("--out", default="/tmp/texsynth_losses")
-    parser.add_argument("--weights", default=None)
+    add_source_args(parser)
     args = parser.parse_args()
 
     import jax
@@ -56,10 +54,9 @@ def main():
     import texsynth_jax as ts
     from texsynth_jax import evaluate, image_io
 
-    params, spec = load_weights(args.weights)
+    params, spec, paths = load_inputs(args)
     judge_params = evaluate.load_judge()
     settings = [s for s in SETTINGS if not args.settings or s[0] in args.settings.split(",")]
-    paths = texture_paths(args.textures, args.names)
     size = (args.size, args.size)
 
     def source_of(path):

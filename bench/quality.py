@@ -20,29 +20,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import TEXTURES, cpu_flags, cpu_model, load_weights, texture_paths, texture_source  # noqa: E402
+from common import add_source_args, cpu_flags, cpu_model, load_inputs, texture_source  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default=TEXTURES, help="folder of PNG textures")
-    parser.add_argument("--names", default="", help="comma-separated file names to use (default: all "
-                        "*.png without _512)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast-precision", default="bf16")
     parser.add_argument("--fast-conv", default="auto")
     parser.add_argument("--out", default="/tmp/texsynth_quality")
-    parser.add_argument("--weights", default=None)
+    add_source_args(parser)
     args = parser.parse_args()
 
     import jax
     import jax.numpy as jnp
     import texsynth_jax as ts
 
-    params, spec = load_weights(args.weights)
-    paths = texture_paths(args.textures, args.names)
+    params, spec, paths = load_inputs(args)
     os.makedirs(args.out, exist_ok=True)
     size = (args.size, args.size)
     fp32 = ts.SynthesisConfig(size=size, iterations=args.iterations, precision="fp32", conv="auto")

@@ -34,8 +34,12 @@ def test_strategies_are_known_to_config():
         assert name in conv.STRATEGIES, backend
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("shape", SHAPES)
+# float32 at every shape; bf16 where its rounding adds up, over 16 input channels (the sizes and the one
+# pixel are the same code in either dtype).
+CASES = [(shape, jnp.float32) for shape in SHAPES] + [(SHAPES[1], jnp.bfloat16)]
+
+
+@pytest.mark.parametrize("shape, dtype", CASES, ids=["odd", "16ch", "pixel", "16ch-bf16"])
 @pytest.mark.parametrize("strategy", ["matmul", "shifted", "winograd", "winograd4"])
 def test_matches_lax_conv(strategy, shape, dtype):
     x, kernel = _inputs(*shape)

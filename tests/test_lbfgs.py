@@ -74,8 +74,9 @@ def test_direction_equals_the_dense_inverse_hessian():
         x = jnp.array([-1.2, 1.0, -0.5, 0.8, 0.3, -0.7], jnp.float64)
         value_and_grad = jax.value_and_grad(rosenbrock)
         state = lbfgs.init(value_and_grad, x, 4)
+        step = jax.jit(lambda x, state: lbfgs.step(value_and_grad, x, state))  # one compile, not op by op
         for i in range(9):  # past the memory size, so the ring buffer has wrapped
-            x, state = lbfgs.step(value_and_grad, x, state)
+            x, state = step(x, state)
             if int(state.pairs) >= 2:
                 np.testing.assert_allclose(lbfgs.direction(state, 0.5), dense_direction(state), rtol=1e-8,
                                            err_msg=f"iteration {i}")
@@ -98,10 +99,12 @@ def test_minimum_equals_scipy():
         value_and_grad = jax.value_and_grad(f)
         x = jnp.zeros(8, jnp.float64) + 0.5
         state = lbfgs.init(value_and_grad, x, 10)
+        step = jax.jit(lambda x, state: lbfgs.step(value_and_grad, x, state))  # compiled once, not op by op
         for _ in range(100):
-            x, state = lbfgs.step(value_and_grad, x, state)
-        reference = scipy.optimize.minimize(lambda v: float(f(jnp.asarray(v))), np.full(8, 0.5),
-                                            jac=lambda v: np.asarray(jax.grad(f)(jnp.asarray(v))),
+            x, state = step(x, state)
+        value, grad = jax.jit(f), jax.jit(jax.grad(f))
+        reference = scipy.optimize.minimize(lambda v: float(value(jnp.asarray(v))), np.full(8, 0.5),
+                                            jac=lambda v: np.asarray(grad(jnp.asarray(v))),
                                             method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15})
         np.testing.assert_allclose(x, reference.x, atol=1e-6)
         np.testing.assert_allclose(float(state.value), reference.fun, rtol=1e-10)

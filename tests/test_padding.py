@@ -20,6 +20,8 @@ TORCH_MODES = {"zero": "constant", "reflect": "reflect", "circular": "circular"}
 LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
 TOL = {"lax": 1e-5, "matmul": 1e-5, "shifted": 1e-5, "winograd": 1e-5, "winograd4": 5e-5}
 TEXTURE = os.path.join(os.path.dirname(vgg.__file__), "data", "default_texture.png")
+# One jitted extractor for the module: the torch comparison and the shift test share its compilations.
+EXTRACT = jax.jit(vgg.extract_features, static_argnames=("spec", "layers", "padding"))
 
 
 def _rel(a, b):
@@ -51,12 +53,12 @@ def torch_features(params, spec, image, layers, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
-def test_features_match_torch_everywhere(arch, mode):
-    params, spec = random_params(arch), SPECS[arch]
+def test_features_match_torch_everywhere(mode):
+    """Every mode against torch's F.pad, through VGG-19 (the deeper network; test_synthesis compares both
+    networks with zero padding)."""
+    params, spec = random_params("vgg19"), SPECS["vgg19"]
     image = np.random.default_rng(0).random((32, 48, 3), dtype=np.float32)
-    extract = jax.jit(vgg.extract_features, static_argnames=("spec", "layers", "padding"))
-    got = extract(params, jnp.asarray(image), spec=spec, layers=LAYERS, padding=mode)
+    got = EXTRACT(params, jnp.asarray(image), spec=spec, layers=LAYERS, padding=mode)
     expected = torch_features(params, spec, image, LAYERS, mode)
     for name in LAYERS:
         assert got[name].shape == expected[name].shape, name
@@ -72,9 +74,14 @@ def test_zero_padding_is_lax_same():
     assert _rel(same, numpy_conv(x, kernel, "zero")) < 1e-5
 
 
-@pytest.mark.parametrize("shape", [(7, 9, 3, 5), (8, 8, 16, 32), (2, 3, 3, 2)])
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("strategy", sorted(conv.STRATEGIES))
+# Every strategy in one mode (circular: the tileable one) and one strategy (lax, the CPU default) in every
+# mode, at odd sizes; plus the smallest image reflect padding can mirror. test_conv compares every strategy
+# with lax.conv at more shapes and in bf16.
+CASES = ([(s, "circular", (7, 9, 3, 5)) for s in sorted(conv.STRATEGIES)]
+         + [("lax", m, (7, 9, 3, 5)) for m in MODES if m != "circular"] + [("winograd", "reflect", (2, 3, 3, 2))])
+
+
+@pytest.mark.parametrize("strategy, mode, shape", CASES)
 def test_every_strategy_matches_numpy_in_each_mode(strategy, mode, shape):
     h, w, cin, cout = shape
     rng = np.random.default_rng(3)
@@ -98,7 +105,7 @@ def test_circular_features_of_a_shifted_image_are_shifted(shift):
     for the layers whose downsampling divides the shift)."""
     params, spec = random_params("vgg19"), SPECS["vgg19"]
     image = jnp.asarray(np.random.default_rng(4).random((32, 48, 3), dtype=np.float32))
-    extract = jax.jit(vgg.extract_features, static_argnames=("spec", "layers", "padding"))
+    extract = EXTRACT
     plain = extract(params, image, spec=spec, layers=LAYERS, padding="circular")
     rolled = extract(params, jnp.roll(image, shift, axis=(0, 1)), spec=spec, layers=LAYERS, padding="circular")
     checked = 0

@@ -311,27 +311,32 @@ def bad_files(folder, checkpoints, state_dicts):
     return files, marker
 
 
-def test_bad_files_fail_with_one_line_and_leave_nothing(checkpoints, state_dicts, tmp_path):
+def test_bad_files_fail_with_one_line_and_leave_nothing(checkpoints, state_dicts, tmp_path, monkeypatch, capsys):
+    from weights_convert.__main__ import main as convert_main
+
     files, marker = bad_files(tmp_path / "bad", checkpoints, state_dicts)
-    runs = []  # started together: each run mostly waits on importing JAX
+    # One real `python -m weights_convert` (exit code and stderr of the process), the rest through its main()
+    # here (the same code, without a JAX start-up per file).
+    path, expect = files["runs_code.pth"]
+    (tmp_path / "work_process").mkdir()
+    result = run_cli([path], tmp_path / "work_process")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {path}: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and expect in result.stderr, result.stderr
+    assert os.listdir(tmp_path / "work_process") == []
     for name, (path, expect) in files.items():
         outs = [None] + ([str(tmp_path / f"out_{name}" / "x.h5")] if name.startswith("trunc") else [])
         for out in outs:
             work = tmp_path / f"work_{name}_{out is None}"
             work.mkdir()
-            args = [path] + (["--out", out] if out else [])
-            env = dict(os.environ, PYTHONPATH=REPO)
-            proc = subprocess.Popen([sys.executable, "-m", "weights_convert", *args], cwd=work, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            runs.append((name, path, expect, out, work, proc))
-    for name, path, expect, out, work, proc in runs:
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (name, stdout, stderr)
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (name, stderr)
-        assert expect in lines[0] and "; " in lines[0] and "Traceback" not in stderr, lines[0]
-        assert os.listdir(work) == [], (name, os.listdir(work))
-        assert out is None or not os.path.exists(os.path.dirname(out)), name
+            monkeypatch.chdir(work)  # where the default output (models/...) would go
+            code = convert_main([path] + (["--out", out] if out else []))
+            stdout, stderr = capsys.readouterr()
+            assert code == 2, (name, stdout, stderr)
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (name, stderr)
+            assert expect in lines[0] and "; " in lines[0] and "Traceback" not in stderr, lines[0]
+            assert os.listdir(work) == [], (name, os.listdir(work))
+            assert out is None or not os.path.exists(os.path.dirname(out)), name
     assert not marker.exists()
     with pytest.raises(ConversionError, match="could run code"):
         weights_convert.read_checkpoint(files["runs_code.pth"][0])

@@ -126,7 +126,7 @@ class TorchCase:
 
 def step_programs() -> int:
     """How many programs `step_batch` has compiled so far (a recompile shows up here)."""
-    from texsynth_jax import synthesis
+    from texsynth_jax import engine
     return engine.step_batch._cache_size()
 
 
@@ -151,7 +151,7 @@ def probe_memory(args) -> dict:
     if framework == "jax":
         case = JaxCase(params, spec, size, batch, precision, conv)
         case.step()
-        from texsynth_jax import synthesis
+        from texsynth_jax import engine
         compiled = engine.step_batch.lower(
             case.state, case.targets, case.params, case.spec, case.config).compile()
         analysis = compiled.memory_analysis()

@@ -7,6 +7,8 @@ choice. On CPU the fastest one is measured by bench/speed.py (see bench/README.m
 in `DEFAULTS`.
 """
 
+import functools
+
 import numpy as np
 
 import jax
@@ -73,27 +75,62 @@ def _combine(coeffs, terms):
     return out
 
 
-def _winograd_conv(x: jax.Array, kernel: jax.Array, m: int) -> jax.Array:
+def _winograd_kernel(kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
+    """G g G^T of every (Cin, Cout) pair: [(m+2)^2, Cin, Cout]. `flip`: of the kernel turned by 180
+    degrees (the backward pass's). Weighted sums of the nine [Cin, Cout] taps, one fused loop: as a
+    [(m+2)^2, 9] x [9, Cin*Cout] product XLA:CPU took 10x longer at 512 channels."""
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"Winograd convolution needs a 3x3 kernel, not {kernel.shape[:2]}; use 'lax'")
-    bt, g, at = _WINOGRAD[m]
+    g = _WINOGRAD[m][1]
+    taps = [kernel[i, j].astype(jnp.float32) for i in range(3) for j in range(3)]
+    taps = taps[::-1] if flip else taps
+    # (G g G^T)[p, q] = sum_ij G[p, i] G[q, j] g[i, j]
+    return jnp.stack([_combine(np.outer(g[p], g[q]).ravel(), taps) for p in range(m + 2) for q in range(m + 2)])
+
+
+def _winograd_apply(x: jax.Array, u: jax.Array, m: int, transposed: bool = False) -> jax.Array:
+    """The 'SAME' convolution of x [H, W, C] with a transformed kernel u ([a*a, C, Cout], or with
+    `transposed` [a*a, Cout, C], contracted over its last axis: the backward pass's, without a copy)."""
+    bt, _, at = _WINOGRAD[m]
     a = m + 2
     h, w, cin = x.shape
-    cout = kernel.shape[-1]
+    cout = u.shape[1] if transposed else u.shape[2]
     th, tw = -(-h // m), -(-w // m)  # output tiles; the last ones run past the image and are cropped
     padded = jnp.pad(x, ((1, th * m + 1 - h), (1, tw * m + 1 - w), (0, 0)))
     # d[i][j]: element (i, j) of every tile, [th, tw, Cin]; tiles overlap by 2.
     d = [[padded[i:i + th * m:m, j:j + tw * m:m] for j in range(a)] for i in range(a)]
     rows = [[_combine(bt[p], [d[i][j] for i in range(a)]) for j in range(a)] for p in range(a)]
     v = jnp.stack([_combine(bt[q], rows[p]) for p in range(a) for q in range(a)])  # [a*a, th, tw, Cin]
-    u = jnp.einsum("pi,ijco,qj->pqco", g.astype(np.float32), kernel.astype(jnp.float32),
-                   g.astype(np.float32)).reshape(a * a, cin, cout).astype(x.dtype)
-    prod = lax.dot_general(v.reshape(a * a, th * tw, cin), u, (((2,), (1,)), ((0,), (0,))),
+    contract = 2 if transposed else 1
+    prod = lax.dot_general(v.reshape(a * a, th * tw, cin), u.astype(x.dtype), (((2,), (contract,)), ((0,), (0,))),
                            preferred_element_type=jnp.float32).reshape(a, a, th, tw, cout)
     cols = [[_combine(at[s], [prod[p, q] for q in range(a)]) for s in range(m)] for p in range(a)]
     y = [[_combine(at[r], [cols[p][s] for p in range(a)]) for s in range(m)] for r in range(m)]
     y = jnp.stack([jnp.stack(row, axis=2) for row in y], axis=1)  # [th, m, tw, m, Cout]
     return y.reshape(th * m, tw * m, cout)[:h, :w].astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _winograd_conv(x: jax.Array, kernel: jax.Array, m: int) -> jax.Array:
+    return _winograd_apply(x, _winograd_kernel(kernel, m), m)
+
+
+def _winograd_fwd(x, kernel, m):
+    return _winograd_conv(x, kernel, m), (x, kernel)
+
+
+def _winograd_bwd(m, saved, ct):
+    # The input's gradient of a 'SAME' 3x3 convolution is the 'SAME' convolution of the cotangent
+    # with the kernel turned by 180 degrees and Cin, Cout swapped: Winograd too, at the forward's
+    # cost (autodiff through the tile transforms costs ~3x). The kernel's gradient, which synthesis
+    # never asks for (XLA drops it then), is XLA's own.
+    x, kernel = saved
+    grad_x = _winograd_apply(ct, _winograd_kernel(kernel, m, flip=True), m, transposed=True)
+    _, kernel_vjp = jax.vjp(lambda k: lax_conv(x, k), kernel)
+    return grad_x, kernel_vjp(ct)[0]
+
+
+_winograd_conv.defvjp(_winograd_fwd, _winograd_bwd)
 
 
 def winograd_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:

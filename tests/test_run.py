@@ -62,7 +62,7 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     os.symlink(os.path.join(REPO, "texsynth_jax"), tmp_path / "texsynth_jax")
     out = tmp_path / "out" / "texture"
     result = cli([f"--flagfile={os.path.join(REPO, 'texture.cfg')}", "--size=32", "--seeds=2", "--iterations=3",
-                  "--save_every=2", "--log_every=1"], cli_env, tmp_path)
+                  "--coarse_iterations=", "--save_every=2", "--log_every=1"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     weight_lines = [l for l in result.stderr.splitlines() if l.startswith("weights:")]
@@ -107,7 +107,9 @@ def test_flagfile_builds_the_config(monkeypatch):
     finally:
         run.FLAGS.unparse_flags()
     assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
-    assert config.size == (256, 256) and config.iterations >= 100 and len(seeds) >= 1
+    assert config.size == (256, 256) and config.total_iterations >= 100 and len(seeds) >= 1
+    # The default schedule chosen by bench/schedules.py (README, "Time to quality").
+    assert config.coarse_iterations == (100, 60) and config.scale_sizes == [(64, 64), (128, 128), (256, 256)]
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from texsynth_jax import synthesis, vgg
-from texsynth_jax.config import SynthesisConfig, check_size
+from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer
 from texsynth_jax.engine import Engine
 from texsynth_jax.synthesis import SynthState
 
@@ -46,11 +46,10 @@ def check_source(source_size, config: SynthesisConfig, arch: str, what: str) -> 
     deepest layer."""
     check_size(source_size, arch, config.layers, what)
     coarsest = source_sizes(source_size, config)[0]
-    deepest = max(config.layers, key=lambda l: vgg.downsampling(arch, l))
-    if min(coarsest) < vgg.downsampling(arch, deepest):
+    if min(coarsest) < deepest_downsampling(config.layers):
         raise ValueError(f"{what} {source_size[0]}x{source_size[1]} shrinks to {coarsest[0]}x{coarsest[1]} at the "
-                         f"coarsest of {len(config.scale_sizes)} scales, too small for {deepest}; use fewer "
-                         "--coarse_iterations or a larger source")
+                         f"coarsest of {len(config.scale_sizes)} scales, too small for {deepest_layer(config.layers)}; "
+                         "use fewer --coarse_iterations or a larger source")
 
 
 def shrink(source: jax.Array, size) -> jax.Array:
@@ -78,7 +77,7 @@ class CoarseToFine:
             self.engines.append(Engine(params, spec, scale_config, batch_size, mesh, steps_per_dispatch))
             params = self.engines[-1].params  # placed once: the next engines reuse the device copy
         self.offsets = [0, *np.cumsum(config.scale_iterations).tolist()]
-        self.iterations = self.offsets[-1]
+        self.iterations = config.total_iterations
         self.steps_per_dispatch = self.engines[0].steps_per_dispatch
 
     def targets(self, source) -> list[dict]:

@@ -147,6 +147,11 @@ class SynthesisConfig:
         return [*self.coarse_iterations, self.iterations]
 
     @property
+    def total_iterations(self) -> int:
+        """Iterations over all scales: what a run's progress, file names and record count to."""
+        return sum(self.scale_iterations)
+
+    @property
     def loss_weights(self) -> dict[str, float]:
         """{term: weight} from `loss` ("gram:1" items; a bare name weighs 1)."""
         return parse_loss(self.loss)
@@ -257,9 +262,9 @@ def deepest_downsampling(layers) -> int:
 
 def check_size(size, arch: str, layers, what: str) -> None:
     """Raise ValueError if an image of `size` leaves no pixel at the deepest of `layers`."""
-    factor = max(vgg.downsampling(arch, layer) for layer in layers)
+    deepest = max(layers, key=lambda l: vgg.downsampling(arch, l))
+    factor = vgg.downsampling(arch, deepest)
     if min(size) < factor:
-        deepest = max(layers, key=lambda l: vgg.downsampling(arch, l))
         raise ValueError(
             f"{what} {size[0]}x{size[1]} is too small for {deepest}, which needs at least {factor}x{factor} px; "
             "use a larger size or shallower layers")

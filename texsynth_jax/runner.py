@@ -153,7 +153,7 @@ def _output_files(src: _Source, config: SynthesisConfig, options: RunOptions, st
     """Every file name a run of `src` may write (or remove): images, their 2x2 repeats (tileable), each
     coarse scale's images, sheet, record, loss plot, snapshots and checkpoint. The overwrite check and the
     clean-up of stale temp files both go by this list."""
-    total = sum(config.scale_iterations)
+    total = config.total_iterations
     snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, total)
                  for step in _snapshot_steps(total, options.save_every, steps_per_dispatch)
                  for seed in src.seeds]

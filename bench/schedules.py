@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
+from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
+
 DEFAULT_SCHEDULES = "100,60/60;200,100/40;300,100/30"
 
 
@@ -36,23 +38,20 @@ def parse_schedule(text: str) -> tuple[tuple[int, ...], int]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--textures", default="/work/shared/textures")
-    parser.add_argument("--names", default="", help="comma-separated file names (default: all *.png without _512)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--reference", type=int, default=300, help="iterations of the single-scale run")
     parser.add_argument("--schedules", default=DEFAULT_SCHEDULES, help="coarse_iterations/iterations, ';'-separated")
     parser.add_argument("--upsample", default="cubic")
     parser.add_argument("--out", default="/tmp/texsynth_schedules")
-    parser.add_argument("--weights", default=None)
+    add_source_args(parser)
     args = parser.parse_args()
 
     import jax
     import texsynth_jax as ts
     from texsynth_jax import evaluate, synthesis
-    from common import load_average, machine, texture_paths, texture_source, weights_path
 
-    params, spec, _ = ts.load_weights(weights_path(args.weights))
+    params, spec, paths = load_inputs(args)
     judge_params = evaluate.load_judge()
     size = (args.size, args.size)
     keys = jax.random.split(jax.random.key(0), args.seeds)
@@ -63,7 +62,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     print(f"{machine()}; {args.size} px, {args.seeds} seed(s), reference {args.reference} iterations", flush=True)
     rows, results = [], []
-    for path in texture_paths(args.textures, args.names):
+    for path in paths:
         name = os.path.basename(path)
         source = texture_source(path)
         reference_targets = ts.CoarseToFine(params, spec, paper, 1).targets(source)[0]

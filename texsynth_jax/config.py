@@ -11,6 +11,7 @@ PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("optax", "lbfgs")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 PROJECTIONS = ("fixed", "fresh")
+INITS = ("normal", "uniform")
 UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
 
 
@@ -31,7 +32,9 @@ class SynthesisConfig:
       pooling: "avg" (Gatys et al.) or "max".
       iterations: L-BFGS iterations.
       history: L-BFGS memory (the paper's scipy run used 20).
-      init_scale: std of the initial noise, in pixel units around mid-grey (Gatys: almost flat grey).
+      init: the starting noise around mid-grey: "normal" (Gatys: almost flat grey) or "uniform".
+      init_scale: its spread in [0, 1] pixel units: the std (normal) or the half-width (uniform:
+        0.5 covers [0, 1], as PyTorch implementations that bound pixels with L-BFGS-B start).
       precision: "fp32", or "bf16" features with float32 Gram matrices and loss (faster on
         hardware with bf16 matrix units).
       remat: recompute each VGG block's activations in the backward pass instead of keeping
@@ -63,7 +66,10 @@ class SynthesisConfig:
     pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
     iterations: int = setting(500, "L-BFGS iterations.")
     history: int = setting(20, "L-BFGS memory (pairs kept).")
-    init_scale: float = setting(0.01, "Std of the starting noise around mid-grey, in [0, 1] pixel units.")
+    init: str = setting("normal", "Starting noise around mid-grey: normal (Gatys: almost flat grey) or uniform.",
+                        INITS)
+    init_scale: float = setting(0.01, "Spread of the starting noise in [0, 1] pixel units: the std (normal) or "
+                                "the half-width (uniform; 0.5 covers [0, 1]).")
     precision: str = setting("fp32", "fp32, or bf16 features (float32 Grams and loss): faster where the "
                              "hardware has bf16 matrix units.", PRECISIONS)
     remat: bool = setting(False, "Recompute each VGG block in the backward pass instead of keeping its "
@@ -92,6 +98,11 @@ class SynthesisConfig:
     def __post_init__(self):
         check_finite(self)
         parse_loss(self.loss)
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is unknown; use one of {INITS}")
+        if not 0 <= self.init_scale <= (0.5 if self.init == "uniform" else math.inf):
+            raise ValueError(f"init_scale={self.init_scale} is out of range; give a spread >= 0 (at most 0.5, the "
+                             "whole [0, 1], for uniform)")
         if self.projections not in PROJECTIONS:
             raise ValueError(f"projections={self.projections!r} is unknown; use one of {PROJECTIONS}")
         if len(self.size) != 2 or min(self.size) < 1:

@@ -86,9 +86,13 @@ def _loss_of_latent(targets, params, spec, config, key):
 
 def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
-    """Fresh state for one seed: noise around mid-grey (the paper's almost flat start)."""
-    # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.
-    latent = config.init_scale * 4.0 * jax.random.normal(key, (*config.size, 3), jnp.float32)
+    """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`)."""
+    shape = (*config.size, 3)
+    if config.init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
+        image = 0.5 + config.init_scale * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
+        latent = jax.scipy.special.logit(jnp.clip(image, 0.005, 0.995))
+    else:  # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.
+        latent = config.init_scale * 4.0 * jax.random.normal(key, shape, jnp.float32)
     return restart(latent, jax.random.key_data(key), targets, params, spec, config)
 
 

@@ -104,3 +104,15 @@ def test_cli_prints_a_table_and_json_and_errors_in_one_line(tmp_path, photo):
         bad = subprocess.run(cmd[:4] + args, capture_output=True, text=True)
         assert bad.returncode == 2, bad.stderr
         assert bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_seam_ratio_sees_a_seam_and_not_a_torus(photo):
+    rng = np.random.default_rng(0)
+    torus = ndimage.gaussian_filter(rng.random((64, 64, 3)), (2, 2, 0), mode="wrap")  # smooth and periodic
+    crop = ndimage.gaussian_filter(rng.random((96, 96, 3)), (2, 2, 0))[:64, :64]  # smooth, not periodic
+    assert all(0.8 < r < 1.2 for r in evaluate.seam_ratio(torus))
+    assert all(r > 2 for r in evaluate.seam_ratio(crop))
+    # Rows: the wrap-around step against a direct loop over adjacent rows.
+    rows = [np.abs(crop[(i + 1) % 64] - crop[i]).mean() for i in range(64)]
+    assert evaluate.seam_ratio(crop)[0] == pytest.approx(rows[-1] / np.mean(rows[:-1]))
+    assert evaluate.seam_ratio(photo)[1] > 1.5  # a photo's left and right edges do not meet

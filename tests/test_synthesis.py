@@ -170,10 +170,28 @@ def test_output_size_may_differ_from_source(small_problem):
     assert images.shape == (1, 16, 40, 3) and np.isfinite(np.asarray(losses)).all()
 
 
+@pytest.mark.parametrize("init, scale, low, high, std", [
+    ("normal", 0.01, 0.45, 0.55, 0.01),  # the paper's almost flat grey
+    ("uniform", 0.5, 0.005, 0.995, 0.5 / np.sqrt(3)),  # [0, 1], kept off the sigmoid's flat ends
+    ("uniform", 0.25, 0.25, 0.75, 0.25 / np.sqrt(3)),
+])
+def test_starting_noise(small_problem, init, scale, low, high, std):
+    params, spec, config, targets = small_problem
+    config = SynthesisConfig(size=(64, 64), layers=config.layers, layer_weights=config.layer_weights,
+                             init=init, init_scale=scale)
+    images = np.stack([synthesis.image_from_latent(synthesis.init_state(k, targets, params, spec, config).latent)
+                       for k in jax.random.split(jax.random.key(1), 2)])
+    assert low - 1e-6 <= images.min() and images.max() <= high + 1e-6
+    assert abs(images.mean() - 0.5) < 0.02 and abs(images.std() - std) < 0.1 * std
+    assert not np.allclose(images[0], images[1])  # each seed its own noise
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(layers=("conv1_1", "pool9"), layer_weights=(1.0, 1.0)), "unknown layer 'pool9'"),
     (dict(size=(8, 8)), "too small for pool4"),
     (dict(layer_weights=(1.0, -1.0, 1.0, 1.0, 1.0)), "negative weight"),
+    (dict(init="uniform", init_scale=0.6), "init_scale=0.6 is out of range"),
+    (dict(init="gaussian"), "init='gaussian' is unknown"),
 ])
 def test_bad_arguments_fail_before_compiling(kwargs, message, monkeypatch):
     params, spec = random_params("vgg16"), SPECS["vgg16"]

@@ -301,7 +301,8 @@ def test_default_weights_choice(tmp_path):
 EVERY_FIELD = {
     "size": ("32,40", [32, 40]), "layers": ("conv1_1,pool1,pool2", ["conv1_1", "pool1", "pool2"]),
     "layer_weights": ("1,2,0.5", [1.0, 2.0, 0.5]), "pooling": ("max", "max"), "iterations": ("2", 2),
-    "history": ("5", 5), "init_scale": ("0.02", 0.02), "precision": ("bf16", "bf16"), "remat": ("true", True),
+    "history": ("5", 5), "init": ("uniform", "uniform"), "init_scale": ("0.02", 0.02),
+    "precision": ("bf16", "bf16"), "remat": ("true", True),
     "conv": ("lax", "lax"), "optimizer": ("optax", "optax"), "loss": ("gram:1,swd:0.5", ["gram:1", "swd:0.5"]),
     "projections": ("fresh", "fresh"), "padding": ("circular", "circular"), "tileable": ("true", True),
     "coarse_iterations": ("2,1", [2, 1]), "upsample": ("linear", "linear"),

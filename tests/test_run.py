@@ -110,6 +110,7 @@ def test_flagfile_builds_the_config(monkeypatch):
     assert config.size == (256, 256) and config.total_iterations >= 100 and len(seeds) >= 1
     # The default schedule chosen by bench/schedules.py (README, "Time to quality").
     assert config.coarse_iterations == (100, 60) and config.scale_sizes == [(64, 64), (128, 128), (256, 256)]
+    assert config.loss_weights == {"gram": 1.0}  # bench/losses.py (README, "Which loss, measured")
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):

@@ -6,7 +6,8 @@ For every photo, one seed through texture.cfg's settings (coarse to fine, 100 it
 60 at size/2, 20 at size) with `tileable=True` (and with `--compare`, the same run without it, whose
 wrap-around is an ordinary seam). Prints, per texture, the
 seam ratio of each output (evaluate.seam_ratio: the difference across the wrap-around over that
-between neighbouring rows and columns inside; about 1 is seamless) and the judge's distance to the
+between neighbouring rows and columns inside; about 1 is seamless), the 99th percentile of the same
+ratio over the lines inside (what the texture's own edges reach), and the judge's distance to the
 source. Writes each tileable output's 2x2 repeat, and `gallery.png`: the repeats of every texture at
 half scale, outputs only (no photo), which is what the README shows.
 """
@@ -50,9 +51,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     print(f"{machine()}; load average {load_average()}; {args.size} px, 1 seed, coarse {coarse} then "
           f"{args.iterations}", flush=True)
-    print("| texture | tileable seam (rows, columns) | plain seam (rows, columns) | tileable distance | "
-          "plain distance | tileable s |")
-    print("|---|---|---|---|---|---|")
+    print("| texture | tileable seam (rows, columns) | inside: 99th percentile (rows, columns) | plain seam (rows, "
+          "columns) | tileable distance | plain distance | tileable s |")
+    print("|---|---|---|---|---|---|---|")
     tiles = []
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]
@@ -65,7 +66,9 @@ def main():
                              evaluate.judge(judge_params, source, [image])["distance_mean"])
         image, seam, seconds, distance = row[True]
         plain = row.get(False, (None, (np.nan, np.nan), None, np.nan))
-        print(f"| {name} | {seam[0]:.2f}, {seam[1]:.2f} | {plain[1][0]:.2f}, {plain[1][1]:.2f} | {distance:.3f} | "
+        inside = [np.percentile(evaluate.line_ratios(image, axis)[:-1], 99) for axis in (0, 1)]
+        print(f"| {name} | {seam[0]:.2f}, {seam[1]:.2f} | {inside[0]:.2f}, {inside[1]:.2f} | "
+              f"{plain[1][0]:.2f}, {plain[1][1]:.2f} | {distance:.3f} | "
               f"{plain[3]:.3f} | {seconds:.0f} |", flush=True)
         repeat = outputs.repeat(image[None])[0]
         image_io.save_png(os.path.join(args.out, f"{name}_tiled.png"), repeat)

@@ -141,17 +141,20 @@ def copy_fraction(source: jax.Array, output: jax.Array) -> jax.Array:
     return jnp.mean(best / src.shape[1] < COPY_RMS ** 2)
 
 
+def line_ratios(image, axis: int) -> np.ndarray:
+    """Mean absolute difference between each row (axis 0) or column (axis 1) of image [H, W, C] and the next,
+    the last against the first (the wrap-around), over the mean of the others: [H] or [W], seam last."""
+    x = np.asarray(image, np.float64)
+    steps = np.abs(np.diff(x, axis=axis, append=np.take(x, [0], axis=axis)))
+    per_line = steps.mean(axis=tuple(a for a in range(x.ndim) if a != axis))
+    return per_line / per_line[:-1].mean()
+
+
 def seam_ratio(image) -> tuple[float, float]:
     """How visible a tile's wrap-around seam is: the mean absolute difference between its last and first
     row (column) over that between adjacent rows (columns) inside it, for rows and for columns.
     About 1 for a seamless tile, well above 1 where a 2x2 repeat shows seams. image: [H, W, C]."""
-    x = np.asarray(image, np.float64)
-    ratios = []
-    for axis in (0, 1):
-        steps = np.abs(np.diff(x, axis=axis, append=np.take(x, [0], axis=axis)))
-        per_line = steps.mean(axis=tuple(a for a in range(x.ndim) if a != axis))
-        ratios.append(float(per_line[-1] / per_line[:-1].mean()))
-    return ratios[0], ratios[1]
+    return float(line_ratios(image, 0)[-1]), float(line_ratios(image, 1)[-1])
 
 
 def judge(params: JudgeParams, source, outputs: Sequence) -> dict:

@@ -116,3 +116,32 @@ def test_seam_ratio_sees_a_seam_and_not_a_torus(photo):
     rows = [np.abs(crop[(i + 1) % 64] - crop[i]).mean() for i in range(64)]
     assert evaluate.seam_ratio(crop)[0] == pytest.approx(rows[-1] / np.mean(rows[:-1]))
     assert evaluate.seam_ratio(photo)[1] > 1.5  # a photo's left and right edges do not meet
+
+
+def _smooth_field(shape, contrast, seed=0):
+    """Low-contrast blurred noise around mid-grey: a stand-in for smooth photos such as water."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(*shape, 3)), (6, 6, 0), mode="wrap")
+    return (0.5 + contrast * field / field.std()).astype(np.float32)
+
+
+def test_copy_threshold_equals_a_direct_loop():
+    source = _smooth_field((40, 48), 0.03)
+    src = {(y, x): source[y:y + 16, x:x + 16] for y in range(25) for x in range(33)}
+    nearest = min(np.sqrt(np.mean((src[q] - src[s]) ** 2))
+                  for q in src if q[0] % 8 == 0 and q[1] % 8 == 0
+                  for s in src if max(abs(q[0] - s[0]), abs(q[1] - s[1])) >= 16)
+    assert nearest < evaluate.COPY_RMS  # smooth enough that the threshold comes down
+    assert float(evaluate.copy_threshold(source)) == pytest.approx(nearest, rel=1e-3)
+    assert float(evaluate.copy_threshold(source * 8 - 3.5)) == pytest.approx(evaluate.COPY_RMS)  # contrasty
+
+
+def test_a_smooth_texture_is_not_a_copy_but_a_crop_of_it_is(judge_params):
+    # Another part of the same smooth field lies within COPY_RMS of the source in many places, as in the
+    # water photo: a fixed threshold calls that copying. The source's own nearest repeat sets the bar.
+    field = _smooth_field((96, 192), 0.03)
+    source, elsewhere = field[:, :96], field[:, 96:]
+    assert float(evaluate.copy_fraction(source, elsewhere, evaluate.COPY_RMS)) > 0.3
+    result = evaluate.judge(judge_params, source, [elsewhere, source[10:74, 20:84]])
+    assert result["copy_rms"] < evaluate.COPY_RMS
+    assert result["copy_fraction"] == [0.0, 1.0], result["copy_fraction"]

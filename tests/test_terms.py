@@ -1,9 +1,12 @@
 """Loss terms beyond the Gram matrix: exact against direct computations, zero at the source's own
 statistics, gradients against finite differences, vmap equal to a loop, and the --loss setting."""
 
+import dataclasses
+
 import numpy as np
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 from texsynth_jax import SynthesisConfig, compute_targets, losses, synthesis, terms, texture_loss
@@ -142,6 +145,27 @@ def test_projections_fixed_keep_the_key_and_fresh_redraw_it():
     fixed, fresh = SynthesisConfig(projections="fixed"), SynthesisConfig(projections="fresh")
     assert np.array_equal(data(synthesis.projection_key(state, fixed)), data(synthesis.projection_key(later, fixed)))
     assert not np.array_equal(data(synthesis.projection_key(state, fresh)), data(synthesis.projection_key(later, fresh)))
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "optax"])
+def test_fresh_projections_line_search_compares_one_loss(network, optimizer):
+    # The stored value is the last iteration's loss, with other directions. Made stale on purpose here
+    # (zero: no point can beat it), a step that compared against it would search 20 trials and stay put.
+    params, spec = network
+    config = dataclasses.replace(config_of(("swd:1",), size=24), projections="fresh", optimizer=optimizer)
+    targets = compute_targets(params, jnp.asarray(texture(24)), spec, config)
+    state = synthesis.init_state(jax.random.key(1), targets, params, spec, config)
+    zero, opt_state = jnp.zeros((), jnp.float32), state.opt_state
+    if optimizer == "lbfgs":
+        opt_state = opt_state._replace(value=zero)
+    else:
+        opt_state = opt_state._replace(inner=optax.tree.set(opt_state.inner, value=zero))
+    stale = state._replace(step=jnp.asarray(4, jnp.int32), opt_state=opt_state)
+    new, value = synthesis.step(stale, targets, params, spec, config)
+    before = texture_loss(synthesis.image_from_latent(stale.latent), targets, params, spec, config,
+                          synthesis.projection_key(stale, config))
+    assert float(value) < float(before)  # moved, downhill on this iteration's loss
+    assert int(synthesis.evaluations(new, config)) - int(synthesis.evaluations(stale, config)) < 5
 
 
 @pytest.mark.parametrize("loss, message", [

@@ -26,11 +26,14 @@ class Optimizer(NamedTuple):
 
     init(fn, x) -> state (evaluates fn and its gradient at x once)
     step(fn, x, state) -> (x, state): one iteration, line search included
+    refresh(fn, x, state) -> state: f and its gradient at x evaluated again, for a loss that changed
+      (swd's fresh projections): the line search then compares values of one loss
     value(state) -> f at the current x; evals(state) -> loss evaluations so far
     """
 
     init: Callable
     step: Callable
+    refresh: Callable
     value: Callable
     evals: Callable
 
@@ -55,13 +58,19 @@ def _optax(history: int) -> Optimizer:
         trials = optax.tree.get(inner, "num_linesearch_steps")
         return optax.apply_updates(x, updates), OptaxState(inner, state.evals + trials.astype(jnp.int32))
 
-    return Optimizer(init, step, lambda state: optax.tree.get(state.inner, "value"), lambda state: state.evals)
+    def refresh(fn, x, state):
+        value, grad = jax.value_and_grad(fn)(x)
+        return OptaxState(optax.tree.set(state.inner, value=value, grad=grad), state.evals + 1)
+
+    return Optimizer(init, step, refresh, lambda state: optax.tree.get(state.inner, "value"), lambda state: state.evals)
 
 
 def _own(history: int) -> Optimizer:
     return Optimizer(
         init=lambda fn, x: lbfgs.init(jax.value_and_grad(fn), x, history),
         step=lambda fn, x, state: lbfgs.step(jax.value_and_grad(fn), x, state, max_trials=_MAX_TRIALS),
+        refresh=lambda fn, x, state: state._replace(**dict(zip(("value", "grad"), jax.value_and_grad(fn)(x))),
+                                                    evals=state.evals + 1),
         value=lambda state: state.value,
         evals=lambda state: state.evals)
 

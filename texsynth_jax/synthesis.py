@@ -129,7 +129,12 @@ def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
     """One L-BFGS iteration of one seed. Returns the new state and the loss at it."""
     optimizer = optimizers.make(config.optimizer, config.history)
     loss = _loss_of_latent(targets, params, spec, config, projection_key(state, config))
-    latent, opt_state = optimizer.step(loss, state.latent, state.opt_state)
+    opt_state = state.opt_state
+    if config.projections == "fresh" and "swd" in config.loss_weights:
+        # The stored value and gradient are the last iteration's loss, with other directions: against
+        # them, the line search finds no decrease half the time (20 trials, then a reset).
+        opt_state = optimizer.refresh(loss, state.latent, opt_state)
+    latent, opt_state = optimizer.step(loss, state.latent, opt_state)
     return SynthState(latent, opt_state, state.step + 1, state.key), optimizer.value(opt_state)
 
 

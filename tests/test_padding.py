@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from texsynth_jax import SynthesisConfig, conv, engine, image_io, vgg
+from texsynth_jax import SynthesisConfig, conv, engine, evaluate, image_io, vgg
 from test_run import in_process
 from test_synthesis import SPECS, random_params
 
@@ -140,10 +140,9 @@ def seam_ratios(image: np.ndarray, features: np.ndarray) -> np.ndarray:
         return step[:, seam] / np.delete(step, seam, axis=1).mean(axis=1)
 
     h, w = image.shape[1:3]
-    wrapped = np.concatenate([image, image[:, :1]], axis=1), np.concatenate([image, image[:, :, :1]], axis=2)
+    pixels = np.array([evaluate.seam_ratio(x) for x in image])  # the wrap-around of each image itself
     inner = features[:, 2:-2, 2:-2]  # away from the repeat's own (zero-padded) border
-    return np.stack([ratio(wrapped[0], 1, h - 1), ratio(wrapped[1], 2, w - 1),
-                     ratio(inner, 1, h - 3), ratio(inner, 2, w - 3)], axis=1)
+    return np.concatenate([pixels, np.stack([ratio(inner, 1, h - 3), ratio(inner, 2, w - 3)], axis=1)], axis=1)
 
 
 @pytest.fixture(scope="module")

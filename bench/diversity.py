@@ -41,27 +41,41 @@ SETTINGS = [
 ]
 
 
-def torch_synthesize(model, source, seeds, size, iterations, init, scale):
-    """The PyTorch implementation of the paper: each seed alone through scipy's L-BFGS-B, pixels in [0, 1]."""
+def torch_synthesize(model, source, seeds, size, checkpoints, init, scale):
+    """The PyTorch implementation of the paper: each seed alone through scipy's L-BFGS-B, pixels in [0, 1].
+
+    Returns {n: (images [len(seeds), H, W, 3], seconds)} for each n in `checkpoints` (iterations done,
+    ascending): the iterates after n iterations, and the time all seeds took to get there."""
     import scipy.optimize
     import torch
 
+    checkpoints = sorted(checkpoints)
     model.set_targets(torch.from_numpy(np.ascontiguousarray(source.transpose(2, 0, 1))))
-    outputs = []
+    shape = (1, 3, *size)
+    images = {n: [] for n in checkpoints}
+    seconds = dict.fromkeys(checkpoints, 0.0)
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        shape = (1, 3, *size)
         start = (0.5 + scale * (rng.uniform(-1, 1, shape) if init == "uniform" else rng.standard_normal(shape)))
         start = np.clip(start, 0, 1).astype(np.float64).ravel()
+        done, began = [0], time.perf_counter()
 
         def value_and_grad(x):
             loss, grad = model.loss_and_grad(torch.from_numpy(x.reshape(shape).astype(np.float32)))
             return float(loss), grad.numpy().astype(np.float64).ravel()
 
-        result = scipy.optimize.minimize(value_and_grad, start, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * start.size,
-                                         options=dict(maxiter=iterations, maxcor=20, ftol=0, gtol=0, maxfun=10 * iterations))
-        outputs.append(result.x.reshape(shape)[0].transpose(1, 2, 0).astype(np.float32))
-    return np.stack(outputs)
+        def snapshot(x):  # after each iteration
+            done[0] += 1
+            if done[0] in images:
+                seconds[done[0]] += time.perf_counter() - began
+                images[done[0]].append(x.reshape(shape)[0].transpose(1, 2, 0).astype(np.float32))
+
+        scipy.optimize.minimize(value_and_grad, start, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * start.size,
+                                callback=snapshot, options=dict(maxiter=checkpoints[-1], maxcor=20, ftol=0, gtol=0,
+                                                                maxfun=10 * checkpoints[-1]))
+        if done[0] < checkpoints[-1]:
+            raise RuntimeError(f"L-BFGS-B stopped after {done[0]} of {checkpoints[-1]} iterations")
+    return {n: (np.stack(images[n]), seconds[n]) for n in checkpoints}
 
 
 def main():
@@ -69,7 +83,7 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--settings", default="", help="comma-separated labels to run (default: all)")
+    parser.add_argument("--settings", default="", help="';'-separated labels to run (default: all)")
     parser.add_argument("--out", default="/tmp/texsynth_diversity")
     add_source_args(parser)
     args = parser.parse_args()
@@ -84,7 +98,7 @@ def main():
     params, spec, paths = load_inputs(args)
     judge_params = evaluate.load_judge()
     size = (args.size, args.size)
-    settings = [s for s in SETTINGS if not args.settings or s[0] in args.settings.split(",")]
+    settings = [s for s in SETTINGS if not args.settings or s[0] in args.settings.split(";")]
     base = ts.SynthesisConfig(size=size, iterations=args.iterations, padding="zero")
     model = TorchGatys(params, spec, base.layers, base.layer_weights)
     keys = jax.random.split(jax.random.key(0), args.seeds)
@@ -105,7 +119,8 @@ def main():
                 images, _ = engine.synthesize(keys, engine.targets(source))
                 images = np.asarray(images)
             else:
-                images = torch_synthesize(model, source, range(args.seeds), size, args.iterations, init, scale)
+                images, _ = torch_synthesize(model, source, range(args.seeds), size, [args.iterations], init,
+                                             scale)[args.iterations]
             seconds = time.perf_counter() - start
             verdict = evaluate.judge(judge_params, source, list(images))
             results.append(dict(texture=name, setting=label, diversity=verdict["diversity"],

@@ -66,11 +66,14 @@ def _optax(history: int) -> Optimizer:
 
 
 def _own(history: int) -> Optimizer:
+    def refresh(fn, x, state):
+        value, grad = jax.value_and_grad(fn)(x)
+        return state._replace(value=value, grad=grad, evals=state.evals + 1)
+
     return Optimizer(
         init=lambda fn, x: lbfgs.init(jax.value_and_grad(fn), x, history),
         step=lambda fn, x, state: lbfgs.step(jax.value_and_grad(fn), x, state, max_trials=_MAX_TRIALS),
-        refresh=lambda fn, x, state: state._replace(**dict(zip(("value", "grad"), jax.value_and_grad(fn)(x))),
-                                                    evals=state.evals + 1),
+        refresh=refresh,
         value=lambda state: state.value,
         evals=lambda state: state.evals)
 

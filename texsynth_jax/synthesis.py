@@ -130,7 +130,7 @@ def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
     optimizer = optimizers.make(config.optimizer, config.history)
     loss = _loss_of_latent(targets, params, spec, config, projection_key(state, config))
     opt_state = state.opt_state
-    if config.projections == "fresh" and "swd" in config.loss_weights:
+    if config.projections == "fresh" and terms.is_random(config.loss_weights):
         # The stored value and gradient are the last iteration's loss, with other directions: against
         # them, the line search finds no decrease half the time (20 trials, then a reset).
         opt_state = optimizer.refresh(loss, state.latent, opt_state)

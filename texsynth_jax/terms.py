@@ -28,6 +28,7 @@ from texsynth_jax import losses
 class Term(NamedTuple):
     stats: Callable  # (features {layer: [H, W, C]}, source [H, W, 3], layers, size) -> pytree
     loss: Callable  # (features, image [H, W, 3], stats, layer_weights {layer: w}, key) -> scalar
+    random: bool = False  # whether the loss depends on `key` (a fresh key changes the loss)
 
 
 def _gram_stats(features, source, layers, size):
@@ -79,11 +80,16 @@ def _spectrum_loss(features, image, stats, weights, key):
 
 TERMS: Mapping[str, Term] = {
     "gram": Term(_gram_stats, _gram_loss),
-    "swd": Term(_vector_stats, _sliced_loss(random_directions)),
+    "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True),
     "hist": Term(_vector_stats, _sliced_loss(lambda key, c: jnp.eye(c, dtype=jnp.float32))),
     "spectrum": Term(_spectrum_stats, _spectrum_loss),
 }
 NAMES = tuple(TERMS)
+
+
+def is_random(weights: Mapping[str, float]) -> bool:
+    """Whether the loss of these terms ({name: weight}) depends on its key."""
+    return any(TERMS[name].random for name in weights)
 
 
 def source_stats(features, source, layers, size, weights: Mapping[str, float]) -> dict:

@@ -110,9 +110,22 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 100 * 2**30 else f"{n / 2**30:.0f} GiB"
 
 
+def check_job(sources, config, arch: str, mesh, judge_bytes: int = 0) -> None:
+    """`check` for a job's sources ([(path, (height, width), seeds)]) on this host's devices, as the
+    runner will place them (`mesh`, None for one device); `judge_bytes`: the judge's peak after each."""
+    import jax
+
+    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+    check([(path, size) for path, size, _ in sources], config.size, max(len(seeds) for _, _, seeds in sources),
+          config, arch, devices=1 if mesh is None else mesh.devices.size,
+          split="none" if mesh is None else mesh.axis_names[0], backend=jax.default_backend(),
+          device_limit=device_memory_bytes(device), device_name=f"{device.platform} device {device.id}",
+          judge_bytes=judge_bytes)
+
+
 def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, devices: int = 1,
           split: str = "none", backend: str = "cpu", host_limit: int | None = None,
-          device_limit: int | None = None, device_name: str = "the device") -> None:
+          device_limit: int | None = None, device_name: str = "the device", judge_bytes: int = 0) -> None:
     """Raise BudgetError unless the job fits.
 
     Args:
@@ -123,6 +136,7 @@ def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, 
       host_limit: bytes of host memory (default: `host_memory_bytes()`).
       device_limit: bytes per device (`device_memory_bytes`); None: the devices are the host's
         memory (XLA:CPU), so every device's share counts against host_limit.
+      judge_bytes: the built-in judge's peak on the first device, after each source's synthesis.
     """
     host_limit = host_memory_bytes() if host_limit is None else host_limit
     path, source = max(sources, key=lambda s: s[1][0] * s[1][1])
@@ -132,7 +146,8 @@ def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, 
         per_device = -(-seeds // devices) if split == "seeds" else seeds
         share = (-(-out[0] // devices), out[1]) if split == "space" else out
         used = devices if split != "none" else 1
-        device = max(targets_bytes(config, arch, src, backend), step_bytes(config, arch, share, per_device, backend))
+        device = max(targets_bytes(config, arch, src, backend), step_bytes(config, arch, share, per_device, backend),
+                     judge_bytes)
         host = RUNTIME_BYTES + decode_bytes(src) + seeds * out[0] * out[1] * 12  # and the finished images
         if device_limit is None:
             host += used * device

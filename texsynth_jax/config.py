@@ -13,6 +13,7 @@ CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 PROJECTIONS = ("fixed", "fresh")
 INITS = ("normal", "uniform")
 UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
+MESHES = ("auto", "seeds", "space", "none")
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -176,6 +177,38 @@ class SynthesisConfig:
         for size in self.scale_sizes:
             check_size(size, arch, self.layers, "size" if size == tuple(self.size) else
                        f"the coarsest scale ({len(self.coarse_iterations)} halvings of {self.size[0]}x{self.size[1]})")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a job runs and where it writes; nothing here changes the images."""
+
+    output_dir: str = setting("out", "Folder for the images, contact sheet, JSON record and loss plot; created "
+                              "if missing.")
+    log_every: int = setting(50, "Log a progress line every N iterations.")
+    save_every: int = setting(0, "Save intermediate images every N iterations (0: off).")
+    checkpoint_every: int = setting(0, "Checkpoint every K iterations (0: off), atomically, into --output_dir; "
+                                    "rerun the same command with --resume to continue after a crash or preemption.")
+    resume: bool = setting(False, "Continue from the checkpoints in --output_dir and skip sources already done.")
+    overwrite: bool = setting(False, "Replace outputs of an earlier run in --output_dir instead of refusing.")
+    mesh: str = setting("auto", "How this host's devices share the work: seeds (split the batch of seeds), space "
+                        "(split each image into strips, for outputs too big for one device), none (one device); "
+                        "auto: seeds when there are several devices.", MESHES)
+    judge: bool = setting(True, "Judge every finished source's outputs with the built-in judge (texsynth_jax.evaluate: "
+                          "distance to the source, diversity, copied fraction) and write the figures into the record.")
+
+    def __post_init__(self):
+        check_finite(self)
+        if not self.output_dir.strip():
+            raise ValueError("--output_dir is empty; name a folder for the outputs, e.g. --output_dir=out")
+        if self.log_every < 1:
+            raise ValueError(f"--log_every={self.log_every} must be at least 1")
+        if self.save_every < 0:
+            raise ValueError(f"--save_every={self.save_every} must be 0 (off) or a positive count")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint_every={self.checkpoint_every} must be 0 (off) or a positive count")
+        if self.mesh not in MESHES:
+            raise ValueError(f"--mesh={self.mesh!r} is unknown; use one of {MESHES}")
 
 
 def parse_loss(items) -> dict[str, float]:

@@ -2,11 +2,14 @@
 
 `--input` names one image, a folder of images, or a list file (`.txt`): one image per line,
 optionally followed by its seeds (`bark.png 0,1,2`, or a count: `bark.png 4`); blank lines and
-lines starting with `#` are skipped, and relative paths are relative to the list file.
+lines starting with `#` are skipped, and relative paths are relative to the list file. A folder's
+images that texsynth_jax wrote there itself (outputs.product_files) are not sources.
 """
 
 import collections
 import os
+
+from texsynth_jax import outputs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 # The seeds of a source run as one batch, so the memory check (budget.py) bounds them far lower; these
@@ -47,22 +50,38 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
 def read_sources(input_path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:
     """[(image path, seeds)] for an image, a folder of images, or a list file."""
     if os.path.isdir(input_path):
-        images = sorted(os.path.join(input_path, n) for n in os.listdir(input_path)
-                        if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+        ours = outputs.product_files(input_path)  # an earlier run's outputs there are not new sources
+        names = [n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+        images = sorted(os.path.join(input_path, n) for n in names if n not in ours)
         if not images:
-            raise JobError(f"--input={input_path} is a folder with no images; put PNG or JPEG files in it")
+            raise JobError(f"--input={input_path} is a folder with no images" +
+                           (" but texsynth_jax's own outputs" if names else "") + "; put PNG or JPEG files in it")
         jobs = [(path, default_seeds) for path in images]
     elif input_path.lower().endswith(".txt"):
         jobs = _read_list(input_path, default_seeds)
     else:
         return [(input_path, default_seeds)]
     _check_pairs(input_path, sum(len(seeds) for _, seeds in jobs))  # a folder's sources share one list
-    counts = collections.Counter(stem(path) for path, _ in jobs)
+    check_work(jobs, f"--input={input_path}")
+    return jobs
+
+
+def check_work(work, where: str = "the job") -> None:
+    """Raise JobError unless `work` is [(image path, [seed, ...])] with distinct non-negative int seeds
+    per source and no two sources of the same name (their outputs would overwrite each other)."""
+    for item in work:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], (str, os.PathLike))):
+            raise JobError(f"{where}: {item!r} is not (image path, [seeds]); give a list of such pairs")
+        path, seeds = item
+        if (not isinstance(seeds, (list, tuple)) or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in seeds)):
+            raise JobError(f"{where}: the seeds of {path} are {seeds!r}; give a non-empty list of ints in 0..2**31-1")
+        if len(set(seeds)) != len(seeds):
+            raise JobError(f"{where}: the seeds of {path} repeat a seed; list each seed once")
+    counts = collections.Counter(stem(os.fspath(path)) for path, _ in work)
     clash = next((s for s, n in counts.items() if n > 1), None)
     if clash:
-        raise JobError(f"--input={input_path} has two images named {clash}.*, whose outputs would clash; "
-                       "rename one")
-    return jobs
+        raise JobError(f"{where} has two images named {clash}.*, whose outputs would clash; rename one")
 
 
 def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:

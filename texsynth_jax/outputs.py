@@ -10,6 +10,10 @@ For an input `gravel.png` and seeds 0 and 1, a run writes:
   gravel_seed0_64x64.png ...             each coarser scale's result as it finishes (--coarse_iterations)
 Every file is written to a temp file in the same folder (`.tmp-<name>-<tag><ext>`, image_io.atomic_path)
 and renamed, so none is ever half written; the next run removes the temp files a killed save left.
+
+Before it writes anything, a job lists every name it may write in the folder's `.texsynth-files-p<process>.txt`
+(`claim`). That list, with the names earlier run records give, is what the product owns there
+(`product_files`): `--overwrite` replaces only those, and a folder used as input skips them.
 """
 
 import contextlib
@@ -52,8 +56,9 @@ def repeat(images, times: int = 2) -> np.ndarray:
 
 
 def check_output_dir(path: str, names, overwrite: bool) -> None:
-    """Raise OutputError unless `path` is (or can become) a writable folder and, unless `overwrite`,
-    none of `names` exists in it. Creates nothing: a failed check leaves the disk as it was."""
+    """Raise OutputError unless `path` is (or can become) a writable folder and none of `names` exists in
+    it, or, with `overwrite`, none that the product did not write (`product_files`). Creates nothing: a
+    failed check leaves the disk as it was."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"--output_dir={path} is a file, not a folder; choose another --output_dir")
     existing = path
@@ -71,11 +76,129 @@ def check_output_dir(path: str, names, overwrite: bool) -> None:
     except OSError as e:
         raise OutputError(f"--output_dir={path} is not writable ({e.strerror or e}); "
                           "choose another --output_dir") from None
-    if not overwrite and os.path.isdir(path):
-        taken = [n for n in names if os.path.exists(os.path.join(path, n))]
-        if taken:
+    if os.path.isdir(path):
+        taken = [n for n in names if os.path.lexists(os.path.join(path, n))]
+        if taken and not overwrite:
             raise OutputError(f"{os.path.join(path, taken[0])} already exists; pass --overwrite or choose "
                               "another --output_dir")
+        owned = product_files(path) if taken else set()
+        foreign = [n for n in taken if n not in owned]
+        if foreign:
+            raise OutputError(f"{os.path.join(path, foreign[0])} exists and was not written by texsynth_jax, so "
+                              "--overwrite leaves it alone; move it or choose another --output_dir")
+
+
+def check_inputs_kept(inputs, output_dir: str, names) -> None:
+    """Raise OutputError if writing `names` into `output_dir` would replace one of the `inputs` (paths):
+    an output named like the user's own file beside it, or a source of a later step of the job."""
+    def key(path):
+        return os.path.normcase(os.path.realpath(path))
+
+    outputs = {key(os.path.join(output_dir, n)): n for n in names}
+    for path in inputs:
+        if key(path) in outputs:
+            raise OutputError(f"the output {outputs[key(path)]} would replace the input {path}; choose another "
+                              "--output_dir, or rename the input")
+
+
+MANIFEST = ".texsynth-files-p{process}.txt"
+
+
+def claim(folder: str, process: int, names) -> None:
+    """Add `names` to this process's list of the files the product writes in `folder` (atomically),
+    before any of them is written: a kill halfway still leaves them known as the product's."""
+    path = os.path.join(folder, MANIFEST.format(process=process))
+    known = _read_lines(path)
+    new = sorted(set(names) - known)
+    if not new and os.path.exists(path):
+        return
+    with image_io.atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("".join(name + "\n" for name in sorted(known | set(new))))
+
+
+def product_files(folder: str) -> set[str]:
+    """The names in `folder` that texsynth_jax wrote or claimed: every process's list (`claim`), and the
+    outputs and the record itself named by any run record there (runs from before the lists existed)."""
+    names = set()
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".texsynth-files-p") and entry.name.endswith(".txt"):
+                    names |= _read_lines(entry.path)
+                elif entry.name.endswith("_run.json") and entry.is_file():
+                    names |= _record_names(entry.path)
+    return names
+
+
+def _read_lines(path: str) -> set[str]:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        with open(path) as f:
+            return {line.rstrip("\n") for line in f if line.strip()}
+    return set()
+
+
+def _record_names(path: str) -> set[str]:
+    """The file names a run record lists as its outputs, with the record's own; none if it is not ours."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return set()
+    listed = record.get("outputs") if isinstance(record, dict) else None
+    if not isinstance(listed, dict) or "versions" not in record:
+        return set()
+    names = {os.path.basename(path)}
+    for value in listed.values():
+        for item in value if isinstance(value, list) else [value]:
+            for name in item if isinstance(item, list) else [item]:
+                if isinstance(name, str):
+                    names.add(name)
+    return names
+
+
+class FolderLock:
+    """One writer per output folder and host: an exclusive flock on `.texsynth_p<process>.lock` in it,
+    held while the job writes, refused at once (one line) if another run holds it. Hosts of a
+    multi-host job write their own files, so each takes its own. The OS releases a flock when its
+    process dies; the file is removed on a normal release. Where there is no flock (Windows), the job
+    goes on unguarded and says so."""
+
+    def __init__(self, folder: str, process: int, log):
+        self.folder, self.log, self.fd = folder, log, None
+        self.path = os.path.join(folder, f".texsynth_p{process}.lock")
+
+    def __enter__(self):
+        try:
+            import fcntl  # POSIX only: imported here so that the library imports everywhere
+        except ImportError:
+            self.log(f"cannot lock {self.path} (no fcntl here); make sure no other run writes there")
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"--output_dir={self.folder}: another run is writing there (it holds "
+                                  f"{self.path}); wait for it to end or choose another --output_dir") from None
+            except OSError as e:  # a file system without locks: go on, unguarded
+                os.close(fd)
+                self.log(f"cannot lock {self.path} ({e.strerror or e}); make sure no other run writes there")
+                return self
+            # A run that was ending may have removed the file after we opened it: the lock must be the
+            # path's current file, or another run could lock a new one beside ours.
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    self.fd = fd
+                    return self
+            os.close(fd)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # while still held, so no run can lock the file being removed
+            os.close(self.fd)
 
 
 def remove_stale_temps(folder: str, names) -> int:

@@ -60,3 +60,12 @@ def check_spatial(mesh: Mesh, size: tuple[int, int], factor: int) -> None:
             f"height {size[0]} cannot be split into {n} strips of whole {factor}-px pooling windows; "
             f"use a height that is a multiple of {n * factor}")
 
+
+
+def choose_mesh(kind: str, devices=None) -> Mesh | None:
+    """The mesh for RunOptions.mesh `kind` over `devices` (default: this host's); None: one device.
+    "auto" splits the seeds when there are several devices. An Engine checks that a SPACE mesh fits
+    its sizes (check_spatial)."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    kind = kind if kind != "auto" else (SEEDS if len(devices) > 1 else "none")
+    return None if kind == "none" else make_mesh(kind, devices)

@@ -48,34 +48,52 @@ class Progress:
     also keeps the rate and ETA true to the device, since the host waits for it there.
     """
 
-    def __init__(self, iterations: int, seeds, log_every: int, stream=None, bar: bool | None = None):
+    def __init__(self, iterations: int, seeds, log_every: int, stream=None, bar: bool | None = None,
+                 scales=None, then: str = ""):
+        """scales: [(last iteration, (height, width))] of every scale, coarsest first (default: one scale
+        of `iterations`); the ETA counts the scales to come at the current rate times their pixels.
+        then: what follows the iterations, added to the ETA (e.g. "+ judge")."""
         self.iterations, self.seeds, self.log_every = iterations, list(seeds), log_every
+        self.scales = list(scales) if scales else [(iterations, None)]
+        self.then = then
         self.stream = stream or sys.stderr
         self.bar = self.stream.isatty() if bar is None else bar
         self.step, self._losses, self._pending = 0, [], []  # host arrays [B]; device arrays [padded]
         self.start = self._rate_start = time.perf_counter()
+        self._rate_steps = 0
         self.first_step_s = None  # includes compilation
-        self._rate = None  # iterations per second, as of the last synchronised line
+        self._rate = None  # iterations per second at the current scale, as of the last synchronised line
+        self._rate_scale = 0  # the scale the rate was measured at
         self._bar_drawn = False
 
     def begin(self, step: int = 0, losses=()) -> None:
         """Start the clock; `step` iterations already done (a checkpoint) with their losses [B]."""
         self.step, self._losses, self._pending = step, [np.asarray(l) for l in losses], []
         self.start = time.perf_counter()
+        self._rate_scale = self.scale_of(step + 1)
+
+    def scale_of(self, step: int) -> int:
+        """The scale that iteration `step` runs at."""
+        return next((k for k, (end, _) in enumerate(self.scales) if step <= end), len(self.scales) - 1)
 
     def update(self, step: int, new_losses) -> None:
         """Iterations up to `step` are dispatched; `new_losses`: their device arrays [padded] (unfetched)."""
         self._pending += list(new_losses)
         first = self.first_step_s is None
+        scale = self.scale_of(step)
+        new_scale = scale != self._rate_scale  # its first dispatch compiled that scale's programs
         self.step = step
-        if first or step % self.log_every < len(new_losses) or step == self.iterations:
+        if first or new_scale or step % self.log_every < len(new_losses) or step == self.iterations:
             now = self._sync()
             if first:
                 self.first_step_s, self._rate_start, self._rate_steps = now - self.start, now, step
+            if new_scale:  # the rate of the last scale, scaled by pixels, until this one's is measured
+                if self._rate is not None:
+                    self._rate *= self._pixels(self._rate_scale) / self._pixels(scale)
+                self._rate_scale, self._rate_start, self._rate_steps = scale, now, step
             self._write(self.line(self._losses[-1], now) + "\n")
         elif self.bar:
             self._draw_bar()
-
     def history(self) -> list[np.ndarray]:
         """The loss [B] of every iteration so far, on the host."""
         self._sync()
@@ -87,9 +105,29 @@ class Progress:
             self._losses += [np.asarray(l)[:n] for l in jax.device_get(self._pending)]
             self._pending = []
         now = time.perf_counter()
-        if self.first_step_s is not None and self.step > self._rate_steps:
+        if (self.first_step_s is not None and self.step > self._rate_steps
+                and self.scale_of(self.step) == self._rate_scale):
             self._rate = (self.step - self._rate_steps) / max(now - self._rate_start, 1e-9)
         return now
+
+    def _pixels(self, scale: int) -> int:
+        size = self.scales[scale][1]
+        return 1 if size is None else size[0] * size[1]
+
+    def remaining_s(self) -> float | None:
+        """Seconds to the last iteration: this scale's iterations left at the measured rate, and each
+        later scale's at that rate times its pixels over this scale's; None before a rate is known."""
+        if self._rate is None:
+            return None
+        scale, left = self.scale_of(self.step), 0.0
+        for k in range(scale, len(self.scales)):
+            begin = self.step if k == scale else self.scales[k - 1][0]
+            left += (self.scales[k][0] - begin) * self._pixels(k) / self._pixels(scale)
+        return left / self._rate
+
+    def eta(self) -> str:
+        left = self.remaining_s()
+        return "" if left is None else f"ETA {format_duration(left)}" + (f" {self.then}" if self.then else "")
 
     def rate(self) -> float | None:
         """Iterations per second after the first (which includes compilation), as last measured."""
@@ -97,17 +135,22 @@ class Progress:
 
     def line(self, loss: np.ndarray, now: float) -> str:
         width = len(str(self.iterations))
-        parts = [f"iteration {self.step:{width}d}/{self.iterations}", format_losses(loss, self.seeds)]
+        where = f"iteration {self.step:{width}d}/{self.iterations}"
+        if len(self.scales) > 1:  # the loss starts anew at each scale's size: say which one it is
+            scale = self.scale_of(self.step)
+            h, w = self.scales[scale][1]
+            where += f" [scale {scale + 1}/{len(self.scales)}, {h}x{w}]"
+        parts = [where, format_losses(loss, self.seeds)]
         if self._rate is None:
             parts.append(f"first iteration {self.first_step_s:.1f}s (includes compiling)")
         else:
-            parts += [f"{self._rate:.2f} it/s", f"ETA {format_duration((self.iterations - self.step) / self._rate)}"]
+            parts += [f"{self._rate:.2f} it/s", self.eta()]
         return "  ".join(parts)
 
     def _draw_bar(self) -> None:
         width = 30
         filled = width * self.step // self.iterations
-        eta = f" ETA {format_duration((self.iterations - self.step) / self._rate)}" if self._rate else ""
+        eta = f" {self.eta()}" if self._rate else ""
         self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.iterations}{eta} ")
         self.stream.flush()
         self._bar_drawn = True
@@ -129,3 +172,9 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._bar_drawn = False
+
+
+def format_schedule(config) -> str:
+    """"300 iterations at 256x256", or every scale's: "100 at 64x64, 50 at 128x128, 50 at 256x256"."""
+    scales = [f"{n} at {h}x{w}" for n, (h, w) in zip(config.scale_iterations, config.scale_sizes)]
+    return scales[0].replace(" at", " iterations at") if len(scales) == 1 else "iterations " + ", ".join(scales)

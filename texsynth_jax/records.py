@@ -1,0 +1,146 @@
+"""What a job knows of each source's files: their names, which of them a run may write, the fingerprint a
+checkpoint must match to be continued, whether a finished run can be skipped, and the JSON run record.
+
+Pure functions of the plan and the settings, apart from reading an earlier record (`finished`); the
+runner decides when to write.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from texsynth_jax import coarse_to_fine, image_io, jobs, outputs, weights
+from texsynth_jax.config import RunOptions, SynthesisConfig
+
+# A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
+# the counts is refused before the list of names is built.
+MAX_SNAPSHOTS = 100_000
+
+
+class SourcePlan(NamedTuple):
+    """One source of a job as this host runs it."""
+
+    path: str
+    seeds: list
+    size: tuple  # (height, width) from the header
+    names: dict  # output file names (outputs.final_names, with this host's record, sheet and checkpoint)
+
+
+def plan_sources(work, config: SynthesisConfig, arch: str, process: int, processes: int) -> list[SourcePlan]:
+    """Check every source's header and size (no pixels decoded) and name its outputs."""
+    plan = []
+    suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
+    for path, seeds in work:
+        size = image_io.check_image(path)
+        coarse_to_fine.check_source(size, config, arch, f"input image {path}")
+        stem = jobs.stem(path)
+        names = outputs.final_names(stem, seeds, config.tileable, config.scale_sizes[:-1])
+        for key in ("sheet", "record", "loss_plot"):
+            root, ext = os.path.splitext(names[key])
+            names[key] = root + suffix + ext
+        names["checkpoint"] = f"{stem}_ckpt{suffix}.npz"
+        plan.append(SourcePlan(path, seeds, size, names))
+    return plan
+
+
+def check_snapshots(config: SynthesisConfig, options: RunOptions, seeds: int) -> None:
+    """Raise ValueError if --save_every asks for more snapshot images than a run should write, before
+    their names are listed (300,000,000 iterations saved every one would fill memory with names)."""
+    if not options.save_every:
+        return
+    count = -(-config.total_iterations // options.save_every) * seeds
+    if count > MAX_SNAPSHOTS:
+        least = -(-config.total_iterations * seeds // MAX_SNAPSHOTS)
+        raise ValueError(f"--save_every={options.save_every} with {config.total_iterations} iterations and {seeds} "
+                         f"seed(s) writes {count} snapshot images, more than {MAX_SNAPSHOTS}; give --save_every of at "
+                         f"least {least}, or 0 for none")
+
+
+def snapshot_steps(iterations: int, save_every: int, steps_per_dispatch: int) -> list[int]:
+    """The iterations whose images a run may save (--save_every): the dispatches that end within
+    steps_per_dispatch of a multiple of save_every, as the runner saves them, from any resume point."""
+    if not save_every:
+        return []
+    return sorted({k for m in range(0, iterations, save_every)
+                   for k in range(max(m, 1), min(m + steps_per_dispatch, iterations))})
+
+
+def output_files(src: SourcePlan, config: SynthesisConfig, options: RunOptions, steps_per_dispatch: int) -> list[str]:
+    """Every file name a run of `src` may write (or remove): images, their 2x2 repeats (tileable), each
+    coarse scale's images, sheet, record, loss plot, snapshots and checkpoint. The overwrite check, the
+    folder's list of the product's files and the clean-up of stale temp files all go by this list."""
+    total = config.total_iterations
+    snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, total)
+                 for step in snapshot_steps(total, options.save_every, steps_per_dispatch)
+                 for seed in src.seeds]
+    return [*src.names["images"], *src.names["tiled"], *(n for scale in src.names["scales"] for n in scale),
+            src.names["sheet"], src.names["record"], src.names["loss_plot"], *snapshots, src.names["checkpoint"]]
+
+
+def fingerprint(config: SynthesisConfig, seeds, image, weights_sha256: str, meta: dict) -> str:
+    """What a checkpoint must match to be continued: settings, seeds, source pixels, and the converted
+    weights (their file's content and their convention)."""
+    text = json.dumps([dataclasses.asdict(config), list(seeds), weights_sha256,
+                       {k: meta.get(k) for k in ("arch", "channel_order", "scale", "mean", "std")}],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_sha256: str, overwrite: bool) -> bool:
+    """Whether this source and host's record in the output folder is a finished run of this very request
+    (settings, seeds, input file, weights file). A finished run of another request is refused, as
+    skipping it would leave its outputs in place of the ones asked for, unless `overwrite` redoes it."""
+    path = os.path.join(output_dir, src.names["record"])
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    field = lambda *keys: functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, keys, record)
+    if field("status") != "complete":
+        return False
+    differs = [what for what, same in (
+        ("settings", field("config") == json.loads(json.dumps(dataclasses.asdict(config)))),
+        ("seeds", field("seeds") == list(src.seeds)),
+        ("input", field("input", "sha256") == weights.file_sha256(src.path)),
+        ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
+    if not differs:
+        return True
+    if overwrite:
+        return False
+    raise outputs.OutputError(f"{path} records a finished run with other {' and '.join(differs)}; pass --overwrite "
+                              "to redo it, or choose another --output_dir")
+
+
+def make_record(*, status: str, step: int, config: SynthesisConfig, options: RunOptions, src: SourcePlan, image,
+                notes, names: dict, losses, timings: dict, meta: dict, weights_path: str, weights_sha256: str,
+                extra: dict) -> dict:
+    """The JSON record of one source's run: what was run and what came out.
+
+    losses: [B][iterations done] per seed; image: the decoded source [H, W, 3]."""
+    def finite(x):
+        return float(x) if np.isfinite(x) else None
+
+    seeds = src.seeds
+    return {
+        "status": status, "iterations_done": step, **extra,
+        "config": dataclasses.asdict(config), "options": dataclasses.asdict(options),
+        "seeds": seeds,
+        "input": {"path": os.path.abspath(src.path), "sha256": weights.file_sha256(src.path),
+                  "size": list(image.shape[:2]), "conversions": notes},
+        "weights": {"path": os.path.abspath(weights_path), "file_sha256": weights_sha256,
+                    "arch": meta.get("arch"), "source_name": meta.get("source_name"),
+                    "source_sha256": meta.get("source_sha256")},
+        "outputs": names,
+        "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
+                   for size, iterations, source_size in zip(config.scale_sizes, config.scale_iterations,
+                                                            coarse_to_fine.source_sizes(image.shape[:2], config))],
+        "final_loss": {str(s): finite(l[-1]) if len(l) else None for s, l in zip(seeds, losses)},
+        "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},
+        "timings_s": timings, "versions": outputs.versions(),
+    }

@@ -127,7 +127,7 @@ class CoarseToFine:
                 state = engine.restart(state, targets[k])
 
             def hook(state, step, losses, k=k):
-                if on_step is not None and on_step(state, k, self.offsets[k] + step, losses):
+                if on_step is not None and on_step(state, self.offsets[k] + step, losses):
                     stopped.append(k)
                     return True
 

@@ -55,7 +55,7 @@ def check_snapshots(config: SynthesisConfig, options: RunOptions, seeds: int) ->
         return
     count = -(-config.total_iterations // options.save_every) * seeds
     if count > MAX_SNAPSHOTS:
-        least = -(-config.total_iterations * seeds // MAX_SNAPSHOTS)
+        least = -(-config.total_iterations // max(MAX_SNAPSHOTS // seeds, 1))
         raise ValueError(f"--save_every={options.save_every} with {config.total_iterations} iterations and {seeds} "
                          f"seed(s) writes {count} snapshot images, more than {MAX_SNAPSHOTS}; give --save_every of at "
                          f"least {least}, or 0 for none")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from test_run import in_process, listing
 from texsynth_jax import (Engine, RunOptions, SynthesisConfig, budget, checkpoint, image_io, jobs, load_weights,
-                          outputs, run_job, runner, synthesis, weights)
+                          outputs, records, run_job, runner, synthesis, weights)
 
 SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--iterations=2", "--mesh=none", "--log_every=100"]
 CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), iterations=2)
@@ -331,8 +331,8 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
 
 
 def test_snapshots_are_in_the_overwrite_check(tmp_path, weights_path, capsys):
-    assert runner._snapshot_steps(10, 4, 1) == [4, 8]
-    assert runner._snapshot_steps(10, 4, 3) == [1, 2, 4, 5, 6, 8, 9]  # what a dispatch of 3 can end on
+    assert records.snapshot_steps(10, 4, 1) == [4, 8]
+    assert records.snapshot_steps(10, 4, 3) == [1, 2, 4, 5, 6, 8, 9]  # what a dispatch of 3 can end on
     path = source(tmp_path / "a.png")
     out = tmp_path / "out"
     out.mkdir()

@@ -25,8 +25,18 @@ def test_folder_and_list_file(tmp_path):
     assert jobs.read_sources("x.png", [1]) == [("x.png", [1])]
 
 
+def test_a_list_file_names_paths_with_spaces(tmp_path):
+    (tmp_path / "my photo.png").write_bytes(b"")
+    (tmp_path / "other photo 2.png").write_bytes(b"")
+    listing = tmp_path / "job.txt"
+    listing.write_text('my photo.png 3\n"my photo.png" 5,6\nother photo 2.png\n\'quoted one.png\'\n')
+    assert jobs._read_list(str(listing), [0]) == [
+        (str(tmp_path / "my photo.png"), [0, 1, 2]), (str(tmp_path / "my photo.png"), [5, 6]),
+        (str(tmp_path / "other photo 2.png"), [0]), (str(tmp_path / "quoted one.png"), [0])]
+
+
 @pytest.mark.parametrize("text, message", [
-    ("a.png 1 2\n", "separate seeds with commas"), ("a.png x\n", "seed"), ("# none\n", "names no images"),
+    ("a.png 1 2\n", "separate seeds with commas"), ('"a.png 1\n', "close the quotes"), ("a.png x\n", "seed"), ("# none\n", "names no images"),
     ("a.png\nsub/a.jpg\n", "two images named a"),
 ])
 def test_bad_list_files(tmp_path, text, message):

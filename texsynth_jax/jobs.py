@@ -2,12 +2,14 @@
 
 `--input` names one image, a folder of images, or a list file (`.txt`): one image per line,
 optionally followed by its seeds (`bark.png 0,1,2`, or a count: `bark.png 4`); blank lines and
-lines starting with `#` are skipped, and relative paths are relative to the list file. A folder's
+lines starting with `#` are skipped, relative paths are relative to the list file, and a path with
+spaces is quoted (`"my photo.png" 4`) or written as it is when the file exists. A folder's
 images that texsynth_jax wrote there itself (outputs.product_files) are not sources.
 """
 
 import collections
 import os
+import shlex
 
 from texsynth_jax import outputs
 
@@ -92,20 +94,41 @@ def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]
         raise JobError(f"list file {path} cannot be read ({e}); give a text file, one image per line") from None
     folder, jobs, pairs = os.path.dirname(os.path.abspath(path)), [], 0
     for number, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        if len(parts) > 2:
-            raise JobError(f"{path}:{number}: expected `image [seeds]`, got {line.strip()!r}; separate seeds "
-                           "with commas, not spaces")
-        image = parts[0] if os.path.isabs(parts[0]) else os.path.join(folder, parts[0])
-        seeds = parse_seeds(parts[1], f"{path}:{number}: seeds") if len(parts) == 2 else default_seeds
+        name, seeds_text = _split_line(line, folder, f"{path}:{number}")
+        image = name if os.path.isabs(name) else os.path.join(folder, name)
+        seeds = parse_seeds(seeds_text, f"{path}:{number}: seeds") if seeds_text is not None else default_seeds
         pairs += len(seeds)
         _check_pairs(path, pairs)  # line by line, before more lists are built
         jobs.append((image, seeds))
     if not jobs:
         raise JobError(f"list file {path} names no images; write one image path per line")
     return jobs
+
+
+def _split_line(line: str, folder: str, where: str) -> tuple[str, str | None]:
+    """(image, seeds text or None) of a list file's line. A path with spaces is quoted ("my photo.png" 4),
+    or written as it is when it names an existing file (my photo.png 4)."""
+    text = line.strip()
+    parts = text.split()
+    if '"' not in text and "'" not in text:
+        if len(parts) == 1 or (len(parts) == 2 and set(parts[1]) <= set("0123456789,")):
+            return parts[0], parts[1] if len(parts) == 2 else None  # the usual line: no look at the disk
+        exists = lambda name: os.path.isfile(name if os.path.isabs(name) else os.path.join(folder, name))
+        head, _, tail = text.rpartition(" ")
+        if exists(text):
+            return text, None
+        if exists(head.strip()):
+            return head.strip(), tail
+    try:
+        parts = shlex.split(text)
+    except ValueError as e:  # an unclosed quote
+        raise JobError(f"{where}: {text!r} cannot be read ({e}); close the quotes around the path") from None
+    if len(parts) > 2:
+        raise JobError(f"{where}: expected `image [seeds]`, got {text!r}; separate seeds with commas, not spaces, "
+                       'and quote a path with spaces ("my photo.png" 4)')
+    return parts[0], parts[1] if len(parts) == 2 else None
 
 
 def _check_pairs(where: str, pairs: int) -> None:

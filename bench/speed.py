@@ -223,7 +223,7 @@ def main():
     flags = cpu_flags()
     print(f"# CPU: {cpu} ({flags}); {threads} threads; JAX {jax.__version__} ({backend}), "
           f"PyTorch {torch.__version__}; auto conv on {backend} = "
-          f"{conv_lib.DEFAULTS.get(backend, 'lax')}; medians of {args.repeats}", flush=True)
+          f"{conv_lib.name('auto', backend)}; medians of {args.repeats}", flush=True)
 
     rows = []
     for size in sizes:

@@ -79,10 +79,12 @@ def test_vmap_equals_per_image(strategy):
 
 
 def test_select():
-    assert conv.select("lax", "cpu") is conv.lax_conv
+    assert conv.select("lax", "cpu") is conv.lax_conv and conv.select("matmul", "gpu") is conv.matmul_conv
+    assert conv.name("auto", "cpu") == conv.DEFAULTS["cpu"] == "lax"  # measured: bench/README.md
     assert conv.select("auto", "cpu") is conv.STRATEGIES[conv.DEFAULTS["cpu"]]
-    assert conv.select("auto", "gpu") is conv.lax_conv
-    assert conv.select("auto", "tpu") is conv.lax_conv
+    for backend in ("gpu", "tpu"):  # not measured yet: XLA's own convolution, and said so
+        assert backend not in conv.DEFAULTS and conv.name("auto", backend) == conv.UNMEASURED == "lax"
+        assert conv.select("auto", backend) is conv.lax_conv
 
 
 def test_winograd_refuses_other_kernels():

@@ -40,8 +40,9 @@ class SynthesisConfig:
         hardware with bf16 matrix units).
       remat: recompute each VGG block's activations in the backward pass instead of keeping
         them: less peak memory for large outputs, at the cost of one more forward pass.
-      conv: convolution strategy: "lax" (XLA's convolution), "matmul" (nine shifted matrix
-        products), or "auto" (the fastest for the backend).
+      conv: convolution strategy (conv.py): "lax" (XLA's convolution), "matmul", "shifted",
+        "winograd", "winograd4", or "auto": the one measured fastest on the backend (conv.DEFAULTS),
+        "lax" where not measured.
       optimizer: "lbfgs" (texsynth_jax's L-BFGS) or "optax" (optax.lbfgs); see optimizers.py.
       loss: the loss terms and their weights as "name:weight" items (terms.py): ("gram:1",) is the
         paper; e.g. ("gram:1", "swd:1", "spectrum:0.1").
@@ -75,7 +76,8 @@ class SynthesisConfig:
                              "hardware has bf16 matrix units.", PRECISIONS)
     remat: bool = setting(False, "Recompute each VGG block in the backward pass instead of keeping its "
                           "activations (less memory, one more forward pass).")
-    conv: str = setting("auto", "Convolution strategy; auto picks the fastest for the backend.", CONV_STRATEGIES)
+    conv: str = setting("auto", "Convolution strategy; auto: the one measured fastest on the backend "
+                        "(conv.DEFAULTS; cpu: lax), lax where not measured (gpu, tpu so far).", CONV_STRATEGIES)
     optimizer: str = setting("lbfgs", "L-BFGS implementation: lbfgs (texsynth_jax's, the measured default) or "
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
                              OPTIMIZERS)

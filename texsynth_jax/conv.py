@@ -2,9 +2,8 @@
 
 Every strategy computes the same function as `lax_conv` (up to float rounding) and is
 differentiable by JAX's autodiff, so the backward pass uses the same strategy's transposes.
-On GPU and TPU `lax.conv` maps to cuDNN and the TPU's own convolution units and stays the best
-choice. On CPU the fastest one is measured by bench/speed.py (see bench/README.md) and recorded
-in `DEFAULTS`.
+"auto" (`name`) is the strategy measured fastest on the backend (`DEFAULTS`, with the command that
+measured it), and "lax" on a backend not measured yet.
 """
 
 import functools
@@ -150,12 +149,20 @@ STRATEGIES = {
     "winograd": winograd_conv,
     "winograd4": winograd4_conv,
 }
-# Measured by bench/speed.py; see bench/README.md.
+# "auto": the fastest strategy per backend, as measured (loss and gradient, fp32, batch 1) by
+#   python bench/speed.py --sizes 128 --batches 1 --precision fp32 --conv lax,matmul,shifted,winograd,winograd4 --no-memory
+# cpu (AMD EPYC, avx2; bench/README.md, "Convolution strategies"): lax 667 ms, shifted 733, matmul 736,
+# winograd 1085, winograd4 3672. Not measured yet: gpu, tpu; they get UNMEASURED, XLA's own convolution
+# (cuDNN on GPU), by assumption. Add a backend here with its figures once the command has run there.
 DEFAULTS = {"cpu": "lax"}
+UNMEASURED = "lax"
+
+
+def name(strategy: str, backend: str) -> str:
+    """The strategy that `strategy` means on `backend`: itself, or for "auto" the measured fastest."""
+    return DEFAULTS.get(backend, UNMEASURED) if strategy == "auto" else strategy
 
 
 def select(strategy: str, backend: str):
-    """The convolution function for `strategy` ("auto" picks the measured default of `backend`)."""
-    if strategy == "auto":
-        strategy = DEFAULTS.get(backend, "lax")
-    return STRATEGIES[strategy]
+    """The convolution function for `strategy` on `backend` (see `name`)."""
+    return STRATEGIES[name(strategy, backend)]

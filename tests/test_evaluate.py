@@ -145,3 +145,149 @@ def test_a_smooth_texture_is_not_a_copy_but_a_crop_of_it_is(judge_params):
     result = evaluate.judge(judge_params, source, [elsewhere, source[10:74, 20:84]])
     assert result["copy_rms"] < evaluate.COPY_RMS
     assert result["copy_fraction"] == [0.0, 1.0], result["copy_fraction"]
+
+
+# Issue 24: an exact copy always counts; the judge is bounded, stoppable and says what it cannot see.
+
+def _field(shape, seed=0, sigma=1.5):
+    """A non-repeating texture: blurred noise with a photo's contrast."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.normal(size=(*shape, 3)), (sigma, sigma, 0))
+    return np.clip(0.5 + 0.15 * field / field.std(), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["tiled", "flat colour", "flat white", "flat black"])
+def test_an_exact_copy_of_a_source_that_repeats_itself_counts(judge_params, kind):
+    # A tiled pattern or a flat colour repeats itself exactly: its own nearest repeat is 0, and a strict
+    # test against 0 called its verbatim copy new. White: the largest values, the search's largest rounding.
+    source = {"tiled": np.tile(np.random.default_rng(0).random((8, 8, 3), dtype=np.float32), (8, 8, 1)),
+              "flat colour": np.tile(np.float32([0.3, 0.5, 0.7]), (64, 64, 1)), "flat white": np.ones((64, 64, 3), np.float32),
+              "flat black": np.zeros((64, 64, 3), np.float32)}[kind]
+    copy = source[5:53, 3:51]
+    assert evaluate.copy_threshold(source) == evaluate.COPY_EXACT
+    assert evaluate.copy_fraction(source, copy, evaluate.COPY_EXACT) == 1.0
+    result = evaluate.judge(judge_params, source, [copy, np.roll(source, 1, axis=2)[:48, :48]])
+    assert result["copy_fraction"][0] == 1.0 and result["copy_rms"] == evaluate.COPY_EXACT
+    assert result["copy_fraction"][1] == (1.0 if kind in ("flat white", "flat black") else 0.0)  # colours swapped
+
+
+def test_the_readme_table_at_128_px(judge_params, photo):
+    # README "The judge": its 128 px table, row for row, at the precision printed there.
+    source = photo[:128, :128]
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:128, :128]
+    rows = {  # distance, copied fraction
+        "identical": (source, 0.0, 1.0),
+        "shifted": (np.roll(source, (37, 51), axis=(0, 1)), 0.087, 0.751),
+        "other crop": (photo[128:256, 128:256], 0.084, 0.0),
+        "blurred": (ndimage.gaussian_filter(source, (2, 2, 0)), 1.07, 0.0),
+        "noise": (rng.uniform(size=source.shape).astype(np.float32), 3.18, 0.0),
+        "stripes": (np.repeat((0.5 + 0.4 * np.sin(x / 3.0))[..., None], 3, -1).astype(np.float32), 5.17, 0.0),
+        "half copy": (np.concatenate([source[:64], rng.uniform(size=(64, 128, 3)).astype(np.float32)]), 1.57, 0.467),
+    }
+    result = evaluate.judge(judge_params, source, [r[0] for r in rows.values()])
+    for name, (_, distance, copied), d, c in zip(rows, rows.values(), result["distance"], result["copy_fraction"]):
+        assert float(f"{d:.3g}") == pytest.approx(distance, abs=1e-3), name
+        assert round(c, 3) == copied, name
+    assert result["copy_shrink"] == 1 and result["copy_judged_at"] == [128, 128]
+    assert result["copy_patches"] == [[225, 225]] * 7  # every patch: nothing subsampled at this size
+
+
+def test_copy_shrink_bounds_the_source_patches_and_keeps_small_sources_whole():
+    patches = lambda size, f: (size[0] // f - 15) * (size[1] // f - 15)
+    for size in [(31, 31), (128, 128), (256, 256), (300, 200), (257, 257), (1024, 1024), (4032, 3024),
+                 (512, 64), (20000, 48)]:
+        f = evaluate.copy_shrink(size)
+        assert patches(size, f) <= evaluate.COPY_SOURCE_PATCHES or min(size) // (f + 1) < 16, size
+        assert f == 1 or patches(size, f - 1) > evaluate.COPY_SOURCE_PATCHES, size  # the least that fits
+    assert [evaluate.copy_shrink(s) for s in [(256, 256), (300, 200), (257, 257), (1024, 1024)]] == [1, 1, 2, 4]
+
+
+def test_output_patches_at_full_resolution_are_the_old_grid(photo):
+    # Shrink 1: the copy test's output patches are exactly those of the stride-8 grid, in _patches' order.
+    src = evaluate.copy_source(photo[:64, :64])
+    queries, total = evaluate._output_queries(src, photo[:100, :72])
+    expected, _ = evaluate._patches(jnp.asarray(photo[:100, :72] - 0.5), 8)
+    assert total == 11 * 8
+    np.testing.assert_array_equal(queries, np.asarray(expected))
+
+
+def test_a_large_source_is_shrunk_and_a_copy_at_any_offset_still_counts(judge_params):
+    source = _field((300, 260))
+    assert evaluate.copy_shrink(source.shape[:2]) == 2
+    half = np.concatenate([source[37:97, 51:187], _field((60, 136), seed=2)])
+    outputs = [source[37:157, 51:187], source[36:156, 50:186], _field((120, 136), seed=1), half]
+    result = evaluate.judge(judge_params, source, outputs)
+    assert result["copy_shrink"] == 2 and result["copy_judged_at"] == [150, 130]
+    # Odd and even offsets: each lines up with the shrunk source's blocks at one phase of the shrink.
+    assert result["copy_fraction"][:3] == [1.0, 1.0, 0.0], result["copy_fraction"]
+    assert 0.3 < result["copy_fraction"][3] < 0.7
+    assert result["copy_patches"][0] == [42, 42]  # 6 x 7 locations, each at 4 phases
+
+
+def test_a_large_output_is_judged_on_a_fixed_subset_of_its_patches(judge_params):
+    source = _field((200, 160))
+    output = np.concatenate([source[:200, 5:155], _field((400, 150), seed=3)])  # copied above row 200
+    result = evaluate.judge(judge_params, source, [output])
+    truth = 24 / 74  # patch rows at 0, 8, ..., 184 lie inside the copy, of 74
+    assert result["copy_shrink"] == 1 and result["copy_patches"] == [[evaluate.COPY_QUERIES, 74 * 17]]
+    assert abs(result["copy_fraction"][0] - truth) < 0.04, result["copy_fraction"]
+    assert evaluate.judge(judge_params, source, [output]) == result  # the subset is fixed
+
+
+def test_the_judge_stops_between_short_steps_and_compiles_the_search_once(judge_params):
+    source = _field((100, 90))  # a size no other test uses: its search program is compiled here
+    outputs = [_field((64, 64), seed=1), _field((64, 64), seed=2), _field((48, 80), seed=3)]
+    calls = []
+    before = evaluate._nearest_block._cache_size()
+    full = evaluate.judge(judge_params, source, outputs, should_stop=lambda: calls.append(1) and False)
+    assert evaluate._nearest_block._cache_size() == before + 1  # threshold and every output: one program
+    chunks = -(-(11 * 10) // evaluate.CHUNK) + 3 * 1  # the source's stride-8 grid; 49, 49 and 45 output patches
+    assert len(calls) == 3 + 1 + 1 + chunks  # each distance, the one pair of one size, the copy test, each chunk
+    for stop_at in (1, 4, len(calls)):
+        asked = []
+        with pytest.raises(evaluate.Stopped):
+            evaluate.judge(judge_params, source, outputs, should_stop=lambda: asked.append(1) or len(asked) >= stop_at)
+        assert len(asked) == stop_at  # raised at once
+    assert full["diversity_pairs"] == 1
+
+
+@pytest.mark.parametrize("side", [evaluate.MIN_SIZE - 1, evaluate.MIN_SIZE])
+def test_min_size_is_where_alexnet_relu5_starts_to_see(judge_params, side):
+    image = np.full((side, side + 7, 3), 0.5, np.float32)
+    features = evaluate.alexnet(judge_params, image)
+    assert [f.shape[:2] for f in features] == [(evaluate.side_at(side, i), evaluate.side_at(side + 7, i))
+                                               for i in range(5)]
+    assert features[4].shape[0] == (0 if side < evaluate.MIN_SIZE else 1)
+    assert evaluate.MIN_SIZE == 31
+
+
+def test_check_judgeable_refuses_before_the_work_in_one_line():
+    evaluate.check_judgeable((128, 128), (31, 31))
+    evaluate.check_judgeable((31, 40), (256, 256))
+    evaluate.check_judgeable((1024, 1024), (67, 67))  # shrunk 4x: 17 * 4 - 1 px hold a patch at every phase
+    evaluate.check_judgeable((4032, 3024), (237, 237))  # a phone photo: shrunk 14x
+    cases = {((128, 128), (24, 24)): "use --size >= 31 or --judge=false",
+             ((128, 128), (24, 64)): "use --size >= 31",
+             ((30, 128), (64, 64)): "source (30x128 px) is too small",
+             ((1024, 1024), (64, 64)): "use --size >= 67",
+             ((4032, 3024), (236, 300)): "use --size >= 237",
+             ((40, 40000), (64, 64)): "too elongated"}
+    for (source, output), message in cases.items():
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+            evaluate.check_judgeable(source, output)
+        assert "\n" not in str(e.value)
+
+
+def test_the_judge_refuses_what_check_judgeable_refuses(judge_params):
+    with pytest.raises(ValueError, match="too small for the judge"):
+        evaluate.judge(judge_params, np.zeros((64, 64, 3), np.float32), [np.zeros((24, 24, 3), np.float32)])
+
+
+def test_cli_names_outputs_of_different_sizes(tmp_path, photo, capsys):
+    paths = [str(tmp_path / f"{n}.png") for n in ("src", "a", "b")]
+    for path, image in zip(paths, [photo[:96, :96], photo[96:160, 96:160], photo[100:148, 100:148]]):
+        image_io.save_png(path, image)
+    assert evaluate.main(paths) == 0
+    out = capsys.readouterr().out
+    assert "one output" not in out and "differ in size (64x64, 48x48)" in out, out

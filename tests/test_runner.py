@@ -168,3 +168,15 @@ def test_a_stop_during_the_judge_keeps_the_images_and_says_so(tmp_path, weights_
     record = json.loads((out / "a_run.json").read_text())
     assert record["status"] == "complete" and record["judge"] == {"stopped": True}
     assert (out / "a_seed0.png").exists()
+
+
+def test_sizes_the_judge_cannot_take_are_refused_before_the_first_iteration(tmp_path, weights_path):
+    """--size=24 (fine for pool1) and a 28 px source failed only after the images were written."""
+    src, small = photo(tmp_path / "a.png"), photo(tmp_path / "b.png", size=28)
+    out = tmp_path / "out"
+    config = SynthesisConfig(size=(24, 24), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), iterations=2,
+                             coarse_iterations=())
+    for work, size_config in [([(src, [0])], config), ([(src, [0]), (small, [0])], CONFIG)]:
+        with pytest.raises(ValueError, match="too small for the judge.*--judge=false"):
+            run_job(work, weights_path, size_config, RunOptions(output_dir=str(out), mesh="none"), log=quiet)
+        assert not out.exists()

@@ -106,9 +106,12 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     records.check_snapshots(config, options, max(len(src.seeds) for src in plan))
     from texsynth_jax import evaluate  # here, so `python -m texsynth_jax.evaluate` runs it fresh
 
-    if options.judge:
+    if options.judge:  # a size the judge cannot take fails here, not after the images are written
         for src in plan:
-            evaluate.check_judgeable(src.size, config.size, f"input image {src.path}")
+            try:
+                evaluate.check_judgeable(src.size, config.size)
+            except ValueError as e:
+                raise ValueError(f"input image {src.path}: {e}") from None
     mesh = parallel.choose_mesh(options.mesh)
     engine = coarse_to_fine.CoarseToFine(params, spec, config, max(len(src.seeds) for src in plan), mesh,
                                          steps_per_dispatch)

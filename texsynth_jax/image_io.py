@@ -6,7 +6,7 @@ import secrets
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageError(ValueError):
@@ -14,10 +14,20 @@ class ImageError(ValueError):
 
 
 def load_image(path: str) -> tuple[np.ndarray, list[str]]:
-    """Read an image file as RGB.
+    """Read an image file as RGB, upright.
 
-    Grayscale, RGBA, palette and 16-bit images are converted (alpha is composited over white,
-    16-bit is scaled to [0, 1]); each conversion is reported in the returned notes.
+    Every Pillow mode is either converted or refused with one line (ImageError); each conversion is
+    reported in the returned notes:
+      - EXIF orientation (phone photos): turned upright, as a viewer shows it.
+      - 1, L, P, YCbCr, CMYK, LAB, HSV: converted by Pillow (CMYK without any colour profile); alpha (LA, PA,
+        RGBA, RGBa, a transparent palette colour) is composited over white.
+      - 16-bit containers (I;16, I;16B, I;16L, and PGM/PPM, which Pillow reads as 16-bit "I"): divided by 65535.
+      - 32-bit integers (mode I, e.g. a TIFF): divided by the smallest of 255, 65535 and 2^31 - 1 that holds
+        the largest value: such files are mostly 8- or 16-bit data widened by a converter, and a larger
+        divisor would leave the image almost black. Negative values are refused.
+      - 32-bit floats (F): values in [0, 1] as they are, others rescaled from their minimum..maximum;
+        NaN or infinite values are refused.
+      - 16-bit-per-channel RGB(A) is read at 8 bits per channel (Pillow's decoding), noted.
 
     Returns:
       image: float32 [H, W, 3] RGB in [0, 1]; notes: human-readable conversions done.
@@ -27,11 +37,14 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
     try:
         with _opened(path) as img:
             wide = _is_16bit_colour(img)  # visible only before load(), in the decoder's raw mode
+            sixteen = img.format == "PPM" or any(r.startswith("I;16") for r in _rawmodes(img))  # Pillow scales PGM to 16 bits
+            orientation = _orientation(img)
             img.load()
-            if img.mode == "F" and not np.all(np.isfinite(np.asarray(img))):  # the only mode that can hold NaN
-                raise ImageError(f"input image {path} holds NaN or infinite pixel values; give an image whose "
-                                 "pixels are all finite")
-            image, notes = _to_rgb(img)
+            # Pillow turns a TIFF upright itself as it loads it (and drops the tag); other formats keep theirs.
+            upright = ImageOps.exif_transpose(img) if _orientation(img) != 1 else img
+            image, notes = _to_rgb(upright, path, sixteen)
+            if orientation != 1:
+                notes.insert(0, f"turned upright by its EXIF orientation {orientation} ({_ORIENTATIONS[orientation]})")
             if wide:
                 notes.insert(0, f"read 16-bit {img.mode} as 8 bits per channel")
             return image, notes
@@ -41,20 +54,42 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
 
 
+_ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
+                 6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees anticlockwise"}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1: upright, also when absent or unreadable), from the header where it can
+    be (JPEG, TIFF, WebP; a PNG's eXIf chunk before its pixels), without decoding the pixels."""
+    try:
+        if img.format == "PNG":
+            exif = Image.Exif()
+            if "exif" in img.info:
+                exif.load(img.info["exif"])
+        else:
+            exif = img.getexif()
+        orientation = int(exif.get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: Pillow's viewers ignore it too
+        return 1
+    return orientation if orientation in _ORIENTATIONS else 1
+
+
 def check_image(path: str) -> tuple[int, int]:
-    """(height, width) of an image file from its header, after checking that it can be read,
-    without decoding its pixels (a batch job checks every source before it starts)."""
+    """(height, width) of an image file from its header, upright (EXIF orientation), after checking that it
+    can be read, without decoding its pixels (a batch job checks every source before it starts)."""
     if not os.path.exists(path):
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
         with _opened(path) as img:
             size = img.size
+            # A quarter turn swaps height and width; Pillow gives a TIFF's size upright already.
+            turned = _orientation(img) in (5, 6, 7, 8) and img.format != "TIFF"
             img.verify()  # structure and checksums (PNG CRCs): catches truncated and corrupt files
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
-    return size[1], size[0]
+    return (size[0], size[1]) if turned else (size[1], size[0])
 
 
 @contextlib.contextmanager
@@ -72,37 +107,64 @@ def _opened(path: str):
                              "limit against decompression bombs; give a smaller image") from None
 
 
+def _rawmodes(img: Image.Image) -> list[str]:
+    """The decoder's raw modes of an image not yet loaded (Pillow's tile arguments: a string or a tuple)."""
+    args = [t[3] for t in (img.tile or []) if len(t) > 3]
+    return [a if isinstance(a, str) else a[0] for a in args if isinstance(a, str) or (a and isinstance(a[0], str))]
+
+
 def _is_16bit_colour(img: Image.Image) -> bool:
     """True for 16-bit-per-channel RGB(A), which Pillow decodes to 8 bits without saying so."""
-    rawmodes = [t[3] for t in (img.tile or []) if len(t) > 3 and isinstance(t[3], str)]
-    return img.mode in ("RGB", "RGBA") and any(r.startswith(("RGB;16", "RGBA;16")) for r in rawmodes)
+    return img.mode in ("RGB", "RGBA") and any(r.startswith(("RGB;16", "RGBA;16")) for r in _rawmodes(img))
 
 
-def _to_rgb(img: Image.Image) -> tuple[np.ndarray, list[str]]:
+def _gray(values: np.ndarray) -> np.ndarray:
+    return np.repeat(values.astype(np.float32)[..., None], 3, axis=-1)
+
+
+def _to_rgb(img: Image.Image, path: str, sixteen: bool) -> tuple[np.ndarray, list[str]]:
+    """Pixels of a loaded image as float32 RGB in [0, 1], with notes (load_image's rules). `sixteen`: its
+    container holds 16-bit samples (known only before load)."""
     notes, mode = [], img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit int) grayscale: PIL's convert("RGB") would clip to 255, so scale.
-        values = np.asarray(img, np.float64)
-        top = 65535.0 if values.max() > 255 or mode.startswith("I;16") else 255.0
-        gray = np.clip(values / top, 0, 1).astype(np.float32)
-        notes.append(f"converted {mode} ({'16' if top > 255 else '8'}-bit) grayscale to RGB")
-        return np.repeat(gray[..., None], 3, axis=-1), notes
+    if mode.startswith("I;16") or (mode == "I" and sixteen):
+        notes.append(f"converted 16-bit grayscale ({mode}) to RGB (divided by 65535)")
+        return _gray(np.asarray(img, np.float64) / 65535.0), notes
+    if mode == "I":
+        values = np.asarray(img, np.int64)
+        if values.min() < 0:
+            raise ImageError(f"input image {path} is 32-bit integer grayscale with negative values "
+                             f"({values.min()}); give an image with values >= 0 (e.g. a 16-bit PNG)")
+        top, bits = next((t, b) for t, b in ((255, 8), (65535, 16), (2**31 - 1, 31)) if values.max() <= t)
+        notes.append(f"converted 32-bit integer grayscale (I) to RGB: values up to {values.max()}, read as {bits}-bit "
+                     f"(divided by {top})")
+        return _gray(values / top), notes
     if mode == "F":
-        gray = np.asarray(img, np.float32)
-        gray = (gray - gray.min()) / max(float(np.ptp(gray)), 1e-12)
-        notes.append("converted float grayscale to RGB (rescaled to [0, 1])")
-        return np.repeat(gray[..., None], 3, axis=-1), notes
+        values = np.asarray(img, np.float64)
+        if not np.all(np.isfinite(values)):  # the only mode that can hold NaN
+            raise ImageError(f"input image {path} holds NaN or infinite pixel values; give an image whose "
+                             "pixels are all finite")
+        low, high = values.min(), values.max()
+        if low >= 0 and high <= 1:
+            notes.append("converted float grayscale (F) to RGB (values in [0, 1] kept)")
+            return _gray(values), notes
+        notes.append(f"converted float grayscale (F) to RGB (rescaled from {low:.4g}..{high:.4g} to [0, 1])")
+        return _gray((values - low) / max(high - low, 1e-12)), notes
+    if mode not in ("1", "L", "P", "RGB", "YCbCr", "CMYK", "LAB", "HSV", "RGBA", "RGBa", "LA", "PA"):
+        raise ImageError(f"input image {path} has pixel mode {mode}, which cannot be read as RGB; "
+                         "save it as an 8-bit RGB PNG")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         notes.append("converted palette image to RGB")
         mode = img.mode
-    if mode in ("RGBA", "LA", "PA") or (mode == "RGB" and "transparency" in img.info):
+    if mode in ("RGBA", "RGBa", "LA", "PA") or (mode in ("RGB", "L") and "transparency" in img.info):
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, img)
         notes.append(f"dropped the alpha channel of {mode} (composited over white)")
     elif mode in ("L", "1"):
         notes.append(f"converted grayscale ({mode}) to RGB")
+    elif mode == "CMYK":
+        notes.append("converted CMYK to RGB (Pillow's formula: a colour profile, if any, is not applied)")
     elif mode != "RGB":
         notes.append(f"converted {mode} to RGB")
     return np.asarray(img.convert("RGB"), np.float32) / 255.0, notes

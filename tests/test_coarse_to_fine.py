@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-import run
 from texsynth_jax import Engine, RunOptions, SynthesisConfig, coarse_to_fine, load_weights, run_job, synthesis
 from texsynth_jax.coarse_to_fine import CoarseToFine
 from texsynth_jax.config import parse_value

@@ -54,7 +54,7 @@ flags.DEFINE_string("weights", "", "Converted weights file (.h5, see models/READ
 flags.DEFINE_bool("paper", False, "The paper's own settings (Gatys et al. 2015: one scale, 2000 L-BFGS iterations, "
                   "Gram loss on conv1_1,pool1..pool4, average pooling, zero padding, near-flat grey start; "
                   "texsynth_jax.config.PAPER_MODE) for every setting whose flag is not given.")
-flags.DEFINE_list("imports", [], "Python modules to import first, comma separated, e.g. a module of yours that "
+flags.DEFINE_list("imports", None, "Python modules to import first, comma separated, e.g. a module of yours that "
                   "registers a loss term (texsynth_jax.terms.register) to name in --loss. Looked up on the "
                   "Python path, then in the current folder.")
 define_flags(SynthesisConfig)
@@ -215,7 +215,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
     try:
-        import_modules(FLAGS.imports)  # before the config: they may register loss terms that --loss names
+        import_modules(FLAGS.imports or [])  # before the config: they may register loss terms that --loss names
         config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
         if FLAGS.paper:
             taken = [k for k, v in config_lib.PAPER_MODE.items() if not FLAGS[k].present and getattr(config, k) == v]

@@ -17,7 +17,7 @@ MESHES = ("auto", "seeds", "space", "none")
 
 
 def setting(default, help: str, choices: tuple | None = None):
-    """A dataclass field with the help text (and choices) of its command-line flag: run.py defines one
+    """A dataclass field with the help text (and choices) of its command-line flag: cli.py defines one
     flag per field by walking the fields, so a new setting cannot be left out of the CLI."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 

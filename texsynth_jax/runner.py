@@ -30,7 +30,7 @@ import numpy as np
 
 from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, vgg, weights
 from texsynth_jax.coarse_to_fine import CoarseToFine
-from texsynth_jax.config import SynthesisConfig, check_finite, setting
+from texsynth_jax.config import SynthesisConfig, check_fields, setting
 from texsynth_jax.engine import STEPS_PER_DISPATCH
 
 MESHES = ("auto", "seeds", "space", "none")
@@ -55,13 +55,13 @@ class RunOptions:
                           "distance to the source, diversity, copied fraction) and write the figures into the record.")
 
     def __post_init__(self):
-        check_finite(self)
+        check_fields(self)
         if self.log_every < 1:
-            raise ValueError(f"--log_every={self.log_every} must be at least 1")
+            raise ValueError(f"--log_every={self.log_every} must be at least 1; give a count like 50")
         if self.save_every < 0:
-            raise ValueError(f"--save_every={self.save_every} must be 0 (off) or a positive count")
+            raise ValueError(f"--save_every={self.save_every} is negative; give 0 (off) or a count like 100")
         if self.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint_every={self.checkpoint_every} must be 0 (off) or a positive count")
+            raise ValueError(f"--checkpoint_every={self.checkpoint_every} is negative; give 0 (off) or a count like 50")
         if self.mesh not in MESHES:
             raise ValueError(f"--mesh={self.mesh!r} is unknown; use one of {MESHES}")
 

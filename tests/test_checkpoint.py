@@ -14,7 +14,7 @@ from test_synthesis import SPECS, random_params
 def test_resume_is_bit_identical(tmp_path):
     params, spec = random_params("vgg16"), SPECS["vgg16"]
     config = SynthesisConfig(size=(24, 24), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0),
-                             iterations=6)
+                             iterations=6, coarse_iterations=())
     source = np.random.default_rng(3).uniform(size=(24, 24, 3)).astype(np.float32)
     targets = compute_targets(params, jnp.asarray(source), spec, config)
     keys = jax.random.split(jax.random.key(7), 2)

@@ -28,7 +28,7 @@ def test_scale_sizes_and_iterations():
     config = SynthesisConfig(size=(256, 192), coarse_iterations=(30, 20), iterations=10)
     assert config.scale_sizes == [(64, 48), (128, 96), (256, 192)]
     assert config.scale_iterations == [30, 20, 10]
-    assert SynthesisConfig(size=(100, 100)).scale_sizes == [(100, 100)]  # the paper: one scale
+    assert SynthesisConfig(size=(100, 100), coarse_iterations=()).scale_sizes == [(100, 100)]  # the paper: one scale
     # Tileable: every scale a multiple of the deepest downsampling (16 for pool4), so it stays a torus.
     tile = SynthesisConfig(size=(272, 272), coarse_iterations=(5,), tileable=True)
     assert all(s % 16 == 0 for size in tile.scale_sizes for s in size), tile.scale_sizes

@@ -51,7 +51,7 @@ def make_sources(folder, count, size=40):
 
 
 CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0),
-                         iterations=3)
+                         iterations=3, coarse_iterations=())
 
 
 @pytest.mark.parametrize("mesh", ["none", "seeds"])

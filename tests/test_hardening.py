@@ -22,8 +22,10 @@ from test_run import in_process, listing
 from texsynth_jax import (Engine, RunOptions, SynthesisConfig, budget, checkpoint, image_io, jobs, load_weights,
                           outputs, records, run_job, runner, synthesis, weights)
 
-SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--iterations=2", "--mesh=none", "--log_every=100"]
-CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), iterations=2)
+SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--coarse_iterations=", "--iterations=2", "--mesh=none",
+           "--log_every=100"]
+CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), iterations=2,
+                         coarse_iterations=())
 
 
 def _chunk(kind, data):
@@ -129,7 +131,7 @@ def test_the_memory_model_matches_xla(size, batch, remat, weights_path):
     default settings and with remat: never below it (a refusal must not be needed to avoid running
     out), and not far above (a run that fits must not be refused)."""
     params, spec, _ = load_weights(weights_path)
-    config = SynthesisConfig(size=(size, size), remat=remat)
+    config = SynthesisConfig(size=(size, size), remat=remat, coarse_iterations=())  # one Engine: one scale
     xla = Engine(params, spec, config, batch).step_memory_bytes()
     model = budget.step_bytes(config, spec.arch, config.size, batch, jax.default_backend())
     assert xla <= model <= 1.2 * xla, (model, xla)

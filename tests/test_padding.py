@@ -162,7 +162,7 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
     keys = jax.random.split(jax.random.key(0), 2)
     ratios = {}
     for tileable in (True, False):
-        config = SynthesisConfig(size=(64, 64), iterations=50, tileable=tileable)
+        config = SynthesisConfig(size=(64, 64), iterations=50, tileable=tileable, coarse_iterations=())
         images, _ = engine.synthesize(keys, engine.Engine(params, spec, config, 2).targets(source),
                                       params, spec, config)
         images = np.asarray(images)
@@ -180,7 +180,7 @@ def test_cli_writes_the_tiled_repeat(tmp_path, weights_path, texture_path, capsy
     out = tmp_path / "out"
     flagfile = tmp_path / "tile.cfg"
     flagfile.write_text(f"--input={texture_path}\n--weights={weights_path}\n--output_dir={out}\n--size=32\n"
-                        "--iterations=2\n--seeds=0,1\n--mesh=none\n--tileable\n")
+                        "--coarse_iterations=\n--iterations=2\n--seeds=0,1\n--mesh=none\n--tileable\n")
     code, stderr = in_process([f"--flagfile={flagfile}"], capsys)
     assert code == 0, stderr
     tiles = []

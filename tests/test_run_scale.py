@@ -27,7 +27,8 @@ def outputs_of(folder):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, cli_env, weights_path):
     source = make_image(tmp_path / "src.png", 0)
-    args = [f"--input={source}", f"--weights={weights_path}", "--size=32", "--seeds=2", "--iterations=10",
+    args = [f"--input={source}", f"--weights={weights_path}", "--size=32", "--seeds=2", "--coarse_iterations=",
+            "--iterations=10",
             "--checkpoint_every=2", "--log_every=1"]
     straight = cli([*args, f"--output_dir={tmp_path / 'straight'}"], cli_env, tmp_path)
     assert straight.returncode == 0, straight.stderr
@@ -70,7 +71,8 @@ def test_two_processes_split_a_batch_job(tmp_path, cli_env, weights_path):
     out = tmp_path / "out"
     port = free_port()
     procs = [subprocess.Popen(
-        [sys.executable, RUN_PY, f"--input={job}", f"--weights={weights_path}", "--size=32", "--iterations=2",
+        [sys.executable, RUN_PY, f"--input={job}", f"--weights={weights_path}", "--size=32", "--coarse_iterations=",
+         "--iterations=2",
          f"--output_dir={out}", f"--coordinator_address=localhost:{port}", "--num_processes=2",
          f"--process_id={i}"], cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for i in range(2)]

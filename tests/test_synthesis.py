@@ -81,7 +81,8 @@ def test_matches_pytorch(network, pooling):
     rng = np.random.default_rng(1)
     source = rng.uniform(size=(40, 36, 3)).astype(np.float32)
     image = rng.uniform(size=(32, 32, 3)).astype(np.float32)
-    config = SynthesisConfig(size=(32, 32), pooling=pooling, padding="zero")  # torch_texture pads with zeros
+    config = SynthesisConfig(size=(32, 32), pooling=pooling, padding="zero",  # torch_texture pads with zeros
+                             coarse_iterations=())
     feats_t, targets_t, loss_t, grad_t = torch_texture(params, spec, image, source, LAYERS, pooling)
 
     feats = jax.jit(vgg.extract_features, static_argnums=(2, 3, 4))(params, image, spec, LAYERS, pooling)
@@ -113,7 +114,7 @@ def make_problem(size: int, iterations: int):
     """Random VGG-16 weights, three shallow layers, and the targets of a random source."""
     params, spec = random_params("vgg16"), SPECS["vgg16"]
     config = SynthesisConfig(size=(size, size), layers=("conv1_1", "pool1", "pool2"),
-                             layer_weights=(1.0, 1.0, 1.0), iterations=iterations)
+                             layer_weights=(1.0, 1.0, 1.0), iterations=iterations, coarse_iterations=())
     source = np.random.default_rng(3).uniform(size=(size, size, 3)).astype(np.float32)
     return params, spec, config, compute_targets(params, jnp.asarray(source), spec, config)
 
@@ -165,7 +166,7 @@ def test_step_compiles_once_per_shape(small_problem):
 def test_output_size_may_differ_from_source(small_problem):
     params, spec, config, targets = small_problem
     wide = SynthesisConfig(size=(16, 40), layers=config.layers, layer_weights=config.layer_weights,
-                           iterations=2)
+                           iterations=2, coarse_iterations=())
     images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
     assert images.shape == (1, 16, 40, 3) and np.isfinite(np.asarray(losses)).all()
 
@@ -178,7 +179,7 @@ def test_output_size_may_differ_from_source(small_problem):
 def test_starting_noise(small_problem, init, scale, low, high, std):
     params, spec, config, targets = small_problem
     config = SynthesisConfig(size=(64, 64), layers=config.layers, layer_weights=config.layer_weights,
-                             init=init, init_scale=scale)
+                             init=init, init_scale=scale, coarse_iterations=())
     images = np.stack([synthesis.image_from_latent(synthesis.init_state(k, targets, params, spec, config).latent)
                        for k in jax.random.split(jax.random.key(1), 2)])
     assert low - 1e-6 <= images.min() and images.max() <= high + 1e-6
@@ -219,7 +220,7 @@ def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(weights_path):
     params, spec, _ = load_weights(weights_path)
     source, _ = image_io.load_image(defaults.DEFAULT_TEXTURE)
     source = jax.image.resize(jnp.asarray(source), (64, 64, 3), "linear")
-    config = SynthesisConfig(size=(48, 48), iterations=40)
+    config = SynthesisConfig(size=(48, 48), iterations=40, coarse_iterations=())
     targets = compute_targets(params, source, spec, config)
     images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
     start = float(texture_loss(jnp.full((48, 48, 3), 0.5), targets, params, spec, config))

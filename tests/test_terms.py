@@ -22,7 +22,8 @@ def network():
 
 
 def config_of(loss, size=SIZE):
-    return SynthesisConfig(size=(size, size), layers=LAYERS, layer_weights=(1.0, 0.5, 2.0), loss=loss)
+    return SynthesisConfig(size=(size, size), layers=LAYERS, layer_weights=(1.0, 0.5, 2.0), loss=loss,
+                           coarse_iterations=())
 
 
 def texture(size, seed=0):

@@ -1,7 +1,15 @@
-"""SynthesisConfig: every setting of a synthesis, in one frozen (hashable, jit-static) dataclass."""
+"""SynthesisConfig: every setting of a synthesis, in one frozen (hashable, jit-static) dataclass.
+
+Construction checks everything that can be checked without the network: `check_fields` holds every
+field to its annotation and normalises what a user naturally writes (`size=64`, `loss="gram:1,swd:0.1"`,
+lists) into tuples, then `__post_init__` refuses values that cannot work (weights float32 cannot
+carry, a starting noise that saturates the image, counts beyond any use). Each error is one line
+naming the setting and a valid value.
+"""
 
 import dataclasses
 import math
+import numbers
 import typing
 
 from texsynth_jax import terms, vgg
@@ -15,11 +23,17 @@ INITS = ("normal", "uniform")
 UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
 MESHES = ("auto", "seeds", "space", "none")
 
+# Bounds of what can work, each measured or argued where it is used:
+MIN_WEIGHT, MAX_WEIGHT = 1e-20, 1e20  # a positive weight's float32 range (loss or layer weight, and their product)
+MAX_INIT_SCALE = {"normal": 0.5, "uniform": 0.5}  # [0, 1] pixel units; see __post_init__
+MAX_HISTORY = 1000  # L-BFGS pairs: 2 image-sized float32 arrays per pair and seed
+MAX_ITERATIONS = 1_000_000  # over all scales: a run keeps a loss per iteration and seed
 
-def setting(default, help: str, choices: tuple | None = None):
+def setting(default, help: str, choices: tuple | None = None, example: str | None = None):
     """A dataclass field with the help text (and choices) of its command-line flag: cli.py defines one
-    flag per field by walking the fields, so a new setting cannot be left out of the CLI."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+    flag per field by walking the fields, so a new setting cannot be left out of the CLI. `example`: a
+    valid value as flag text, for error messages (default: the default)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "example": example})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +45,7 @@ class SynthesisConfig:
       layers: VGG layers whose Gram matrices are matched (Gatys et al.: conv1_1, pool1..pool4).
       layer_weights: one non-negative weight per layer.
       pooling: "avg" (Gatys et al.) or "max".
-      iterations: L-BFGS iterations.
+      iterations: L-BFGS iterations at `size`, after the coarser scales.
       history: L-BFGS memory (the paper's scipy run used 20).
       init: the starting noise around mid-grey: "normal" (Gatys: almost flat grey) or "uniform".
       init_scale: its spread in [0, 1] pixel units: the std (normal) or the half-width (uniform:
@@ -54,19 +68,21 @@ class SynthesisConfig:
       coarse_iterations: coarse-to-fine: iterations at each coarser scale, coarsest first; each
         scale is half the size of the next (the last one is `size`, run for `iterations`), and its
         targets come from the source shrunk by the same factor, so texture elements keep their
-        size relative to the output. Empty: one scale, as in the paper.
+        size relative to the output. Default (100, 60) with 20 `iterations`, measured by
+        bench/schedules.py (README, "Time to quality"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
     """
 
-    size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.")
+    size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.", example="256 or 256,384")
     layers: tuple[str, ...] = setting(("conv1_1", "pool1", "pool2", "pool3", "pool4"),
                                       "VGG layers whose Gram matrices are matched (Gatys et al.: "
                                       "conv1_1,pool1,pool2,pool3,pool4).")
     layer_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0, 1.0, 1.0),
                                                "One weight per layer, comma separated. When --layers is given "
-                                               "without --layer_weights, every layer weighs 1.")
+                                               "without --layer_weights, every layer weighs 1.",
+                                               example="1,1,1,1,1 (one per layer)")
     pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
-    iterations: int = setting(500, "L-BFGS iterations.")
+    iterations: int = setting(20, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations).")
     history: int = setting(20, "L-BFGS memory (pairs kept).")
     init: str = setting("normal", "Starting noise around mid-grey: normal (Gatys: almost flat grey) or uniform.",
                         INITS)
@@ -82,7 +98,8 @@ class SynthesisConfig:
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
                              OPTIMIZERS)
     loss: tuple[str, ...] = setting(("gram:1",), "Loss terms as name:weight, comma separated: gram (Gatys et al.), "
-                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.")
+                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.",
+                                    example="gram:1 or gram:1,swd:0.1")
     projections: str = setting("fixed", "Random directions of the swd term: fixed per seed, or fresh every "
                                "iteration.", PROJECTIONS)
     padding: str = setting("reflect", "What every VGG convolution sees beyond the image border: zero, reflect "
@@ -92,57 +109,60 @@ class SynthesisConfig:
     tileable: bool = setting(False, "Synthesise a seamless tile: the output wraps around at its borders "
                              "(circular padding), and a 2x2 repeat is written beside it. The size must be a "
                              "multiple of the deepest layer's downsampling (16 for pool4).")
-    coarse_iterations: tuple[int, ...] = setting((), "Coarse-to-fine: iterations at each coarser scale, coarsest "
-                                                 "first, each half the size of the next (e.g. 100,50 runs size/4 "
-                                                 "then size/2 before --iterations at --size). Empty: one scale "
-                                                 "(the paper).")
+    coarse_iterations: tuple[int, ...] = setting((100, 60), "Coarse-to-fine: iterations at each coarser scale, "
+                                                 "coarsest first, each half the size of the next (100,60 runs size/4 "
+                                                 "then size/2 before --iterations at --size; chosen by "
+                                                 "bench/schedules.py). Empty: one scale (the paper).",
+                                                 example="100,60 (or empty for one scale)")
     upsample: str = setting("cubic", "How each coarse scale's result is enlarged to start the next.", UPSAMPLING)
 
     def __post_init__(self):
-        check_finite(self)
+        check_fields(self)
         parse_loss(self.loss)
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r} is unknown; use one of {INITS}")
-        if not 0 <= self.init_scale <= (0.5 if self.init == "uniform" else math.inf):
-            raise ValueError(f"init_scale={self.init_scale} is out of range; give a spread >= 0 (at most 0.5, the "
-                             "whole [0, 1], for uniform)")
-        if self.projections not in PROJECTIONS:
-            raise ValueError(f"projections={self.projections!r} is unknown; use one of {PROJECTIONS}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size={self.size} must be two positive ints (height, width)")
+        if min(self.size) < 1:
+            raise ValueError(f"size={format_value(self.size)} has a side below 1; give a positive size like 256,256")
         if not self.layers:
-            raise ValueError("layers is empty; name at least one VGG layer, e.g. conv1_1")
-        if len(self.layer_weights) != len(self.layers):
-            raise ValueError(
-                f"{len(self.layer_weights)} layer_weights for {len(self.layers)} layers; give one weight per layer")
-        if any(w < 0 for w in self.layer_weights):
-            raise ValueError(f"layer_weights={self.layer_weights} has a negative weight; weights must be >= 0")
-        if not any(w > 0 for w in self.layer_weights):
-            raise ValueError("every layer weight is 0; give at least one layer a positive weight")
+            raise ValueError("layers is empty; name at least one VGG layer, e.g. conv1_1,pool1,pool2,pool3,pool4")
+        unknown = next((l for l in self.layers if l not in vgg.layer_names("vgg19")), None)
+        if unknown is not None:  # vgg19 names every layer of vgg16; check_network checks the arch's own
+            raise ValueError(f"unknown layer {unknown!r} in layers={format_value(self.layers)}; use VGG names like "
+                             "conv1_1,pool1,pool2,pool3,pool4")
         if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers={self.layers} names a layer twice; name each layer once")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling={self.pooling!r} is unknown; use one of {POOLINGS}")
+            raise ValueError(f"layers={format_value(self.layers)} names a layer twice; name each layer once")
+        if len(self.layer_weights) != len(self.layers):
+            raise ValueError(f"{len(self.layer_weights)} layer_weights for {len(self.layers)} layers; give one "
+                             f"weight per layer, like {format_value((1.0,) * len(self.layers))}")
+        if any(w < 0 for w in self.layer_weights):
+            raise ValueError(f"layer_weights={format_value(self.layer_weights)} has a negative weight; weights must "
+                             "be >= 0, like 1,1,1,1,1")
+        if not any(w > 0 for w in self.layer_weights):
+            raise ValueError("every layer weight is 0; give at least one layer a positive weight, like 1,1,1,1,1")
+        for w in self.layer_weights:
+            check_weight(w, f"layer_weights={format_value(self.layer_weights)}", format_value((1.0,) * len(self.layers)))
+        check_scale_of_weights(self.layer_weights, parse_loss(self.loss))
         if self.iterations < 1:
-            raise ValueError(f"iterations={self.iterations} must be at least 1; give a positive count")
-        if self.history < 1:
-            raise ValueError(f"history={self.history} must be at least 1; keep at least one L-BFGS pair (20 is usual)")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is unknown; use one of {PRECISIONS}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is unknown; use one of {OPTIMIZERS}")
-        if self.conv not in CONV_STRATEGIES:
-            raise ValueError(f"conv={self.conv!r} is unknown; use one of {CONV_STRATEGIES}")
-        if self.padding not in vgg.PADDINGS:
-            raise ValueError(f"padding={self.padding!r} is unknown; use one of {vgg.PADDINGS}")
+            raise ValueError(f"iterations={self.iterations} must be at least 1; give a positive count like 20")
         if any(n < 1 for n in self.coarse_iterations):
             raise ValueError(f"coarse_iterations={format_value(self.coarse_iterations)} has a count below 1; give "
-                             "each coarser scale at least one iteration, or leave it empty for one scale")
+                             "each coarser scale at least one iteration, like 100,60, or leave it empty for one scale")
+        if self.total_iterations > MAX_ITERATIONS:
+            raise ValueError(
+                f"{self.total_iterations} iterations over all scales (iterations={self.iterations}, coarse_iterations="
+                f"{format_value(self.coarse_iterations)}) exceed {MAX_ITERATIONS:,}: a run keeps a loss per iteration "
+                "and seed, and L-BFGS settles within thousands; give fewer, like iterations=20, coarse_iterations=100,60")
+        if not 1 <= self.history <= MAX_HISTORY:
+            raise ValueError(f"history={self.history} is not in 1..{MAX_HISTORY}: L-BFGS keeps that many pairs of "
+                             "image-sized arrays per seed, and more than a few dozen bring nothing; give one like 20")
+        if self.init_scale < 0 or self.init_scale > MAX_INIT_SCALE[self.init]:
+            raise ValueError(
+                f"init_scale={self.init_scale:g} is out of range for init={self.init}: it is a spread in [0, 1] pixel "
+                f"units (not 0-255), at most {MAX_INIT_SCALE[self.init]:g} "
+                + ("(the whole [0, 1])" if self.init == "uniform" else "(beyond it the sigmoid saturates the start)")
+                + "; give one like 0.01")
         if len(set(self.scale_sizes)) < len(self.scale_sizes):
             raise ValueError(f"size {self.size[0]}x{self.size[1]} is too small for {len(self.coarse_iterations)} "
-                             "coarser scales (two would have the same size); give fewer coarse_iterations")
-        if self.upsample not in UPSAMPLING:
-            raise ValueError(f"upsample={self.upsample!r} is unknown; use one of {UPSAMPLING}")
+                             "coarser scales (two would have the same size); give fewer coarse_iterations, or "
+                             "coarse_iterations= (empty) for one scale")
         if self.tileable:
             check_tileable(self.size, self.layers)
 
@@ -200,51 +220,103 @@ class RunOptions:
                           "distance to the source, diversity, copied fraction) and write the figures into the record.")
 
     def __post_init__(self):
-        check_finite(self)
+        check_fields(self)
         if not self.output_dir.strip():
             raise ValueError("--output_dir is empty; name a folder for the outputs, e.g. --output_dir=out")
         if self.log_every < 1:
-            raise ValueError(f"--log_every={self.log_every} must be at least 1")
+            raise ValueError(f"--log_every={self.log_every} must be at least 1; give a count like 50")
         if self.save_every < 0:
-            raise ValueError(f"--save_every={self.save_every} must be 0 (off) or a positive count")
+            raise ValueError(f"--save_every={self.save_every} is negative; give 0 (off) or a count like 100")
         if self.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint_every={self.checkpoint_every} must be 0 (off) or a positive count")
+            raise ValueError(f"--checkpoint_every={self.checkpoint_every} is negative; give 0 (off) or a count like 50")
         if self.mesh not in MESHES:
             raise ValueError(f"--mesh={self.mesh!r} is unknown; use one of {MESHES}")
 
 
 def parse_loss(items) -> dict[str, float]:
-    """{term: weight} of "name:weight" items; ValueError naming the fix for anything else."""
-    weights = {}
+    """{term: weight} of "name:weight" items (a bare name weighs 1), terms looked up in terms.TERMS at
+    call time (so registered terms count); ValueError naming the fix for anything else."""
+    weights, known = {}, ", ".join(terms.TERMS)
     for item in items:
         name, _, weight = item.partition(":")
         name = name.strip()
-        if name not in terms.NAMES:
-            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {', '.join(terms.NAMES)} "
-                             "(e.g. gram:1,swd:1)")
+        if name not in terms.TERMS:
+            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {known} (e.g. gram:1,swd:0.1)")
         try:
-            value = float(weight) if weight else 1.0
+            value = float(weight) if weight.strip() else 1.0
         except ValueError:
             value = math.nan
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"loss weight {item!r} is not a finite number >= 0; write name:weight like {name}:1")
+        check_weight(value, f"loss weight {item!r}", f"{name}:1")
         if name in weights:
-            raise ValueError(f"loss names {name!r} twice; give each term once")
+            raise ValueError(f"loss names {name!r} twice; give each term once, like gram:1,swd:0.1")
         weights[name] = value
     if not any(w > 0 for w in weights.values()):
         raise ValueError("loss has no term with a positive weight; give one, e.g. gram:1")
     return weights
 
 
-def check_finite(settings) -> None:
-    """Raise ValueError if a float setting of the dataclass `settings` (or an element of a tuple
-    setting) is NaN or infinite: it would poison the synthesis and the JSON run record."""
+def check_weight(weight: float, what: str, example: str) -> None:
+    """Raise ValueError if a positive weight is outside [MIN_WEIGHT, MAX_WEIGHT]: float32 cannot carry
+    the weighted loss and its gradient there (0 is fine: the term or layer is off)."""
+    if weight and not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise ValueError(f"{what}: {weight:g} is {'too small' if weight < MIN_WEIGHT else 'too large'} for float32 "
+                         f"arithmetic (the loss or its gradient {'underflows to 0' if weight < MIN_WEIGHT else 'overflows'}"
+                         f"); give a weight in {MIN_WEIGHT:g}..{MAX_WEIGHT:g} (or 0 for off), like {example}")
+
+
+def check_scale_of_weights(layer_weights, loss_weights) -> None:
+    """Raise ValueError if a layer's weight times a term's weight (what the loss applies to that layer's
+    distance) leaves [MIN_WEIGHT, MAX_WEIGHT], though each is inside."""
+    for term, w in loss_weights.items():
+        for lw in layer_weights:
+            if w and lw and not MIN_WEIGHT <= w * lw <= MAX_WEIGHT:
+                raise ValueError(f"loss weight {term}:{w:g} times layer weight {lw:g} is {w * lw:g}, outside "
+                                 f"{MIN_WEIGHT:g}..{MAX_WEIGHT:g} where float32 carries the loss; bring the weights "
+                                 "nearer 1, like gram:1 and layer_weights=1,1,1,1,1")
+
+
+def check_fields(settings) -> None:
+    """Hold every field of the frozen dataclass `settings` to its type annotation, normalising in place;
+    call it first in `__post_init__`.
+
+    bool: True or False only (not "false", not 0). int: integers (not bools, not 2.0). float: finite
+    ints or floats, stored as float. str: text, one of the field's `choices` if it has any.
+    tuple[T, ...] / tuple[T, T]: a tuple or list of T, comma-separated text ("gram:1,swd:0.1",
+    "100,60"; empty text is the empty tuple), or one T (for tuple[T, T], repeated: size=64 is
+    (64, 64)). Other annotations are left alone.
+
+    Raises:
+      ValueError: one line naming the field, what is wrong, and a valid value.
+    """
+    hints = typing.get_type_hints(type(settings))
     for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        values = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            raise ValueError(f"{field.name}={format_value(value)} is not finite; give finite numbers like "
-                             f"{format_value(field.default)}")
+        value = _convert(field, hints[field.name], getattr(settings, field.name), field.name)
+        object.__setattr__(settings, field.name, value)
+
+
+def parse_value(field: dataclasses.Field, value):
+    """A field's value from its flag: text converted to the field's type (tuple fields from
+    comma-separated text, `size` by parse_size); values absl already typed (bool, int, float flags)
+    pass as they are, for construction to check. ValueError naming `--field` and a valid value."""
+    if not isinstance(value, str) or field.type is str:
+        return value
+    if field.name == "size":
+        return parse_size(value)
+    return _convert(field, field.type, value, f"--{field.name}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`N` for NxN or `H,W`; ValueError naming --size otherwise."""
+    fix = "give one positive int like 256, or H,W like 256,384"
+    try:
+        size = _convert(None, tuple[int, int], text, "--size")
+    except ValueError:
+        raise ValueError(f"--size={text} is not a size; {fix}") from None
+    if min(size) < 1:
+        raise ValueError(f"--size={text} has a side below 1; {fix}")
+    return size
 
 
 def format_value(value) -> str:
@@ -254,33 +326,98 @@ def format_value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """`N` for NxN or `H,W`."""
-    try:
-        parts = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise ValueError(f"--size={text} is not a size; give one positive int (256) or H,W (256,384)")
-    return parts
+_KINDS = {bool: "a bool", int: "a whole number", float: "a finite number", str: "text"}
 
 
-def parse_value(field: dataclasses.Field, value):
-    """A field's value from its flag: tuple fields from comma-separated text, others as they are."""
-    if typing.get_origin(field.type) is not tuple:
+def _convert(field, kind, value, label: str):
+    """`value` as `kind` (see check_fields); `label` names it in errors (`size`, or `--size` for a flag)."""
+    if typing.get_origin(kind) is tuple:
+        return _convert_tuple(field, kind, value, label)
+    if kind not in _KINDS:
         return value
-    if field.name == "size":
-        return parse_size(value)
-    kind = typing.get_args(field.type)[0]
-    if not value.strip() and not field.default:  # an empty list where empty is allowed (coarse_iterations)
-        return ()
+    parsed = _from_text(kind, value.strip()) if isinstance(value, str) and label.startswith("--") else value
+    problem = f"is not {_KINDS[kind]}" if parsed is _UNPARSED else _problem(kind, parsed)
+    if problem:
+        raise ValueError(f"{_shown(label, value)} {problem}; give {_KINDS[kind]} like {_example(field, kind, label)}")
+    value = kind(parsed)
+    choices = field.metadata.get("choices") if field is not None else None
+    if choices and value not in choices:
+        raise ValueError(f"{_shown(label, value)} is unknown; use one of {', '.join(choices)}")
+    return value
+
+
+def _convert_tuple(field, kind, value, label: str):
+    args = typing.get_args(kind)
+    element, length = args[0], (None if args[-1] is Ellipsis else len(args))
+    example = _example(field, kind, label)
+    what = f"comma-separated {'items' if element is str else _KINDS[element].removeprefix('a ') + 's'}"
+    fail = lambda problem: ValueError(f"{_shown(label, value)} {problem}; give {what} like {example}")
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",")] if value.strip() else []
+        if "" in items:
+            raise fail("has an empty item")
+        parsed = [_from_text(element, p) for p in items]
+        bad = next((p for p, v in zip(items, parsed) if v is _UNPARSED), None)
+        if bad is not None:
+            raise fail(f"has {bad!r}, which is not {_KINDS[element]}")
+        items = parsed
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    elif _problem(element, value) is None:
+        items = [value]  # size=64 is (64, 64) (below); coarse_iterations=100 is (100,)
+    else:
+        raise fail(f"is not a tuple of {_KINDS[element].removeprefix('a ')}s")
+    for item in items:
+        problem = _problem(element, item)
+        if problem:
+            raise fail(f"has {item!r}, which {problem}")
+    if length is not None and len(items) == 1:
+        items = items * length  # "64" and [64] are (64, 64), as size=64 is
+    if length is not None and len(items) != length:
+        raise fail(f"has {len(items)} values, not {length}")
+    return tuple(element(item) for item in items)
+
+
+def _problem(kind, value) -> str | None:
+    """What is wrong with `value` as a `kind`, or None."""
+    if kind is bool:
+        return None if isinstance(value, bool) else "is not a bool"
+    if kind is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "is not a whole number"
+    if kind is float:
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return "is not a number"
+        return None if math.isfinite(value) else "is not finite"
+    if kind is str:
+        return None if isinstance(value, str) else "is not text"
+    return None
+
+
+_UNPARSED = object()
+
+
+def _from_text(kind, text: str):
+    """A flag's text as `kind`, or _UNPARSED if it is not one."""
     try:
-        return tuple(kind(p) for p in value.split(","))
+        if kind is bool:
+            return {"true": True, "1": True, "false": False, "0": False}.get(text.lower(), _UNPARSED)
+        return kind(text)
     except ValueError:
-        raise ValueError(f"--{field.name}={value} is not a list of numbers; give one per layer, like "
-                         f"{format_value(field.default)}") from None
+        return _UNPARSED
+
+
+def _example(field, kind, label: str) -> str:
+    """A valid value of the field, as flag text or (bools) as Python writes it."""
+    if kind is bool:
+        return "true or false" if label.startswith("--") else "True or False"
+    if field is not None and field.metadata.get("example"):
+        return field.metadata["example"]
+    return format_value(field.default) if field is not None else "256,256"
+
+
+def _shown(label: str, value) -> str:
+    """`--flag=text` as typed on the command line, `name='value'` (repr) from Python."""
+    return f"{label}={value}" if label.startswith("--") else f"{label}={value!r}"
 
 
 def check_tileable(size, layers) -> None:

@@ -79,7 +79,7 @@ class SynthesisConfig:
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
                              OPTIMIZERS)
     loss: tuple[str, ...] = setting(("gram:1",), "Loss terms as name:weight, comma separated: gram (Gatys et al.), "
-                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.")
+                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.names())}.")
     projections: str = setting("fixed", "Random directions of the swd term: fixed per seed, or fresh every "
                                "iteration.", PROJECTIONS)
     padding: str = setting("reflect", "What every VGG convolution sees beyond the image border: zero, reflect "
@@ -184,8 +184,8 @@ def parse_loss(items) -> dict[str, float]:
     for item in items:
         name, _, weight = item.partition(":")
         name = name.strip()
-        if name not in terms.NAMES:
-            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {', '.join(terms.NAMES)} "
+        if name not in terms.names():
+            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {', '.join(terms.names())} "
                              "(e.g. gram:1,swd:1)")
         try:
             value = float(weight) if weight else 1.0

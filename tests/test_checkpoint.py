@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from texsynth_jax import SynthesisConfig, checkpoint, compute_targets, engine
+from texsynth_jax import SynthesisConfig, checkpoint, compute_targets, engine, synthesize
 from test_synthesis import SPECS, random_params
 
 
@@ -18,7 +18,7 @@ def test_resume_is_bit_identical(tmp_path):
     source = np.random.default_rng(3).uniform(size=(24, 24, 3)).astype(np.float32)
     targets = compute_targets(params, jnp.asarray(source), spec, config)
     keys = jax.random.split(jax.random.key(7), 2)
-    straight, straight_losses = engine.synthesize(keys, targets, params, spec, config)
+    straight, straight_losses = synthesize(keys, targets, params, spec, config)
 
     path = str(tmp_path / "ckpt.npz")
 
@@ -27,11 +27,11 @@ def test_resume_is_bit_identical(tmp_path):
             checkpoint.save(path, state, {"iteration": 3})
 
     half = SynthesisConfig(**{**config.__dict__, "iterations": 3})
-    engine.synthesize(keys, targets, params, spec, half, callback=save_at_3)
+    synthesize(keys, targets, params, spec, half, on_step=lambda state, step, losses: save_at_3(state))
     like = jax.eval_shape(engine.init_state_batch, keys, targets, params, spec, config)
     state, record = checkpoint.load(path, like)
     assert record == {"iteration": 3}
-    resumed, resumed_losses = engine.synthesize(keys, targets, params, spec, config, state=state)
+    resumed, resumed_losses = synthesize(keys, targets, params, spec, config, state=state)
     np.testing.assert_array_equal(resumed, straight)
     np.testing.assert_array_equal(resumed_losses, straight_losses[:, 3:])
     assert os.listdir(tmp_path) == ["ckpt.npz"]  # no temp file left behind

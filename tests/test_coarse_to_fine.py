@@ -88,11 +88,13 @@ def test_four_times_the_source_runs_every_scale_once_compiled(vgg):
         for source in (gravel(32), gravel(32)[::-1]):
             shapes, steps = [], []
             on_scale = lambda state, k: shapes.append((k, ctf.images(state).shape))
-            on_step = lambda state, k, step, losses: steps.append((k, step)) and None
+            on_step = lambda state, step, losses: steps.append((ctf.scale_of(state), step, len(losses))) and None
             images, losses = ctf.synthesize(keys, ctf.targets(source), on_step, on_scale=on_scale)
             assert images.shape == (2, 128, 128, 3) and losses.shape == (2, 21)
             assert shapes == [(0, (2, 32, 32, 3)), (1, (2, 64, 64, 3)), (2, (2, 128, 128, 3))]
-            assert steps == [(0, i) for i in range(1, 13)] + [(1, i) for i in range(13, 19)] + [(2, 19), (2, 20), (2, 21)]
+            # One on_step for every scale: steps counted over all scales, and every loss of the call so far.
+            assert steps == [(0, i, i) for i in range(1, 13)] + [(1, i, i) for i in range(13, 19)] + [
+                (2, i, i) for i in (19, 20, 21)]
             assert np.all(np.isfinite(losses))
     for program in ("step", "init_state", "restart"):
         assert compiles[program] == (1 if program == "init_state" else 2 if program == "restart" else 3), compiles

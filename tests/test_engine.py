@@ -3,17 +3,33 @@ transfers between log lines, and a job driven from Python with checkpoints and r
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import re
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from texsynth_jax import (Engine, RunOptions, SynthesisConfig, compute_targets, engine as engine_lib, image_io,
-                          load_weights, progress, run_job)
+from texsynth_jax import (CoarseToFine, Engine, RunOptions, SynthesisConfig, compute_targets, engine as engine_lib,
+                          image_io, load_weights, make_engine, progress, run_job, synthesize, terms)
 from test_synthesis import make_problem
+
+TRACES = []  # one entry per trace of a program's loss
+
+
+def _zero_stats(features, source, layers, size):
+    return jnp.zeros((), jnp.float32)
+
+
+def _traced_loss(features, image, stats, layer_weights, key):
+    TRACES.append(1)  # Python: runs when a program is traced, never when it runs
+    return 0.0 * jnp.mean(image) + stats
+
+
+terms.register("traced", _zero_stats, _traced_loss)
 
 
 @contextlib.contextmanager
@@ -70,7 +86,7 @@ def test_a_job_compiles_once_and_equals_separate_runs(mesh, tmp_path, weights_pa
         source, _ = image_io.load_image(path)
         targets = compute_targets(params, source, spec, CONFIG)
         keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
-        alone, _ = engine_lib.synthesize(keys, targets, params, spec, CONFIG)
+        alone, _ = synthesize(keys, targets, params, spec, CONFIG)
         stem = path.rsplit("/", 1)[1][:-4]
         for seed, image in zip(seeds, np.asarray(alone)):
             written = np.asarray(Image.open(tmp_path / "out" / f"{stem}_seed{seed}.png"), np.int16)
@@ -87,6 +103,65 @@ def test_engine_runs_many_sources_through_one_program():
             images, losses = engine.synthesize(keys[:1] if seed == 1 else keys, engine.targets(source))
             assert images.shape == (1 if seed == 1 else 2, 24, 24, 3) and losses.shape[1] == 2
     assert compiles["step"] == 1 and compiles["init_state"] == 1 and compiles["compute_targets"] == 1, compiles
+
+
+def test_running_longer_never_retraces_or_recompiles():
+    """Iteration counts are run-only settings: engines that differ only in them share every program."""
+    params, spec, config, _ = make_problem(24, 2)
+    base = dataclasses.replace(config, size=(24, 20), loss=("gram:1", "traced:1"))
+    source = np.random.default_rng(4).uniform(size=(24, 20, 3)).astype(np.float32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with counted_compiles() as compiles:
+        short = Engine(params, spec, base, 2)
+        a, _ = short.synthesize(keys, short.targets(source))
+        traced = len(TRACES)
+        assert traced >= 2 and compiles["step"] == 1, (traced, compiles)  # init and step traced the loss
+        longer = Engine(params, spec, dataclasses.replace(base, iterations=5), 2)
+        b, losses = longer.synthesize(keys, longer.targets(source))
+        assert losses.shape == (2, 5) and not np.array_equal(a, b)
+        assert len(TRACES) == traced, "more iterations retraced the loss"
+        assert compiles["step"] == 1 and compiles["init_state"] == 1 and compiles["compute_targets"] == 1, compiles
+        # Coarse to fine: other counts per scale, the same programs.
+        coarse = dataclasses.replace(base, size=(48, 40), coarse_iterations=(2,), iterations=1)
+        first = CoarseToFine(params, spec, coarse, 2)
+        first.synthesize(keys, first.targets(source))
+        programs = lambda: {name: compiles[name] for name in ("init_state", "step", "restart", "compute_targets")}
+        traced, seen = len(TRACES), programs()
+        again = make_engine(params, spec, dataclasses.replace(coarse, coarse_iterations=(3,), iterations=2), 2)
+        _, losses = again.synthesize(keys, again.targets(source))
+        assert losses.shape == (2, 5) and len(TRACES) == traced and programs() == seen, compiles
+    # A setting of the mathematics is another program: the counter sees its trace.
+    other = Engine(params, spec, dataclasses.replace(base, history=3), 2)
+    other.synthesize(keys, other.targets(source))
+    assert len(TRACES) > traced
+
+
+def test_wrong_targets_and_keys_are_refused_in_one_line():
+    params, spec, config, targets = make_problem(24, 1)
+    engine = Engine(params, spec, config, 2)
+    ctf = CoarseToFine(params, spec, dataclasses.replace(config, size=(48, 48), coarse_iterations=(1,)), 2)
+    source = np.random.default_rng(3).uniform(size=(48, 48, 3)).astype(np.float32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match=r"targets are a list .*; this Engine runs one scale"):
+        engine.synthesize(keys, ctf.targets(source))
+    with pytest.raises(ValueError, match=r"targets are one scale's \{term: stats\}; this run has 2 scale"):
+        ctf.synthesize(keys, targets)
+    with pytest.raises(ValueError, match=r"targets are a list .*; this Engine runs one scale"):
+        synthesize(keys, ctf.targets(source), params, spec, config)
+    with pytest.raises(ValueError, match=r"targets hold \['conv1_1', 'pool1', 'pool2'\], not the loss terms"):
+        engine.synthesize(keys, targets["gram"])  # style_loss's {layer: gram}
+    with pytest.raises(ValueError, match="3 keys for an engine of batch 2"):
+        engine.synthesize(jax.random.split(jax.random.key(0), 3), targets)
+    for bad in (np.arange(2), jax.random.key(0), [jax.random.key(0)], jnp.zeros((2, 3), jnp.uint32)):
+        with pytest.raises(ValueError, match=r"not PRNG keys|keys have shape \(\)"):
+            engine.synthesize(bad, targets)
+    with pytest.raises(ValueError, match=r"seeds=\[-1\] must lie in 0\.\.4294967295"):
+        engine.keys([-1])
+    # Legacy uint32 keys are the same keys.
+    legacy = jax.random.split(jax.random.PRNGKey(0), 2)
+    a, _ = engine.synthesize(legacy, targets)
+    b, _ = engine.synthesize(jax.random.wrap_key_data(legacy), targets)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_iterations_transfer_nothing_until_asked():

@@ -20,7 +20,7 @@ from PIL import Image
 
 from test_run import in_process, listing
 from texsynth_jax import (Engine, RunOptions, SynthesisConfig, budget, checkpoint, image_io, jobs, load_weights,
-                          outputs, records, run_job, runner, synthesis, weights)
+                          outputs, records, run_job, synthesis, weights)
 
 SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--coarse_iterations=", "--iterations=2", "--mesh=none",
            "--log_every=100"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from texsynth_jax import SynthesisConfig, conv, engine, evaluate, image_io, vgg
+from texsynth_jax import SynthesisConfig, conv, engine, evaluate, image_io, synthesize, vgg
 from test_run import in_process
 from test_synthesis import SPECS, random_params
 
@@ -163,8 +163,8 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
     ratios = {}
     for tileable in (True, False):
         config = SynthesisConfig(size=(64, 64), iterations=50, tileable=tileable, coarse_iterations=())
-        images, _ = engine.synthesize(keys, engine.Engine(params, spec, config, 2).targets(source),
-                                      params, spec, config)
+        images, _ = synthesize(keys, engine.Engine(params, spec, config, 2).targets(source),
+                               params, spec, config)
         images = np.asarray(images)
         repeat = np.tile(images, (1, 2, 2, 1))
         features = np.stack([np.asarray(vgg.extract_features(params, jnp.asarray(r), spec, ("conv1_1",))["conv1_1"])

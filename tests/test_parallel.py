@@ -4,14 +4,14 @@ import numpy as np
 import jax
 import pytest
 
-from texsynth_jax import engine, parallel, synthesis
+from texsynth_jax import parallel, synthesis, synthesize
 from test_synthesis import make_problem
 
 
 @pytest.fixture(scope="module")
 def problem():
     params, spec, config, targets = make_problem(32, 3)
-    single = engine.synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
+    single = synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
     return params, spec, config, targets, single
 
 
@@ -21,9 +21,9 @@ def test_seeds_sharded_over_8_devices_equal_one_device(problem):
     mesh = parallel.make_mesh(parallel.SEEDS)
     seen = []
     # 5 seeds on 8 devices: padded to 8, padding dropped.
-    sharded, sharded_losses = engine.synthesize(
+    sharded, sharded_losses = synthesize(
         jax.random.split(jax.random.key(0), 5), targets, params, spec, config,
-        callback=lambda state: seen.append(state.latent.sharding), mesh=mesh)
+        on_step=lambda state, step, losses: seen.append(state.latent.sharding), mesh=mesh)
     assert sharded.shape == images.shape and sharded_losses.shape == losses.shape
     assert seen[0].spec == jax.sharding.PartitionSpec(parallel.SEEDS)
     assert len(seen[0].device_set) == 8
@@ -35,9 +35,9 @@ def test_spatial_strips_equal_unsharded(problem):
     params, spec, config, targets, (images, losses) = problem
     mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:4])  # 32 rows = 4 strips of 8 (pool2 = 4x)
     seen = []
-    strips, strip_losses = engine.synthesize(
+    strips, strip_losses = synthesize(
         jax.random.split(jax.random.key(0), 5), targets, params, spec, config,
-        callback=lambda state: seen.append(state.opt_state.s.sharding), mesh=mesh)
+        on_step=lambda state, step, losses: seen.append(state.opt_state.s.sharding), mesh=mesh)
     # The L-BFGS memory, the largest buffer, is split along the image height.
     assert seen[0].spec == jax.sharding.PartitionSpec(None, None, parallel.SPACE)
     # Summation order differs across strips, and L-BFGS amplifies rounding a little per iteration.
@@ -62,7 +62,7 @@ def test_spatial_strips_must_hold_whole_pooling_windows(problem):
     params, spec, config, targets, _ = problem
     mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:3])
     with pytest.raises(ValueError, match="multiple of 12"):
-        engine.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, config, mesh=mesh)
+        synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, config, mesh=mesh)
 
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from texsynth_jax import SynthesisConfig, compute_targets, engine, synthesis, texture_loss, vgg
+from texsynth_jax import (CoarseToFine, Engine, SynthesisConfig, compute_targets, engine, synthesis, synthesize,
+                          texture_loss, vgg)
 from texsynth_jax.losses import gram_matrix, style_loss
 
 LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
@@ -127,7 +128,7 @@ def small_problem():
 def test_vmap_over_seeds_equals_a_loop(small_problem):
     params, spec, config, targets = small_problem
     keys = jax.random.split(jax.random.key(0), 3)
-    images, losses = engine.synthesize(keys, targets, params, spec, config)
+    images, losses = synthesize(keys, targets, params, spec, config)
     assert images.shape == (3, 24, 24, 3) and losses.shape == (3, 4)
     single = engine.Engine(params, spec, config, 1)  # one compile for the three single-seed runs
     for i in range(3):
@@ -135,7 +136,7 @@ def test_vmap_over_seeds_equals_a_loop(small_problem):
         np.testing.assert_allclose(one[0], images[i], atol=1e-5)
         np.testing.assert_allclose(one_losses[0], losses[i], rtol=1e-4)
     # The same key gives the same texture bit for bit; different keys differ.
-    again, _ = engine.synthesize(keys, targets, params, spec, config)
+    again, _ = synthesize(keys, targets, params, spec, config)
     np.testing.assert_array_equal(again, images)
     assert np.abs(np.asarray(images[0] - images[1])).mean() > 1e-3
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
@@ -167,7 +168,7 @@ def test_output_size_may_differ_from_source(small_problem):
     params, spec, config, targets = small_problem
     wide = SynthesisConfig(size=(16, 40), layers=config.layers, layer_weights=config.layer_weights,
                            iterations=2, coarse_iterations=())
-    images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
+    images, losses = synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, wide)
     assert images.shape == (1, 16, 40, 3) and np.isfinite(np.asarray(losses)).all()
 
 
@@ -196,21 +197,22 @@ def test_starting_noise(small_problem, init, scale, low, high, std):
 ])
 def test_bad_arguments_fail_before_compiling(kwargs, message, monkeypatch):
     params, spec = random_params("vgg16"), SPECS["vgg16"]
+    keys = jax.random.split(jax.random.key(0), 1)
 
     def no_compile(*args, **kw):
-        raise AssertionError("compiled before validating")
+        raise AssertionError("placed, traced or compiled before validating")
 
-    monkeypatch.setattr(engine, "init_state_batch", no_compile)
-    monkeypatch.setattr(engine, "_batched", no_compile)
+    for name in ("jit", "eval_shape", "device_put"):
+        monkeypatch.setattr(jax, name, no_compile)
     with pytest.raises(ValueError, match=message):
-        config = SynthesisConfig(**kwargs)
-        engine.synthesize(jax.random.split(jax.random.key(0), 1), {}, params, spec, config)
+        config = SynthesisConfig(**{"coarse_iterations": (), **kwargs})
+        synthesize(keys, {}, params, spec, config)
 
 
 def test_source_too_small_is_refused():
     params, spec = random_params("vgg16"), SPECS["vgg16"]
     with pytest.raises(ValueError, match="source image 12x40 is too small for pool4"):
-        compute_targets(params, jnp.zeros((12, 40, 3)), spec, SynthesisConfig())
+        compute_targets(params, jnp.zeros((12, 40, 3)), spec, SynthesisConfig(coarse_iterations=()))
 
 
 def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(weights_path):
@@ -222,7 +224,41 @@ def test_loss_falls_by_orders_of_magnitude_on_a_real_texture(weights_path):
     source = jax.image.resize(jnp.asarray(source), (64, 64, 3), "linear")
     config = SynthesisConfig(size=(48, 48), iterations=40, coarse_iterations=())
     targets = compute_targets(params, source, spec, config)
-    images, losses = engine.synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
+    images, losses = synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
     start = float(texture_loss(jnp.full((48, 48, 3), 0.5), targets, params, spec, config))
     assert np.all(np.asarray(losses[:, -1]) < start / 100), (start, losses[:, -1])
     assert np.all(np.diff(np.asarray(losses), axis=1) <= 1e-6 * start)  # L-BFGS with Armijo never goes up
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.full((24, 24, 3), 200, np.uint8), r"is uint8; pass float32 RGB in \[0, 1\], e.g. image / 255"),
+    (np.full((24, 24, 3), 200.0, np.float32), r"values up to 200, not RGB in \[0, 1\]; pass image / 255"),
+    (np.full((24, 24, 3), -0.8, np.float32), r"values down to -0.8, .* \(image \+ 1\) / 2"),
+    (np.full((24, 24, 3), np.nan, np.float32), "NaN or infinite"),
+    (np.full((24, 24, 4), 0.5, np.float32), r"shape \(24, 24, 4\); pass one RGB image"),
+])
+def test_sources_of_another_convention_are_refused(small_problem, image, message):
+    """The public API checks its images as the CLI does: a 0-255 photo would give Grams ~65,000x too big."""
+    params, spec, config, _ = small_problem
+    with pytest.raises(ValueError, match=message):
+        compute_targets(params, image, spec, config)
+    with pytest.raises(ValueError, match=message):
+        compute_targets(params, jnp.asarray(image), spec, config)  # values fetched from the device
+    with pytest.raises(ValueError, match=message):
+        Engine(params, spec, config, 1).targets(image)
+    coarse = SynthesisConfig(size=(48, 48), layers=config.layers, layer_weights=config.layer_weights,
+                             coarse_iterations=(1,))
+    with pytest.raises(ValueError, match=message):
+        CoarseToFine(params, spec, coarse, 1).targets(image)
+
+
+def test_under_jit_only_the_dtype_is_checked(small_problem):
+    params, spec, config, targets = small_problem
+    jitted = jax.jit(compute_targets, static_argnums=(2, 3))
+    with pytest.raises(ValueError, match="is uint8"):
+        jitted(params, np.zeros((24, 24, 3), np.uint8), spec, config)
+    # Traced values are unknown: a float image goes through (and [0, 1] values give the same targets).
+    source = np.random.default_rng(3).uniform(size=(24, 24, 3)).astype(np.float32)
+    np.testing.assert_allclose(jitted(params, source, spec, config)["gram"]["pool2"], targets["gram"]["pool2"],
+                               rtol=1e-5)
+    assert float(jitted(params, source * 255, spec, config)["gram"]["pool2"].max()) > 0

@@ -1,7 +1,7 @@
 """Loss terms beyond the Gram matrix: exact against direct computations, zero at the source's own
-statistics, gradients against finite differences, vmap equal to a loop, and the --loss setting."""
+statistics, gradients against finite differences, vmap equal to a loop, the --loss setting, and a term
+registered here, outside the library, used by name."""
 
-import dataclasses
 
 import numpy as np
 import jax
@@ -9,11 +9,24 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from texsynth_jax import SynthesisConfig, compute_targets, losses, synthesis, terms, texture_loss
+from texsynth_jax import SynthesisConfig, compute_targets, losses, make_engine, synthesis, terms, texture_loss
 from test_synthesis import SPECS, random_params
 
 LAYERS = ("conv1_1", "pool1", "pool2")
 SIZE = 16
+BUILT_IN = ("gram", "swd", "hist", "spectrum")
+
+
+# A term of this test module's own, as research code would add one: the source's mean colour.
+def mean_colour_stats(features, source, layers, size):
+    return jnp.mean(source, axis=(0, 1))  # [3]
+
+
+def mean_colour_loss(features, image, stats, layer_weights, key):
+    return jnp.sum(jnp.square(jnp.mean(image, axis=(0, 1)) - stats))
+
+
+terms.register("mean_colour", mean_colour_stats, mean_colour_loss)
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +34,9 @@ def network():
     return random_params("vgg16"), SPECS["vgg16"]
 
 
-def config_of(loss, size=SIZE):
+def config_of(loss, size=SIZE, **kwargs):
     return SynthesisConfig(size=(size, size), layers=LAYERS, layer_weights=(1.0, 0.5, 2.0), loss=loss,
-                           coarse_iterations=())
+                           coarse_iterations=(), **kwargs)
 
 
 def texture(size, seed=0):
@@ -78,7 +91,7 @@ def test_spectrum_loss_is_invariant_to_circular_shifts():
     assert float(losses.spectrum_loss(np.roll(source, (4, 9), axis=(0, 1)), source_fft)) < 1e-9
 
 
-@pytest.mark.parametrize("name", terms.NAMES)
+@pytest.mark.parametrize("name", BUILT_IN + ("mean_colour",))
 def test_each_term_is_zero_at_the_source_and_positive_elsewhere(network, name):
     params, spec = network
     config = config_of((f"{name}:1",))
@@ -90,7 +103,7 @@ def test_each_term_is_zero_at_the_source_and_positive_elsewhere(network, name):
     assert float(loss(noise, targets, params, spec, config)) > 1e-4
 
 
-@pytest.mark.parametrize("name", terms.NAMES)
+@pytest.mark.parametrize("name", BUILT_IN + ("mean_colour",))
 def test_each_term_gradient_matches_finite_differences(network, name):
     params, spec = network
     config = config_of((f"{name}:1",))
@@ -111,7 +124,7 @@ def test_each_term_gradient_matches_finite_differences(network, name):
 
 def test_vmap_over_seeds_equals_a_loop_for_every_term(network):
     params, spec = network
-    config = config_of(tuple(f"{n}:1" for n in terms.NAMES))
+    config = config_of(tuple(f"{n}:1" for n in BUILT_IN + ("mean_colour",)))
     targets = compute_targets(params, jnp.asarray(texture(SIZE)), spec, config)
     images = jnp.asarray(np.random.default_rng(8).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32))
     keys = jax.random.split(jax.random.key(4), 3)
@@ -143,7 +156,7 @@ def test_projections_fixed_keep_the_key_and_fresh_redraw_it():
     state = synthesis.SynthState(None, None, jnp.zeros((), jnp.int32), jax.random.key_data(jax.random.key(5)))
     later = state._replace(step=jnp.asarray(7, jnp.int32))
     data = lambda key: np.asarray(jax.random.key_data(key))
-    fixed, fresh = SynthesisConfig(projections="fixed"), SynthesisConfig(projections="fresh")
+    fixed, fresh = config_of(("swd:1",), projections="fixed"), config_of(("swd:1",), projections="fresh")
     assert np.array_equal(data(synthesis.projection_key(state, fixed)), data(synthesis.projection_key(later, fixed)))
     assert not np.array_equal(data(synthesis.projection_key(state, fresh)), data(synthesis.projection_key(later, fresh)))
 
@@ -153,7 +166,7 @@ def test_fresh_projections_line_search_compares_one_loss(network, optimizer):
     # The stored value is the last iteration's loss, with other directions. Made stale on purpose here
     # (zero: no point can beat it), a step that compared against it would search 20 trials and stay put.
     params, spec = network
-    config = dataclasses.replace(config_of(("swd:1",), size=24), projections="fresh", optimizer=optimizer)
+    config = config_of(("swd:1",), size=24, projections="fresh", optimizer=optimizer)
     targets = compute_targets(params, jnp.asarray(texture(24)), spec, config)
     state = synthesis.init_state(jax.random.key(1), targets, params, spec, config)
     zero, opt_state = jnp.zeros((), jnp.float32), state.opt_state
@@ -179,7 +192,7 @@ def test_bad_loss_settings_name_the_fix(loss, message):
 
 
 def test_loss_weights_parse():
-    assert SynthesisConfig(loss=("gram", "swd:0.5", " spectrum:0")).loss_weights == {
+    assert config_of(("gram", "swd:0.5", " spectrum:0")).loss_weights == {
         "gram": 1.0, "swd": 0.5, "spectrum": 0.0}
 
 
@@ -188,3 +201,48 @@ def test_host_sorts_equal_xla_sorts():
     np.testing.assert_array_equal(losses._host_sort(x), np.asarray(jnp.sort(x, axis=0)))
     np.testing.assert_array_equal(losses._host_ranks(x), np.asarray(jnp.argsort(jnp.argsort(x, axis=0), axis=0)))
     np.testing.assert_array_equal(jax.jit(losses.rank_columns)(x), losses._host_ranks(x))
+
+
+def test_a_registered_term_pulls_the_synthesis_its_way(network):
+    """gram:1,mean_colour:30 from grey noise: the output's mean colour ends nearer the source's than with
+    gram alone (the documented direction of the term's gradient), and the term is in the targets."""
+    params, spec = network
+    source = np.clip(texture(24) * np.array([1.3, 0.6, 0.3], np.float32), 0, 1)  # orange: far from grey
+    keys = jax.random.split(jax.random.key(0), 2)
+    gap = {}
+    for loss in (("gram:1",), ("gram:1", "mean_colour:30")):
+        engine = make_engine(params, spec, config_of(loss, size=24, iterations=6), 2)
+        targets = engine.targets(source)
+        assert set(targets) == {name.split(":")[0] for name in loss}
+        images, values = engine.synthesize(keys, targets)
+        assert np.all(np.isfinite(np.asarray(values)))
+        gap[loss] = np.abs(np.asarray(images).mean(axis=(1, 2)) - source.mean(axis=(0, 1))).max(axis=-1)
+    with_term, gram_only = gap[("gram:1", "mean_colour:30")], gap[("gram:1",)]
+    assert np.all(with_term < 0.5 * gram_only), (with_term, gram_only)
+
+
+def test_registry_checks_what_it_is_given():
+    assert terms.names()[:len(BUILT_IN)] == BUILT_IN and "mean_colour" in terms.names()
+    with pytest.raises(ValueError, match="'my term' is not an identifier"):
+        terms.register("my term", mean_colour_stats, mean_colour_loss)
+    with pytest.raises(ValueError, match="'gram' is already registered; choose another name, or pass replace=True"):
+        terms.register("gram", mean_colour_stats, mean_colour_loss)
+    with pytest.raises(ValueError, match="loss of loss term 'x' is a int, not a function"):
+        terms.register("x", mean_colour_stats, 3)
+    with pytest.raises(ValueError, match="random='yes' .* is not a bool"):
+        terms.register("x", mean_colour_stats, mean_colour_loss, random="yes")
+    assert "x" not in terms.names()
+    with pytest.raises(ValueError, match="loss term 'nope' is unknown; .*mean_colour"):
+        config_of(("gram:1", "nope:1"))
+
+
+def test_replacing_a_term_reaches_programs_compiled_before(network):
+    params, spec = network
+    terms.register("probe", mean_colour_stats, mean_colour_loss)
+    config = config_of(("gram:0", "probe:1"))
+    targets = compute_targets(params, jnp.asarray(texture(SIZE)), spec, config)
+    loss = jax.jit(texture_loss, static_argnums=(3, 4))
+    image = jnp.full((SIZE, SIZE, 3), 0.5)
+    before = float(loss(image, targets, params, spec, config))
+    terms.register("probe", mean_colour_stats, lambda *args: 2 * mean_colour_loss(*args), replace=True)
+    assert float(loss(image, targets, params, spec, config)) == pytest.approx(2 * before, rel=1e-6)

@@ -12,6 +12,10 @@ full-size scale only has to add detail. Each scale starts from the previous one'
 are compiled once, by its own Engine, and reused for every source of a job.
 
 Iterations are counted over all scales: scale k runs iterations offsets[k] + 1 .. offsets[k + 1].
+
+`make_engine` gives what a config needs (an Engine for one scale, a CoarseToFine for several), and
+`synthesize` is the one-off call for either; both have targets, keys, init, run, synthesize, images and
+scale_of, with one `on_step(state, step, losses)` signature.
 """
 
 import dataclasses
@@ -25,7 +29,7 @@ from jax.sharding import Mesh
 
 from texsynth_jax import synthesis, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer
-from texsynth_jax.engine import Engine
+from texsynth_jax.engine import Engine, check_keys
 from texsynth_jax.synthesis import SynthState
 
 
@@ -36,7 +40,8 @@ def scale_configs(config: SynthesisConfig) -> list[SynthesisConfig]:
 
 
 def source_sizes(source_size, config: SynthesisConfig) -> list[tuple[int, int]]:
-    """The source's (height, width) at every scale: shrunk as the output is from scale to scale."""
+    """The source's (height, width) at every scale, coarsest first: shrunk as the output is from scale
+    to scale (source_size: the source's (height, width))."""
     return [(max(1, round(source_size[0] * h / config.size[0])), max(1, round(source_size[1] * w / config.size[1])))
             for h, w in config.scale_sizes]
 
@@ -53,7 +58,7 @@ def check_source(source_size, config: SynthesisConfig, arch: str, what: str) -> 
 
 
 def shrink(source: jax.Array, size) -> jax.Array:
-    """The source at `size` (antialiased cubic, clipped to [0, 1])."""
+    """float32 [H, W, 3] in [0, 1] -> [*size, 3] (antialiased cubic, clipped to [0, 1])."""
     if tuple(source.shape[:2]) == tuple(size):
         return source
     return jnp.clip(jax.image.resize(source, (*size, source.shape[2]), "cubic", antialias=True), 0.0, 1.0)
@@ -71,6 +76,8 @@ class CoarseToFine:
 
     def __init__(self, params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig, batch_size: int,
                  mesh: Mesh | None = None, steps_per_dispatch: int | None = None):
+        """Build an Engine per scale (weights placed once); arguments as Engine's, `config` with or
+        without coarse_iterations."""
         self.config, self.spec, self.batch_size = config, spec, batch_size
         self.engines = []
         for scale_config in scale_configs(config):
@@ -81,37 +88,67 @@ class CoarseToFine:
         self.steps_per_dispatch = self.engines[0].steps_per_dispatch
 
     def targets(self, source) -> list[dict]:
-        """Every scale's targets from a source (float32 [H, W, 3] in [0, 1]), coarsest first."""
+        """Every scale's targets from a source, coarsest first.
+
+        Args:
+          source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass image / 255),
+            large enough to reach the deepest layer at the coarsest scale (check_source).
+
+        Returns:
+          [{term: stats}] per scale, each from the source shrunk like the output (source_sizes).
+        """
+        synthesis.check_image(source, "source image")
         check_source(np.shape(source)[:2], self.config, self.spec.arch, "source image")
         source = jnp.asarray(source, jnp.float32)
         sizes = source_sizes(source.shape[:2], self.config)
-        return [engine.targets(shrink(source, size)) for engine, size in zip(self.engines, sizes)]
+        return [engine._compute_targets(shrink(source, size)) for engine, size in zip(self.engines, sizes)]
+
+    def check_targets(self, targets) -> None:
+        """Raise ValueError (one line) unless `targets` are a list of every scale's {term: stats}, as
+        `targets(source)` gives them."""
+        n = len(self.engines)
+        if not isinstance(targets, (list, tuple)):
+            kind = "one scale's {term: stats}" if isinstance(targets, Mapping) else f"a {type(targets).__name__}"
+            raise ValueError(f"targets are {kind}; this run has {n} scale(s): pass a list, coarsest first, "
+                             "from CoarseToFine.targets(source)")
+        if len(targets) != n:
+            raise ValueError(f"targets have {len(targets)} scale(s), this run has {n}; pass CoarseToFine.targets(source)")
+        for engine, scale_targets in zip(self.engines, targets):
+            engine.check_targets(scale_targets)
 
     def keys(self, seeds) -> jax.Array:
+        """PRNG keys of int seeds, padded to the batch (see Engine.keys)."""
         return self.engines[0].keys(seeds)
 
     def init(self, keys: jax.Array, targets: list) -> SynthState:
-        """Fresh batched state of the coarsest scale (see Engine.init)."""
+        """Fresh batched state of the coarsest scale (see Engine.init); targets from `targets(source)`."""
+        self.check_targets(targets)
         return self.engines[0].init(keys, targets[0])
 
     def scale_of(self, state: SynthState) -> int:
-        """The scale a state belongs to, by its size (scale sizes are distinct)."""
+        """The scale a state belongs to (0 = coarsest), by its size (scale sizes are distinct)."""
         sizes = [tuple(e.config.size) for e in self.engines]
-        return sizes.index(tuple(state.latent.shape[1:3]))
+        size = tuple(state.latent.shape[1:3])
+        if size not in sizes:
+            raise ValueError(f"a state of {size[0]}x{size[1]} belongs to no scale of this run ({sizes}); pass a state "
+                             "of this CoarseToFine's init or run")
+        return sizes.index(size)
 
     def images(self, state: SynthState) -> jax.Array:
         """float32 [batch_size, h, w, 3] in [0, 1] at the state's scale, on the device."""
         return self.engines[self.scale_of(state)].images(state)
 
     def run(self, state: SynthState, targets: list,
-            on_step: Callable[[SynthState, int, int, list], bool | None] | None = None,
+            on_step: Callable[[SynthState, int, list], bool | None] | None = None,
             on_scale: Callable[[SynthState, int], None] | None = None) -> tuple[SynthState, list]:
         """Iterate from `state` (at any scale and step) to the end of the last scale.
 
         Args:
-          on_step: called after each dispatch as on_step(state, scale, step, losses), `step` counted
-            over all scales and `losses` the device arrays [padded_size] of the iterations this call
-            has run at this scale. Return True to stop there.
+          state: a batched state of any scale (init, place, or an earlier run); donated.
+          targets: every scale's, from `targets(source)`.
+          on_step: called after each dispatch as on_step(state, step, losses), as Engine.run calls it:
+            `step` counted over all scales (scale_of(state) gives the scale) and `losses` the device
+            arrays [padded_size] of every iteration this call has run. Return True to stop there.
           on_scale: called as on_scale(state, scale) when a scale's last iteration is done, before the
             next scale starts from it.
 
@@ -119,35 +156,41 @@ class CoarseToFine:
           (state, losses): where it stopped (the last scale's final state unless on_step stopped it)
           and one device array [padded_size] per iteration run by this call.
         """
-        all_losses, stopped = [], []
+        self.check_targets(targets)
+        losses, stopped = [], []
         first = self.scale_of(state)
         for k in range(first, len(self.engines)):
             engine = self.engines[k]
             if k > first:
                 state = engine.restart(state, targets[k])
 
-            def hook(state, step, losses, k=k):
-                if on_step is not None and on_step(state, self.offsets[k] + step, losses):
-                    stopped.append(k)
+            def hook(state, step, losses, offset=self.offsets[k]):
+                if on_step is not None and on_step(state, offset + step, losses):
+                    stopped.append(True)
                     return True
 
-            state, losses = engine.run(state, targets[k], engine.config.iterations, hook)
-            all_losses += losses
+            state, losses = engine.run(state, targets[k], engine.config.iterations, hook, losses)
             if stopped:
                 break
             if on_scale is not None:
                 on_scale(state, k)
-        return state, all_losses
+        return state, losses
 
     def synthesize(self, keys: jax.Array, targets: list, on_step=None, state: SynthState | None = None,
                    on_scale=None) -> tuple[jax.Array, jax.Array]:
         """Run `keys` (or a checkpointed `state`, at any scale) through every scale.
 
+        Args:
+          keys: PRNG keys [B] (engine.check_keys), B <= the batch size.
+          targets: every scale's, from `targets(source)`.
+          on_step, on_scale: as in `run`.
+          state: a state to continue from (a checkpoint, at any scale) instead of fresh ones.
+
         Returns:
           images float32 [B, H, W, 3] in [0, 1] (at the size the run stopped at: `config.size` unless
-          on_step stopped it) and losses float32 [B, n] of the n iterations run, B = len(keys).
+          on_step stopped it) and losses float32 [B, n] of the n iterations run.
         """
-        batch = len(keys)
+        batch = len(check_keys(keys))
         if state is None:
             state = self.init(keys, targets)
         else:
@@ -155,3 +198,46 @@ class CoarseToFine:
         state, losses = self.run(state, targets, on_step, on_scale)
         losses = jnp.stack(losses, axis=1) if losses else jnp.zeros((len(state.step), 0), jnp.float32)
         return synthesis.image_from_latent(state.latent[:batch]), losses[:batch]
+
+
+def make_engine(params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig, batch_size: int,
+                mesh: Mesh | None = None, steps_per_dispatch: int | None = None) -> Engine | CoarseToFine:
+    """The engine a config needs: an Engine for one scale, a CoarseToFine when it has coarse_iterations.
+
+    Both take their own kind of targets from their `targets(source)` ({term: stats}, or a list of them
+    per scale) and run with the same `on_step(state, step, losses)`. Arguments as Engine's.
+    """
+    if config.coarse_iterations:
+        return CoarseToFine(params, spec, config, batch_size, mesh, steps_per_dispatch)
+    return Engine(params, spec, config, batch_size, mesh, steps_per_dispatch)
+
+
+def synthesize(keys: jax.Array, targets, params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig,
+               on_step: Callable[[SynthState, int, list], bool | None] | None = None, *,
+               mesh: Mesh | None = None, state: SynthState | None = None) -> tuple[jax.Array, jax.Array]:
+    """Synthesise one texture per key: a one-off `make_engine(...).synthesize`.
+
+    Builds an engine for this call; its programs are shared with any engine of the same settings (only
+    the iteration counts may differ), so calling this again does not recompile. To run many sources,
+    build one engine (`make_engine`) and call its `targets` and `synthesize` for each.
+
+    Args:
+      keys: PRNG keys [B], one per seed (e.g. `jax.random.split(jax.random.key(0), 4)`).
+      targets: `make_engine(...).targets(source)`: for a single-scale config {term: stats} (also
+        `compute_targets`), for one with coarse scales the list of every scale's, coarsest first.
+      params, spec: the VGG weights and their convention (`load_weights`).
+      config: the synthesis settings.
+      on_step: called after every dispatch as on_step(state, step, losses) with the batched state
+        (Engine.run). On a seed mesh the batch is padded to a multiple of the device count: rows from
+        B on are padding. Return True to stop there.
+      mesh: None for the default device; a `parallel.SEEDS` mesh to split the seeds over its
+        devices; a `parallel.SPACE` mesh to split every image into strips over its devices.
+      state: a state to continue from (a checkpoint), batched as on_step saw it.
+
+    Returns:
+      images float32 [B, H, W, 3] RGB in [0, 1], and losses float32 [B, n] after each of the n
+      iterations run by this call.
+    """
+    keys = check_keys(keys)
+    engine = make_engine(params, spec, config, len(keys), mesh)
+    return engine.synthesize(keys, targets, on_step, state)

@@ -98,7 +98,7 @@ class SynthesisConfig:
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
                              OPTIMIZERS)
     loss: tuple[str, ...] = setting(("gram:1",), "Loss terms as name:weight, comma separated: gram (Gatys et al.), "
-                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.NAMES)}.",
+                                    f"swd, hist, spectrum (see README). Known: {', '.join(terms.names())}.",
                                     example="gram:1 or gram:1,swd:0.1")
     projections: str = setting("fixed", "Random directions of the swd term: fixed per seed, or fresh every "
                                "iteration.", PROJECTIONS)
@@ -234,13 +234,13 @@ class RunOptions:
 
 
 def parse_loss(items) -> dict[str, float]:
-    """{term: weight} of "name:weight" items (a bare name weighs 1), terms looked up in terms.TERMS at
+    """{term: weight} of "name:weight" items (a bare name weighs 1), terms looked up in the registry (terms.names()) at
     call time (so registered terms count); ValueError naming the fix for anything else."""
-    weights, known = {}, ", ".join(terms.TERMS)
+    weights, known = {}, ", ".join(terms.names())
     for item in items:
         name, _, weight = item.partition(":")
         name = name.strip()
-        if name not in terms.TERMS:
+        if name not in terms.names():
             raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {known} (e.g. gram:1,swd:0.1)")
         try:
             value = float(weight) if weight.strip() else 1.0

@@ -1,19 +1,26 @@
-"""The synthesis engine: weights placed once, programs compiled once, any number of sources run through them.
+"""The synthesis engine for one scale: weights placed once, programs compiled once, any number of sources run through them.
 
     engine = Engine(params, spec, config, batch_size=4)            # mesh=parallel.make_mesh(...) to shard
     for source in sources:
         targets = engine.targets(source)                              # jitted (once per source shape)
         images, losses = engine.synthesize(keys, targets)             # the same init and step programs
 
-An `Engine` is built for one (network, config, batch size, mesh). It puts the weights on the devices once,
-and jits the target Grams, the batched init and the batched step once; every source of a job reuses
-them, so a job of 10,000 sources compiles its step program once. Batches smaller than `batch_size` are
-padded with repeated seeds and the padding is dropped from what is returned.
+An `Engine` is built for one (network, single-scale config, batch size, mesh); `coarse_to_fine.py`
+holds one per scale, and `coarse_to_fine.make_engine` picks what a config needs. It puts the weights
+on the devices once, and jits the targets, the batched init and the batched step; every source of a job
+reuses them, so a job of 10,000 sources compiles its step program once. Batches smaller than
+`batch_size` are padded with repeated seeds and the padding is dropped from what is returned.
+
+The programs see `program_config(config)`: the config with its run-only settings (RUN_ONLY: how many
+iterations) made neutral, so engines that differ only in how long they run share every traced and
+compiled program (the programs are jits of the same module-level functions, and jax caches them by
+function, static arguments and shapes).
 
 `run` drives the iterations from the host and keeps losses and images on the device: they reach the
 host only when the caller's `on_step` fetches them (a log line, a snapshot, a checkpoint, the end).
 """
 
+import dataclasses
 import functools
 from typing import Callable, Mapping
 
@@ -32,49 +39,118 @@ from texsynth_jax.synthesis import SynthState
 # on other backends unmeasured so far, so 1 as well (a step costs far more than its dispatch).
 STEPS_PER_DISPATCH = {"cpu": 1}
 
-
-def _batched(fn, **jit_args):
-    """One program for a batch of seeds: the first argument batched, targets and weights shared."""
-    return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None, None)), static_argnums=(3, 4), **jit_args)
+# Settings that say how long a run goes on, not what a step computes: programs never see them.
+RUN_ONLY = ("iterations", "coarse_iterations")
 
 
-# Module-level programs for a batch of seeds on the default device; an Engine builds its own, with
-# the shardings of its mesh. The state is donated, so its buffers (the L-BFGS memory above all) are
-# updated in place.
-init_state_batch = _batched(synthesis.init_state)
-step_batch = _batched(synthesis.step, donate_argnums=0)
+def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
+    """Iterations per host dispatch: `requested` if given, else the backend's entry of STEPS_PER_DISPATCH
+    (1 where unmeasured). backend: a jax backend name; None is jax.default_backend()."""
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ValueError(f"steps_per_dispatch={requested!r} must be a positive int; give 1 or more, or None")
+    return requested or STEPS_PER_DISPATCH.get(backend or jax.default_backend(), 1)
 
 
-def _scan_steps(state, target_grams, params, spec, config, *, length):
+def program_config(config: SynthesisConfig) -> SynthesisConfig:
+    """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
+    neutral (iterations=1, coarse_iterations=()), so that running longer never retraces or recompiles."""
+    return dataclasses.replace(config, iterations=1, coarse_iterations=())
+
+
+def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
+    """Raise ValueError (one line) unless a SPACE mesh splits every scale of `config` into strips of
+    whole pooling windows; nothing to check for None or a SEEDS mesh."""
+    if mesh is None or parallel.SPACE not in mesh.axis_names:
+        return
+    factor = max(vgg.downsampling(arch, layer) for layer in config.layers)
+    for size in config.scale_sizes:
+        parallel.check_spatial(mesh, size, factor)
+
+
+def check_keys(keys) -> jax.Array:
+    """PRNG keys [B] for B seeds, as typed keys; ValueError (one line) for anything else.
+
+    Args:
+      keys: typed keys [B] (`jax.random.split(jax.random.key(0), B)`), or legacy uint32 keys [B, 2]
+        (`jax.random.split(jax.random.PRNGKey(0), B)`), B >= 1.
+    """
+    fix = "pass one key per seed, e.g. jax.random.split(jax.random.key(0), B), or engine.keys(seeds) for int seeds"
+    dtype, shape = getattr(keys, "dtype", None), np.shape(keys) if hasattr(keys, "shape") else None
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if len(shape) != 1:
+            raise ValueError(f"keys have shape {tuple(shape)}; {fix}")
+    elif dtype == np.uint32 and shape is not None and len(shape) == 2 and shape[1] == 2:
+        keys = jax.random.wrap_key_data(keys)  # legacy raw threefry keys
+    else:
+        what = f"{dtype} of shape {tuple(shape)}" if shape is not None else type(keys).__name__
+        raise ValueError(f"keys are {what}, not PRNG keys; {fix}")
+    if len(keys) == 0:
+        raise ValueError(f"keys are empty; {fix}")
+    return keys
+
+
+# The per-seed functions batched over seeds: the first argument batched, targets and weights shared. They
+# are module-level objects, so every Engine's jits of them share jax's trace and compile caches.
+_init_batch = jax.vmap(synthesis.init_state, in_axes=(0, None, None, None, None))
+_step_batch = jax.vmap(synthesis.step, in_axes=(0, None, None, None, None))
+_restart_batch = jax.vmap(synthesis.restart, in_axes=(0, 0, None, None, None, None))
+
+
+def _scan_steps(state, targets, params, spec, config, length):
     """`length` iterations of one seed in one program; losses [length]."""
     def body(state, _):
-        return synthesis.step(state, target_grams, params, spec, config)
+        return synthesis.step(state, targets, params, spec, config)
     return jax.lax.scan(body, state, None, length=length)
 
 
+def _scan_batch(state, targets, params, spec, config, length):
+    scan = functools.partial(_scan_steps, length=length)
+    return jax.vmap(scan, in_axes=(0, None, None, None, None), out_axes=(0, 1))(state, targets, params, spec, config)
+
+
+# Programs for a batch of seeds on the default device, as an Engine without a mesh runs them:
+# (keys [B], targets, params, spec, config) -> state, and (state, ...) -> (state, losses [B]). The state
+# is donated, so its buffers (the L-BFGS memory above all) are updated in place.
+init_state_batch = jax.jit(_init_batch, static_argnums=(3, 4))
+step_batch = jax.jit(_step_batch, static_argnums=(3, 4), donate_argnums=0)
+
+
 class Engine:
-    """Compiled synthesis programs for one (network, config, batch size, mesh).
+    """Compiled synthesis programs for one (network, single-scale config, batch size, mesh).
 
     Attributes:
       params: the weights, on the device(s) (replicated over a mesh).
-      spec, config, mesh: as given.
+      spec, config, mesh: as given (`config` with its iterations; the programs see program_config(config)).
       batch_size: seeds per batch as given; `padded_size` is that rounded up for a seed mesh.
-      steps_per_dispatch: iterations per host dispatch (see STEPS_PER_DISPATCH).
+      steps_per_dispatch: iterations per host dispatch (see dispatch_steps).
+      state_shape, state_sharding: the batched state's shapes (jax.ShapeDtypeStruct) and shardings
+        (None without a mesh), e.g. to load a checkpoint.
     """
 
     def __init__(self, params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig, batch_size: int,
                  mesh: Mesh | None = None, steps_per_dispatch: int | None = None):
+        """Check the settings, place the weights and build (not yet compile) the programs.
+
+        Args:
+          params: VGG weights {layer: {"kernel": HWIO, "bias": [O]}} (`load_weights`).
+          spec: their network and input convention.
+          config: a single-scale config (no coarse_iterations; see coarse_to_fine.make_engine).
+          batch_size: seeds per batch, >= 1.
+          mesh: None for the default device, or a parallel.SEEDS / parallel.SPACE mesh.
+          steps_per_dispatch: iterations per dispatch; None: the backend's (dispatch_steps).
+        """
         if config.coarse_iterations:
             raise ValueError("an Engine runs one scale, and this config has coarse scales (coarse_iterations); "
-                             "use coarse_to_fine.CoarseToFine, which holds an Engine per scale")
+                             "use coarse_to_fine.CoarseToFine (or coarse_to_fine.make_engine), which holds an Engine "
+                             "per scale")
         config.check_network(spec.arch)
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be at least 1")
-        if mesh is not None and parallel.SPACE in mesh.axis_names:
-            parallel.check_spatial(mesh, config.size, max(vgg.downsampling(spec.arch, l) for l in config.layers))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be an int of at least 1")
+        check_mesh(mesh, config, spec.arch)
         self.spec, self.config, self.mesh, self.batch_size = spec, config, mesh, batch_size
+        self._program = program = program_config(config)
         self.padded_size = parallel.padded_size(batch_size, mesh)
-        self.steps_per_dispatch = steps_per_dispatch or STEPS_PER_DISPATCH.get(jax.default_backend(), 1)
+        self.steps_per_dispatch = dispatch_steps(steps_per_dispatch)
         if mesh is None:
             self._shared = self._keys = None
             self.params = self._params_one = jax.device_put(params)
@@ -89,83 +165,174 @@ class Engine:
         self._targets = jax.jit(synthesis.compute_targets, static_argnums=(2, 3))
         keys_like = jax.ShapeDtypeStruct((self.padded_size,), jax.random.key(0).dtype, sharding=self._keys)
         image_like = jax.ShapeDtypeStruct((*config.size, 3), jnp.float32)
-        self._targets_like = jax.eval_shape(self._targets, self.params, image_like, spec, config)
-        self.state_shape = jax.eval_shape(init_state_batch, keys_like, self._targets_like, self.params, spec, config)
+        self._targets_like = jax.eval_shape(self._targets, self.params, image_like, spec, program)
+        self.state_shape = jax.eval_shape(init_state_batch, keys_like, self._targets_like, self.params, spec, program)
         self.state_sharding = None if mesh is None else parallel.batch_sharding(mesh, self.state_shape, config.size)
-        # Output shardings on a mesh (state, and losses split like the seeds); none on one device.
-        placed = (lambda *out: {}) if mesh is None else (lambda *out: {"out_shardings": out[0] if len(out) == 1 else out})
-        self._init = _batched(synthesis.init_state, **placed(self.state_sharding))
-        self._restart = jax.jit(jax.vmap(synthesis.restart, in_axes=(0, 0, None, None, None, None)),
-                                static_argnums=(4, 5), **placed(self.state_sharding))
-        self._step = _batched(synthesis.step, donate_argnums=0, **placed(self.state_sharding, self._keys))
+        if mesh is None:
+            self._init, self._step = init_state_batch, step_batch
+            placed = lambda *out: {}
+        else:  # output shardings: the state's, and losses split like the seeds
+            self._init = jax.jit(_init_batch, static_argnums=(3, 4), out_shardings=self.state_sharding)
+            self._step = jax.jit(_step_batch, static_argnums=(3, 4), donate_argnums=0,
+                                 out_shardings=(self.state_sharding, self._keys))
+            placed = lambda out: {"out_shardings": out}
+        self._restart = jax.jit(_restart_batch, static_argnums=(4, 5), **placed(self.state_sharding))
         self._scan = None
         if self.steps_per_dispatch > 1:
-            scan = jax.vmap(functools.partial(_scan_steps, length=self.steps_per_dispatch),
-                            in_axes=(0, None, None, None, None), out_axes=(0, 1))
-            self._scan = jax.jit(scan, static_argnums=(3, 4), donate_argnums=0, **placed(self.state_sharding, None))
+            self._scan = jax.jit(_scan_batch, static_argnums=(3, 4, 5), donate_argnums=0,
+                                 **placed((self.state_sharding, None)))
 
-    # Sources and states.
+    # Inputs.
 
-    def targets(self, source) -> dict[str, jax.Array]:
-        """Target Grams of a source image (float32 [H, W, 3] in [0, 1], any size that reaches the
-        deepest layer), on the device(s). One compile per source shape."""
+    def targets(self, source) -> dict[str, object]:
+        """The source's statistics for every term of `config.loss`, on the device(s).
+
+        Args:
+          source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass
+            image / 255), any size that reaches the deepest layer. One compile per source shape.
+
+        Returns:
+          {term: stats}, as `synthesis.compute_targets`.
+        """
+        synthesis.check_image(source, "source image")
         check_size(np.shape(source)[:2], self.spec.arch, self.config.layers, "source image")
+        return self._compute_targets(source)
+
+    def _compute_targets(self, source) -> dict[str, object]:
         source = jax.device_put(jnp.asarray(source, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)
-        return jax.device_put(self._targets(self._params_one, source, self.spec, self.config), self._shared)
+        return jax.device_put(self._targets(self._params_one, source, self.spec, self._program), self._shared)
+
+    def check_targets(self, targets) -> None:
+        """Raise ValueError (one line) unless `targets` are this engine's kind: {term: stats} of
+        `config.loss`, as `targets(source)` gives them."""
+        if not isinstance(targets, Mapping):
+            kind = ("a list (one entry per scale, as CoarseToFine.targets gives)" if isinstance(targets, (list, tuple))
+                    else f"a {type(targets).__name__}")
+            raise ValueError(f"targets are {kind}; this Engine runs one scale: pass its {{term: stats}}, "
+                             "engine.targets(source)")
+        terms = list(self.config.loss_weights)
+        if sorted(targets) != sorted(terms):
+            raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(terms)}; pass "
+                             "engine.targets(source) ({term: stats}; style_loss's {layer: gram} go under 'gram')")
+        if jax.tree.structure(targets) != jax.tree.structure(self._targets_like):
+            raise ValueError("targets are not of this engine's layers and terms (another config's?); pass "
+                             "engine.targets(source)")
 
     def keys(self, seeds) -> jax.Array:
-        """PRNG keys of integer seeds (the CLI's `--seeds`), padded to the engine's batch."""
-        seeds = np.asarray(seeds, np.uint32)
+        """PRNG keys [padded_size] of int seeds (the CLI's `--seeds`: jax.random.key(seed)), repeated
+        cyclically to the engine's padded batch."""
+        seeds = np.asarray(seeds)
+        if seeds.ndim != 1 or not 1 <= len(seeds) <= self.padded_size or not np.issubdtype(seeds.dtype, np.integer):
+            raise ValueError(f"seeds={seeds.tolist()!r} must be 1 to {self.padded_size} ints; give a list of seeds")
+        if seeds.min() < 0 or seeds.max() > np.iinfo(np.uint32).max:
+            raise ValueError(f"seeds={seeds.tolist()} must lie in 0..{np.iinfo(np.uint32).max}")
+        seeds = seeds.astype(np.uint32)
         return jax.vmap(jax.random.key)(jnp.asarray(seeds[np.arange(self.padded_size) % len(seeds)]))
 
-    def init(self, keys: jax.Array, targets: Mapping[str, jax.Array]) -> SynthState:
-        """Fresh batched state at the source's `targets`: one row per key, padded cyclically to
-        `padded_size` rows (the optimiser evaluates the loss at the start)."""
-        if not 1 <= len(keys) <= self.padded_size:
+    def _check_batch(self, keys) -> jax.Array:
+        keys = check_keys(keys)
+        if len(keys) > self.padded_size:
             raise ValueError(f"{len(keys)} keys for an engine of batch {self.batch_size}; build one with "
                              f"batch_size={len(keys)}")
-        keys = jax.device_put(keys[np.arange(self.padded_size) % len(keys)], self._keys)
-        return self._init(keys, targets, self.params, self.spec, self.config)
+        return keys
 
-    def restart(self, state: SynthState, targets: Mapping[str, jax.Array]) -> SynthState:
+    # States.
+
+    def init(self, keys: jax.Array, targets: Mapping[str, object]) -> SynthState:
+        """Fresh batched state at the source's `targets`: one row per key, padded cyclically to
+        `padded_size` rows (the optimiser evaluates the loss at the start).
+
+        Args:
+          keys: PRNG keys [B], 1 <= B <= padded_size (check_keys).
+          targets: {term: stats} from `targets(source)`.
+
+        Returns:
+          SynthState with a leading axis [padded_size], latents [padded_size, H, W, 3].
+        """
+        keys = self._check_batch(keys)
+        self.check_targets(targets)
+        keys = jax.device_put(keys[np.arange(self.padded_size) % len(keys)], self._keys)
+        return self._init(keys, targets, self.params, self.spec, self._program)
+
+    def restart(self, state: SynthState, targets: Mapping[str, object]) -> SynthState:
         """This engine's state from `state` of another size (the previous scale of a coarse-to-fine run):
         its images enlarged to `config.size` (synthesis.restart), the same seeds, a fresh optimiser."""
-        return self._restart(state.latent, state.key, targets, self.params, self.spec, self.config)
+        self.check_targets(targets)
+        return self._restart(state.latent, state.key, targets, self.params, self.spec, self._program)
 
     def place(self, state) -> SynthState:
         """A state from the host (a checkpoint) onto the engine's devices."""
         return jax.device_put(state, self.state_sharding)
 
+    def scale_of(self, state: SynthState) -> int:
+        """The scale of a state: always 0 (one scale); CoarseToFine.scale_of has the same signature."""
+        return 0
+
+    def images(self, state: SynthState) -> jax.Array:
+        """float32 [batch_size, H, W, 3] in [0, 1], on the device (padding rows dropped)."""
+        return synthesis.image_from_latent(state.latent[: self.batch_size])
+
+    # Iterations.
+
     def step(self, state: SynthState, targets) -> tuple[SynthState, jax.Array]:
         """One iteration of the whole batch; `state` is donated. Returns (state, losses [padded_size])."""
-        return self._step(state, targets, self.params, self.spec, self.config)
+        self.check_targets(targets)
+        return self._step(state, targets, self.params, self.spec, self._program)
 
     def run(self, state: SynthState, targets, until: int,
-            on_step: Callable[[SynthState, int, list], bool | None] | None = None) -> tuple[SynthState, list]:
+            on_step: Callable[[SynthState, int, list], bool | None] | None = None,
+            losses: list | None = None) -> tuple[SynthState, list]:
         """Iterate from `state.step` to iteration `until`, `steps_per_dispatch` at a time.
 
         Args:
-          on_step: called after each dispatch as on_step(state, step, losses), with `losses` the
-            list of device arrays [padded_size] of every iteration run by this call so far. Return
-            True to stop here (Ctrl-C, a budget). Nothing is fetched to the host unless it does.
+          state: a batched state of this engine (from init, restart, place or an earlier run); donated.
+          targets: {term: stats} from `targets(source)`.
+          until: the iteration to stop after (any count: programs do not depend on it).
+          on_step: called after each dispatch as on_step(state, step, losses), `step` the iterations
+            done and `losses` the list of device arrays [padded_size] of every iteration run so far.
+            Return True to stop here (Ctrl-C, a budget). Nothing is fetched to the host unless it does.
+          losses: a list to extend with this call's losses (an earlier scale's, as CoarseToFine passes);
+            None starts a new one.
 
         Returns:
           (state, losses): the final state and one device array [padded_size] per iteration.
         """
+        self.check_targets(targets)
         done = int(np.max(jax.device_get(state.step)))
-        losses = []
+        losses = [] if losses is None else losses
         while done < until:
             if self._scan is not None and until - done >= self.steps_per_dispatch:
-                state, chunk = self._scan(state, targets, self.params, self.spec, self.config)
+                state, chunk = self._scan(state, targets, self.params, self.spec, self._program,
+                                          self.steps_per_dispatch)
                 losses += list(chunk)
                 done += self.steps_per_dispatch
             else:
-                state, loss = self.step(state, targets)
+                state, loss = self._step(state, targets, self.params, self.spec, self._program)
                 losses.append(loss)
                 done += 1
             if on_step is not None and on_step(state, done, losses):
                 break
         return state, losses
+
+    def synthesize(self, keys: jax.Array, targets, on_step=None, state: SynthState | None = None
+                   ) -> tuple[jax.Array, jax.Array]:
+        """Run `keys` (or a checkpointed `state`) to `config.iterations`.
+
+        Args:
+          keys: PRNG keys [B] (check_keys), B <= padded_size.
+          targets: {term: stats} from `targets(source)`.
+          on_step: as in `run`.
+          state: a state to continue from instead of fresh ones (a checkpoint, batched as on_step saw it).
+
+        Returns:
+          images float32 [B, H, W, 3] in [0, 1] and losses float32 [B, n] of the n iterations run.
+        """
+        keys = self._check_batch(keys)
+        batch = len(keys)
+        state = self.init(keys, targets) if state is None else self.place(state)
+        state, losses = self.run(state, targets, self.config.iterations, on_step)
+        losses = jnp.stack(losses, axis=1) if losses else jnp.zeros((self.padded_size, 0), jnp.float32)
+        return synthesis.image_from_latent(state.latent[:batch]), losses[:batch]
 
     def step_memory_bytes(self) -> int:
         """XLA's account of the compiled step, per device: arguments + outputs + temporaries, less
@@ -176,59 +343,5 @@ class Engine:
         if self.mesh is not None:
             state = place(state, self.state_sharding)
             targets = place(targets, jax.tree.map(lambda _: self._shared, targets))
-        m = self._step.lower(state, targets, self.params, self.spec, self.config).compile().memory_analysis()
+        m = self._step.lower(state, targets, self.params, self.spec, self._program).compile().memory_analysis()
         return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-
-    def images(self, state: SynthState) -> jax.Array:
-        """float32 [batch_size, H, W, 3] in [0, 1], on the device (padding rows dropped)."""
-        return synthesis.image_from_latent(state.latent[: self.batch_size])
-
-    def synthesize(self, keys: jax.Array, targets, on_step=None, state: SynthState | None = None
-                   ) -> tuple[jax.Array, jax.Array]:
-        """Run `keys` (or a checkpointed `state`) to `config.iterations`.
-
-        Returns:
-          images float32 [B, H, W, 3] in [0, 1] and losses float32 [B, n] of the n iterations run,
-          B = len(keys).
-        """
-        batch = len(keys)
-        state = self.init(keys, targets) if state is None else self.place(state)
-        state, losses = self.run(state, targets, self.config.iterations, on_step)
-        losses = jnp.stack(losses, axis=1) if losses else jnp.zeros((self.padded_size, 0), jnp.float32)
-        return synthesis.image_from_latent(state.latent[:batch]), losses[:batch]
-
-
-def synthesize(keys: jax.Array, target_grams: Mapping[str, jax.Array], params: Mapping, spec: vgg.NetworkSpec,
-               config: SynthesisConfig, callback: Callable[[SynthState], None] | None = None, *,
-               mesh: Mesh | None = None, state: SynthState | None = None) -> tuple[jax.Array, jax.Array]:
-    """Synthesise one texture per key: a one-off `Engine(...).synthesize`.
-
-    Builds (and compiles) an engine for this call; to run many sources, build one `Engine` and call
-    its `synthesize` for each, which compiles once.
-
-    Args:
-      keys: [B] PRNG keys, one per seed (e.g. `jax.random.split(jax.random.key(0), 4)`).
-      target_grams: from `compute_targets` (or `Engine.targets`); with coarse scales
-        (`config.coarse_iterations`), the list of `CoarseToFine.targets`.
-      params, spec: the VGG weights and their convention (`load_weights`).
-      config: the synthesis settings.
-      callback: called with the batched state after every iteration. On a seed mesh the batch is
-        padded to a multiple of the device count: rows from B on are padding.
-      mesh: None for the default device; a `parallel.SEEDS` mesh to split the seeds over its
-        devices; a `parallel.SPACE` mesh to split every image into strips over its devices.
-      state: a state to continue from (a checkpoint), batched as the callback saw it; the run
-        goes on from `state.step` to `config.iterations`.
-
-    Returns:
-      images float32 [B, H, W, 3] RGB in [0, 1], and losses float32 [B, n] after each of the n
-      iterations run by this call.
-    """
-    if config.coarse_iterations:
-        from texsynth_jax.coarse_to_fine import CoarseToFine  # it builds on this module
-
-        engine = CoarseToFine(params, spec, config, len(keys), mesh)
-        on_step = None if callback is None else (lambda state, scale, step, losses: callback(state))
-    else:
-        engine = Engine(params, spec, config, len(keys), mesh)
-        on_step = None if callback is None else (lambda state, step, losses: callback(state))
-    return engine.synthesize(keys, target_grams, on_step, state)

@@ -8,6 +8,8 @@ optimiser runs on an unconstrained latent whose sigmoid is the image, so every p
 
 from typing import Mapping, NamedTuple
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 
@@ -26,7 +28,42 @@ class SynthState(NamedTuple):
 
 
 def image_from_latent(latent: jax.Array) -> jax.Array:
+    """The image of a latent: float32 [..., H, W, 3] (any real values) -> RGB in [0, 1] (sigmoid)."""
     return jax.nn.sigmoid(latent)
+
+
+# How far outside [0, 1] an image may reach before it is taken for another convention (0-255, [-1, 1]):
+# resampling (cubic, lanczos) overshoots a little, a 0-255 image by far more.
+_RANGE_SLACK = 0.1
+
+
+def check_image(image, what: str = "source image") -> None:
+    """Raise ValueError (one line, naming the fix) unless `image` is RGB [H, W, 3] of floats in [0, 1].
+
+    uint8 and 0-255 images are refused (pass image / 255), as are NaN and infinite values. A
+    jit-traced image's values are unknown: only its shape and dtype are checked.
+    """
+    shape, dtype = np.shape(image), getattr(image, "dtype", None)
+    dtype = np.asarray(image).dtype if dtype is None else dtype
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"{what} has shape {tuple(shape)}; pass one RGB image [H, W, 3] (image[..., :3] drops "
+                         "an alpha channel)")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{what} is {dtype}; pass float32 RGB in [0, 1], e.g. image / 255 for a uint8 image "
+                         "(image_io.load_image does this)")
+    if isinstance(image, jax.core.Tracer):
+        return
+    if isinstance(image, jax.Array):
+        low, high = (float(v) for v in jax.device_get((jnp.min(image), jnp.max(image))))
+    else:
+        low, high = float(np.min(image)), float(np.max(image))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{what} has NaN or infinite values; pass finite RGB values in [0, 1]")
+    if high > 1 + _RANGE_SLACK:
+        raise ValueError(f"{what} has values up to {high:.4g}, not RGB in [0, 1]; pass image / 255 for a 0-255 image")
+    if low < -_RANGE_SLACK:
+        raise ValueError(f"{what} has values down to {low:.4g}, not RGB in [0, 1]; pass (image + 1) / 2 for a "
+                         "[-1, 1] image")
 
 
 def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig, padding: str):
@@ -42,7 +79,8 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
 
     Args:
       params: VGG conv weights (see `vgg.extract_features`).
-      source: float32 [H, W, 3], RGB in [0, 1]; any size that reaches the deepest layer.
+      source: float32 [H, W, 3], RGB in [0, 1]; any size that reaches the deepest layer. A uint8 or
+        0-255 image is a ValueError (pass image / 255); under jit only its dtype is checked.
       spec, config: the network and the synthesis settings.
 
     Returns:
@@ -50,6 +88,7 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
       `config.layers`, size-independent (normalised by the number of positions), so an output of
       another size can match them.
     """
+    check_image(source, "source image")
     config.check_network(spec.arch)
     check_size(source.shape[:2], spec.arch, config.layers, "source image")
     # The source is a photo, not a torus: its statistics use config.padding even when tileable.
@@ -59,11 +98,16 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
 
 def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mapping,
                  spec: vgg.NetworkSpec, config: SynthesisConfig, key: jax.Array | None = None) -> jax.Array:
-    """The texture loss of one image (with `config.loss` = gram:1, that of Gatys et al.): a pure,
-    differentiable float32 scalar.
+    """The texture loss of one image (with `config.loss` = gram:1, that of Gatys et al.).
 
-    image: float32 [H, W, 3], RGB in [0, 1]. key: PRNG key of random terms (swd's directions);
-    None uses jax.random.key(0).
+    Args:
+      image: float32 [H, W, 3], RGB in [0, 1], of size `config.size`.
+      targets: {term: stats} from `compute_targets`.
+      params, spec, config: the network and the synthesis settings.
+      key: PRNG key of random terms (swd's directions); None uses jax.random.key(0).
+
+    Returns:
+      a pure, differentiable float32 scalar.
     """
     # Tileable: the output is a torus, so every convolution wraps around its border.
     features = _features(params, image, spec, config, "circular" if config.tileable else config.padding)
@@ -73,7 +117,7 @@ def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mappin
 
 
 def projection_key(state: SynthState, config: SynthesisConfig) -> jax.Array:
-    """The key of the loss's random directions at this state's iteration: the seed's own for the whole
+    """The PRNG key of the loss's random terms at this state's iteration: the seed's own for the whole
     run ("fixed"), or a new one each iteration ("fresh"); the same for every line-search trial."""
     key = jax.random.wrap_key_data(state.key)
     return jax.random.fold_in(key, state.step + 1 if config.projections == "fresh" else 0)
@@ -86,7 +130,16 @@ def _loss_of_latent(targets, params, spec, config, key):
 
 def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
-    """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`)."""
+    """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`).
+
+    Args:
+      key: the seed's PRNG key (its noise, and the random directions of random terms).
+      targets: {term: stats} from `compute_targets` (the optimiser evaluates the loss at the start).
+      params, spec, config: the network and the synthesis settings.
+
+    Returns:
+      SynthState at iteration 0, latent float32 [*config.size, 3].
+    """
     shape = (*config.size, 3)
     if config.init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
         image = 0.5 + config.init_scale * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
@@ -126,7 +179,11 @@ def resize(image: jax.Array, size: tuple[int, int], method: str, periodic: bool 
 
 def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
          spec: vgg.NetworkSpec, config: SynthesisConfig) -> tuple[SynthState, jax.Array]:
-    """One L-BFGS iteration of one seed. Returns the new state and the loss at it."""
+    """One L-BFGS iteration of one seed (line search included).
+
+    Returns:
+      (state, loss): the new state, and the float32 scalar loss at it.
+    """
     optimizer = optimizers.make(config.optimizer, config.history)
     loss = _loss_of_latent(targets, params, spec, config, projection_key(state, config))
     opt_state = state.opt_state
@@ -139,5 +196,5 @@ def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
 
 
 def evaluations(state: SynthState, config: SynthesisConfig) -> jax.Array:
-    """Loss-and-gradient evaluations so far (one per line-search trial, plus the start)."""
+    """int32: loss-and-gradient evaluations so far (one per line-search trial, plus the start)."""
     return optimizers.make(config.optimizer, config.history).evals(state.opt_state)

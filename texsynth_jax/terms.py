@@ -1,10 +1,21 @@
-"""Loss terms by name: each statistic of the source that a synthesis can match.
+"""Loss terms by name: each statistic of the source that a synthesis can match, in an open registry.
 
 A term is two pure functions. `stats(features, source, layers, size)` summarises the source once per
 source (a pytree: it becomes part of the targets); `loss(features, image, stats, layer_weights, key)`
 is the term's loss of the image being synthesised. Both see the same VGG features (one forward pass
-serves every term) and the image itself. `SynthesisConfig.loss` weighs them, e.g. `gram:1,swd:1`;
-adding a statistic is adding an entry to TERMS, with no change to the optimiser, engine or CLI.
+serves every term) and the image itself. `SynthesisConfig.loss` weighs them, e.g. `gram:1,swd:1`.
+Research code adds its own with `register`, with no change to the optimiser, engine or CLI:
+
+    def mean_colour_stats(features, source, layers, size):
+        return jnp.mean(source, axis=(0, 1))                          # [3]
+
+    def mean_colour_loss(features, image, stats, layer_weights, key):
+        return jnp.sum(jnp.square(jnp.mean(image, axis=(0, 1)) - stats))
+
+    terms.register("mean_colour", mean_colour_stats, mean_colour_loss)
+    config = SynthesisConfig(loss=("gram:1", "mean_colour:10"))    # or --imports=mymodule --loss=...
+
+Built in:
 
   gram      Gatys et al. (2015): Gram matrices of the features (the paper; second moments only).
   swd       sliced Wasserstein distance of the features (Heitz et al. 2021): whole distributions of
@@ -26,6 +37,8 @@ from texsynth_jax import losses
 
 
 class Term(NamedTuple):
+    """A loss term: the two pure functions of the module docstring, and whether its loss uses its key."""
+
     stats: Callable  # (features {layer: [H, W, C]}, source [H, W, 3], layers, size) -> pytree
     loss: Callable  # (features, image [H, W, 3], stats, layer_weights {layer: w}, key) -> scalar
     random: bool = False  # whether the loss depends on `key` (a fresh key changes the loss)
@@ -60,7 +73,15 @@ def _sliced_loss(directions_of):
 
 
 def random_directions(key: jax.Array, channels: int) -> jax.Array:
-    """[C, C] directions, uniform on the unit sphere (normalised Gaussian columns)."""
+    """Random projection directions of the swd term.
+
+    Args:
+      key: a PRNG key.
+      channels: C, the feature channels of the layer.
+
+    Returns:
+      float32 [C, C]: C unit columns, uniform on the sphere (normalised Gaussian columns).
+    """
     d = jax.random.normal(key, (channels, channels), jnp.float32)
     return d / jnp.linalg.norm(d, axis=0, keepdims=True)
 
@@ -78,26 +99,97 @@ def _spectrum_loss(features, image, stats, weights, key):
     return losses.spectrum_loss(image, stats)
 
 
-TERMS: Mapping[str, Term] = {
+# The registry: built-in terms first; `register` adds more. Programs look terms up by name when they
+# are traced, so a config (hashable, a static jit argument) names its terms and nothing else.
+_TERMS: dict[str, Term] = {
     "gram": Term(_gram_stats, _gram_loss),
     "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True),
     "hist": Term(_vector_stats, _sliced_loss(lambda key, c: jnp.eye(c, dtype=jnp.float32))),
     "spectrum": Term(_spectrum_stats, _spectrum_loss),
 }
-NAMES = tuple(TERMS)
+
+
+def register(name: str, stats: Callable, loss: Callable, random: bool = False, *, replace: bool = False) -> Term:
+    """Make a loss term usable by name in `SynthesisConfig.loss` (and `--loss`, after `--imports`).
+
+    Args:
+      name: a new identifier (letters, digits, _), e.g. "mean_colour".
+      stats: (features {layer: [H_l, W_l, C_l]}, source float32 [H, W, 3] in [0, 1], layers, size
+        (height, width) of the output) -> a pytree of arrays: the source's statistics, computed once per
+        source.
+      loss: (features of the image, image float32 [H, W, 3] in [0, 1], stats, layer_weights {layer: w},
+        key) -> float32 scalar, differentiable in the image; pure (it is traced, vmapped over seeds and
+        compiled).
+      random: True if the loss depends on `key` (then projections="fresh" gives it a new key each
+        iteration, and the optimiser re-evaluates its stored loss).
+      replace: allow a name that is already registered; every compiled program is then dropped
+        (jax.clear_caches), as a program traced with the old functions would otherwise be reused.
+
+    Returns:
+      the registered Term. Raises ValueError (one line) for a bad name, a taken name, or arguments of
+      the wrong kind.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"loss term name {name!r} is not an identifier; use letters, digits and _, like mean_colour")
+    if name in _TERMS and not replace:
+        raise ValueError(f"loss term {name!r} is already registered; choose another name, or pass replace=True")
+    for what, fn in (("stats", stats), ("loss", loss)):
+        if not callable(fn):
+            raise ValueError(f"{what} of loss term {name!r} is a {type(fn).__name__}, not a function; pass a function")
+    if not isinstance(random, bool):
+        raise ValueError(f"random={random!r} for loss term {name!r} is not a bool; pass True or False")
+    if name in _TERMS:
+        jax.clear_caches()
+    _TERMS[name] = Term(stats, loss, random)
+    return _TERMS[name]
+
+
+def names() -> tuple[str, ...]:
+    """Every registered term's name, built-in ones first (what `SynthesisConfig.loss` accepts)."""
+    return tuple(_TERMS)
+
+
+def get(name: str) -> Term:
+    """The Term registered as `name`; ValueError (one line) naming the known ones if there is none."""
+    if name not in _TERMS:
+        raise ValueError(f"loss term {name!r} is unknown; use one of {', '.join(_TERMS)}, or register it first "
+                         "(terms.register, --imports)")
+    return _TERMS[name]
 
 
 def is_random(weights: Mapping[str, float]) -> bool:
     """Whether the loss of these terms ({name: weight}) depends on its key."""
-    return any(TERMS[name].random for name in weights)
+    return any(get(name).random for name in weights)
 
 
 def source_stats(features, source, layers, size, weights: Mapping[str, float]) -> dict:
-    """{term: stats} of the source for every term in `weights` ({name: weight})."""
-    return {name: TERMS[name].stats(features, source, layers, size) for name in weights}
+    """The source's statistics for every term of a loss.
+
+    Args:
+      features: {layer: [H_l, W_l, C_l]} of the source.
+      source: float32 [H, W, 3], RGB in [0, 1].
+      layers: the VGG layers of the config.
+      size: (height, width) of the output.
+      weights: {term: weight}, `SynthesisConfig.loss_weights`.
+
+    Returns:
+      {term: stats}, the targets of `total_loss`.
+    """
+    return {name: get(name).stats(features, source, layers, size) for name in weights}
 
 
 def total_loss(features, image, targets, layer_weights, weights: Mapping[str, float], key) -> jax.Array:
-    """sum over terms of weight * term loss; `targets` from `source_stats`."""
-    return sum(w * TERMS[name].loss(features, image, targets[name], layer_weights, key)
-               for name, w in weights.items())
+    """The loss of an image: sum over terms of weight * term loss.
+
+    Args:
+      features: {layer: [H_l, W_l, C_l]} of the image.
+      image: float32 [H, W, 3], RGB in [0, 1].
+      targets: {term: stats} from `source_stats`.
+      layer_weights: {layer: w}.
+      weights: {term: weight}.
+      key: PRNG key of random terms.
+
+    Returns:
+      float32 scalar.
+    """
+    return sum(w * get(name).loss(features, image, targets[name], layer_weights, key) for name, w in weights.items())

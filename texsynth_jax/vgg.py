@@ -68,7 +68,8 @@ TORCHVISION = dict(channel_order="RGB", scale=1.0, mean=(0.485, 0.456, 0.406), s
 
 
 def preprocess(image: jax.Array, spec: NetworkSpec) -> jax.Array:
-    """RGB in [0, 1] -> the network's input convention. image: [..., H, W, 3]."""
+    """RGB in [0, 1] -> the network's input convention: image [..., H, W, 3] -> [..., H, W, 3], channels
+    in `spec.channel_order`, `(x * spec.scale - spec.mean) / spec.std`."""
     if spec.channel_order == "BGR":
         image = image[..., ::-1]
     shape = (1,) * (image.ndim - 1) + (3,)  # explicit broadcast (rank promotion may be off)
@@ -78,7 +79,8 @@ def preprocess(image: jax.Array, spec: NetworkSpec) -> jax.Array:
 
 
 def lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3x3 'SAME' convolution of one image. x: [H, W, Cin], kernel: HWIO."""
+    """3x3 'SAME' convolution of one image (zeros past the border): x [H, W, Cin], kernel HWIO
+    [3, 3, Cin, Cout] -> [H, W, Cout]."""
     y = lax.conv_general_dilated(
         x[None], kernel, window_strides=(1, 1), padding="SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -106,7 +108,7 @@ def _conv_rows(conv, x, kernel, padding: str, top: bool, bottom: bool) -> jax.Ar
 
 
 def padded(conv: Callable[[jax.Array, jax.Array], jax.Array], padding: str):
-    """`conv` (a 3x3 'SAME' convolution with zeros at the border) with `padding` at the border instead.
+    """`conv` ((x [H, W, Cin], kernel HWIO) -> [H, W, Cout], zeros past the border) with `padding` there instead.
 
     "reflect" mirrors the image at its edge (torch's padding_mode="reflect"); "circular" wraps it
     around, so the image is a torus.
@@ -119,7 +121,8 @@ def padded(conv: Callable[[jax.Array, jax.Array], jax.Array], padding: str):
 
 
 def pool(x: jax.Array, mode: str) -> jax.Array:
-    """2x2 stride-2 pooling of [H, W, C]; odd trailing rows/columns are dropped, as in caffe/torch."""
+    """2x2 stride-2 pooling ("avg" or "max"): [H, W, C] -> [H // 2, W // 2, C]; odd trailing rows and
+    columns are dropped, as in caffe/torch."""
     # Four strided slices, not a reshaped reduction: XLA:CPU's library fusion of the reduction
     # materialises the ReLU's zeros as full-size maps (9% of a step's memory at 512 px), and under jit
     # it got the gradient of the maximum wrong (inf; tests/test_remat.py).
@@ -304,6 +307,7 @@ def _blocks_of(names):
 
 
 def downsampling(arch: str, layer: str) -> int:
-    """How many times `layer`'s feature map is smaller than the image on each side."""
+    """How many times `layer`'s feature map is smaller than the image on each side (a power of 2; 1 for
+    block 1's convolutions)."""
     names = layer_names(arch)
     return 2 ** sum(1 for n in names[: names.index(layer) + 1] if n.startswith("pool"))

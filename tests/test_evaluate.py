@@ -3,6 +3,7 @@ figures order the obvious cases (identical < other crop < blurred < noise, anoth
 flagged) on images the test makes from the shipped CC0 photo."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ import pytest
 import scipy.linalg
 from scipy import ndimage
 
-from texsynth_jax import evaluate, image_io
+from texsynth_jax import budget, evaluate, image_io
+from texsynth_jax.config import SynthesisConfig
 from texsynth_jax.defaults import DEFAULT_TEXTURE
 
 
@@ -291,3 +293,44 @@ def test_cli_names_outputs_of_different_sizes(tmp_path, photo, capsys):
     assert evaluate.main(paths) == 0
     out = capsys.readouterr().out
     assert "one output" not in out and "differ in size (64x64, 48x48)" in out, out
+
+
+def test_judge_memory_bytes_bounds_the_judges_peak(tmp_path):
+    # A fresh process: its peak resident memory while judging, beyond what it held before, against the bound.
+    script = (
+        "import resource, sys, numpy as np, jax.numpy as jnp\n"
+        "from texsynth_jax import evaluate\n"
+        "rng = np.random.default_rng(0)\n"
+        "source = rng.random((400, 300, 3), dtype=np.float32)\n"
+        "outputs = [rng.random((160, 128, 3), dtype=np.float32) for _ in range(2)]\n"
+        "params = evaluate.load_judge()\n"
+        "jnp.zeros(1).block_until_ready()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "result = evaluate.judge(params, source, outputs)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, result['copy_shrink'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd(),
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(evaluate.__file__))})
+    assert done.returncode == 0, done.stderr
+    peak, shrink = map(int, done.stdout.split())
+    bound = evaluate.judge_memory_bytes((400, 300), (160, 128), 2)
+    assert shrink == 2 and peak <= bound <= 3 * peak, (peak, bound)
+    # It grows with the source's pixels only linearly (the distance), not with their square (the copy test).
+    big = evaluate.judge_memory_bytes((4000, 3000), (256, 256), 4) - evaluate.JUDGE_FIXED_BYTES
+    small = evaluate.judge_memory_bytes((400, 300), (256, 256), 4) - evaluate.JUDGE_FIXED_BYTES
+    assert big <= 100 * small * 1.2
+
+
+def test_the_memory_check_counts_the_judge_when_asked():
+    config = SynthesisConfig(size=(64, 64), coarse_iterations=())
+    sources = [("a.png", (64, 64))]
+    device = max(budget.targets_bytes(config, "vgg16", (64, 64)), budget.step_bytes(config, "vgg16", (64, 64), 1))
+    fits = budget.RUNTIME_BYTES + budget.decode_bytes((64, 64)) + 64 * 64 * 12 + device
+    assert evaluate.judge_memory_bytes((64, 64), (64, 64), 1) > device  # so the judge is what decides here
+    budget.check(sources, (64, 64), 1, config, "vgg16", host_limit=fits)
+    with pytest.raises(budget.BudgetError, match="of memory here"):
+        budget.check(sources, (64, 64), 1, config, "vgg16", host_limit=fits, judge=True)
+    judged = fits - device + evaluate.judge_memory_bytes((64, 64), (64, 64), 1)
+    budget.check(sources, (64, 64), 1, config, "vgg16", host_limit=judged, judge=True)
+    with pytest.raises(budget.BudgetError, match="of gpu device 0"):  # on a device, the judge runs there
+        budget.check(sources, (64, 64), 1, config, "vgg16", host_limit=64 << 30, judge=True,
+                     device_limit=evaluate.judge_memory_bytes((64, 64), (64, 64), 1) - 1, device_name="gpu device 0")

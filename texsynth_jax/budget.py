@@ -7,7 +7,9 @@ proportional to the pixels; with remat only the matched layers' maps and about o
 map besides); and the finished images on the host. `check` refuses a job whose
 estimate exceeds the machine's memory, or the device's where JAX reports it, with one line saying
 what would fit. The per-pixel constants are fitted to XLA's own account of the compiled programs
-(`Engine.step_memory_bytes`; tests/test_hardening.py keeps them checked against it).
+(`Engine.step_memory_bytes`; tests/test_hardening.py keeps them checked against it). With `judge=True`
+the judge that follows each source counts too (evaluate.judge_memory_bytes: it runs after the step's
+buffers are gone, on one device, so the larger of the two is what must fit).
 """
 
 import contextlib
@@ -15,7 +17,7 @@ import math
 import os
 from typing import Callable
 
-from texsynth_jax import conv, vgg
+from texsynth_jax import conv, evaluate, vgg
 
 # Per convolution strategy: (step, targets) per-pixel factors relative to XLA's own convolution ("lax"),
 # and (step, targets) copies of the weights, measured on XLA:CPU at 64 and 128 px: im2col patches and
@@ -76,7 +78,8 @@ def _network(arch: str, layers, remat: bool = False) -> tuple[float, int, int]:
 
 
 def _strategy(config, backend: str) -> tuple[float, float, float, float]:
-    step, targets, step_copies, targets_copies = STRATEGIES[conv.name(config.conv, backend)]
+    step, targets, step_copies, targets_copies = STRATEGIES[
+        conv.DEFAULTS.get(backend, "lax") if config.conv == "auto" else config.conv]
     return step, targets, step_copies + (2.0 if config.precision == "bf16" else 0.0), targets_copies  # bf16 weights
 
 
@@ -109,9 +112,9 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 100 * 2**30 else f"{n / 2**30:.0f} GiB"
 
 
-def check_job(sources, config, arch: str, mesh, judge_bytes: int = 0) -> None:
+def check_job(sources, config, arch: str, mesh, judge: bool = False) -> None:
     """`check` for a job's sources ([(path, (height, width), seeds)]) on this host's devices, as the
-    runner will place them (`mesh`, None for one device); `judge_bytes`: the judge's peak after each."""
+    runner will place them (`mesh`, None for one device), with the judge after each when `judge`."""
     import jax
 
     device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
@@ -119,12 +122,12 @@ def check_job(sources, config, arch: str, mesh, judge_bytes: int = 0) -> None:
           config, arch, devices=1 if mesh is None else mesh.devices.size,
           split="none" if mesh is None else mesh.axis_names[0], backend=jax.default_backend(),
           device_limit=device_memory_bytes(device), device_name=f"{device.platform} device {device.id}",
-          judge_bytes=judge_bytes)
+          judge=judge)
 
 
 def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, devices: int = 1,
           split: str = "none", backend: str = "cpu", host_limit: int | None = None,
-          device_limit: int | None = None, device_name: str = "the device", judge_bytes: int = 0) -> None:
+          device_limit: int | None = None, device_name: str = "the device", judge: bool = False) -> None:
     """Raise BudgetError unless the job fits.
 
     Args:
@@ -135,7 +138,7 @@ def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, 
       host_limit: bytes of host memory (default: `host_memory_bytes()`).
       device_limit: bytes per device (`device_memory_bytes`); None: the devices are the host's
         memory (XLA:CPU), so every device's share counts against host_limit.
-      judge_bytes: the built-in judge's peak on the first device, after each source's synthesis.
+      judge: the built-in judge runs after each source (evaluate.judge_memory_bytes counts, on one device).
     """
     host_limit = host_memory_bytes() if host_limit is None else host_limit
     path, source = max(sources, key=lambda s: s[1][0] * s[1][1])
@@ -145,13 +148,13 @@ def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, 
         per_device = -(-seeds // devices) if split == "seeds" else seeds
         share = (-(-out[0] // devices), out[1]) if split == "space" else out
         used = devices if split != "none" else 1
-        device = max(targets_bytes(config, arch, src, backend), step_bytes(config, arch, share, per_device, backend),
-                     judge_bytes)
+        device = max(targets_bytes(config, arch, src, backend), step_bytes(config, arch, share, per_device, backend))
+        judged = evaluate.judge_memory_bytes(src, out, seeds) if judge else 0
         host = RUNTIME_BYTES + decode_bytes(src) + seeds * out[0] * out[1] * 12  # and the finished images
         if device_limit is None:
-            host += used * device
-        elif device > device_limit:
-            return device, device_limit, f"the {gib(device_limit)} of {device_name}"
+            host += max(used * device, judged)
+        elif max(device, judged) > device_limit:
+            return max(device, judged), device_limit, f"the {gib(device_limit)} of {device_name}"
         return (host, host_limit, f"the {gib(host_limit)} of memory here") if host > host_limit else None
 
     problem = over(source, out_size, batch)

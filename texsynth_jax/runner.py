@@ -137,9 +137,7 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     todo = check_folder()
     if not todo:
         return JobReport(_skipped(plan, todo, options.output_dir, say), False)
-    judge_bytes = max((evaluate.judge_memory_bytes(src.size, config.size, len(src.seeds)) for src in todo),
-                      default=0) if options.judge else 0
-    budget.check_job([(src.path, src.size, src.seeds) for src in todo], config, spec.arch, mesh, judge_bytes)
+    budget.check_job([(src.path, src.size, src.seeds) for src in todo], config, spec.arch, mesh, options.judge)
     job = _Job(engine, evaluate.load_judge() if options.judge else None, meta, weights_path, weights_sha256,
                options, record_extra or {}, log, say, t0, should_stop)
     if options.resume:  # every checkpoint of the job is read before the first source runs

@@ -131,7 +131,7 @@ def test_defaults_are_the_recommended_settings():
     with open(os.path.join(REPO, "texture.cfg")) as f:
         lines = [l.strip() for l in f if l.startswith("--")]
     named = {n: v for n, _, v in (l[2:].partition("=") for l in lines) if n in fields}
-    assert {"coarse_iterations", "iterations"} <= set(named) or not named, named
+    assert not {"coarse_iterations", "iterations"} & set(named), named  # the schedule is the defaults'
     for name, text in named.items():
         assert config_lib.parse_value(fields[name], text) == getattr(config, name), name
 
@@ -197,9 +197,9 @@ def test_unknown_layer_is_named_at_construction():
 # Messages: every field through bad values, from the command line's text and from Python.
 
 BAD = ["", ",", "a,b", "-1", "1e400", "nan", "1,,2", " "]
-# (field, text) that are valid settings, not mistakes: an empty schedule is one scale, and any text is a
-# folder name (an unusable folder is the runner's to refuse, when it creates it).
-VALID = {("coarse_iterations", ""), ("coarse_iterations", " ")} | {("output_dir", t) for t in BAD}
+# (field, text) that are valid settings, not mistakes: an empty schedule is one scale, and any text but an
+# empty one is a folder name (an unusable folder is the runner's to refuse, when it creates it).
+VALID = {("coarse_iterations", ""), ("coarse_iterations", " ")} | {("output_dir", t) for t in BAD if t.strip()}
 
 
 def construct(name, value):
@@ -223,7 +223,7 @@ def check_message(name, message):
     assert "\n" not in message and "; " in message, message
     assert name in message, f"{name!r} not named in: {message}"
     example_name, text = example_of(message)
-    example_name = example_name or name
+    example_name = example_name.lstrip("-") or name
     cls, field = FIELDS[example_name]
     construct(example_name, config_lib.parse_value(field, text))  # the example is a valid value
 

@@ -222,7 +222,7 @@ class RunOptions:
     def __post_init__(self):
         check_fields(self)
         if not self.output_dir.strip():
-            raise ValueError("--output_dir is empty; name a folder for the outputs, e.g. --output_dir=out")
+            raise ValueError("--output_dir is empty; name the folder for the outputs, e.g. --output_dir=out")
         if self.log_every < 1:
             raise ValueError(f"--log_every={self.log_every} must be at least 1; give a count like 50")
         if self.save_every < 0:

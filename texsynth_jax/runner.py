@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records
-from texsynth_jax import weights
+from texsynth_jax import engine as engine_lib, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig
 from texsynth_jax.interrupts import StopFlag
 from texsynth_jax.records import SourcePlan
@@ -61,6 +61,7 @@ class _Job(NamedTuple):
     say: Callable
     t0: float
     should_stop: Callable
+    process: int
 
 
 def run_job(work, weights_path: str | None, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
@@ -106,18 +107,9 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     records.check_snapshots(config, options, max(len(src.seeds) for src in plan))
     from texsynth_jax import evaluate  # here, so `python -m texsynth_jax.evaluate` runs it fresh
 
-    if options.judge:  # a size the judge cannot take fails here, not after the images are written
-        for src in plan:
-            try:
-                evaluate.check_judgeable(src.size, config.size)
-            except ValueError as e:
-                raise ValueError(f"input image {src.path}: {e}") from None
     mesh = parallel.choose_mesh(options.mesh)
-    engine = coarse_to_fine.CoarseToFine(params, spec, config, max(len(src.seeds) for src in plan), mesh,
-                                         steps_per_dispatch)
-    del params  # the engine holds them on the device(s)
-    files = lambda sources: [name for src in sources
-                             for name in records.output_files(src, config, options, engine.steps_per_dispatch)]
+    spd = engine_lib.dispatch_steps(steps_per_dispatch)
+    files = lambda sources: [name for src in sources for name in records.output_files(src, config, options, spd)]
     # No output may replace an input: the user's file beside the outputs, or a later source of this job.
     outputs.check_inputs_kept([path for path, _ in work], options.output_dir, files(plan))
 
@@ -138,15 +130,22 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     if not todo:
         return JobReport(_skipped(plan, todo, options.output_dir, say), False)
     budget.check_job([(src.path, src.size, src.seeds) for src in todo], config, spec.arch, mesh, options.judge)
+    if options.judge:  # a size the judge cannot take fails here, not after the images are written
+        for src in plan:
+            try:
+                evaluate.check_judgeable(src.size, config.size)
+            except ValueError as e:
+                raise ValueError(f"input image {src.path}: {e}") from None
+    engine = coarse_to_fine.CoarseToFine(params, spec, config, max(len(src.seeds) for src in plan), mesh, spd)
+    del params  # the engine holds them on the device(s)
     job = _Job(engine, evaluate.load_judge() if options.judge else None, meta, weights_path, weights_sha256,
-               options, record_extra or {}, log, say, t0, should_stop)
+               options, record_extra or {}, log, say, t0, should_stop, process)
     if options.resume:  # every checkpoint of the job is read before the first source runs
         for src in todo:
             _resume_point(job, src, image_io.load_image(src.path)[0])
     os.makedirs(options.output_dir, exist_ok=True)
     with outputs.FolderLock(options.output_dir, process, log):
         todo = check_folder()  # again, now that no other run can write there: one may have, meanwhile
-        outputs.claim(options.output_dir, process, files(plan))  # before the first write
         removed = outputs.remove_stale_temps(options.output_dir, files(plan))  # a killed save's, ours only
         if removed:
             log(f"removed {removed} temp file(s) left in {options.output_dir} by a killed save")
@@ -223,6 +222,8 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     n = len(src.seeds)
     stem = jobs.stem(src.path)
 
+    outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
+                                                                             engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
         targets = jax.block_until_ready(engine.targets(image))
         t_targets = time.perf_counter() - t1

@@ -17,7 +17,7 @@ import math
 import os
 from typing import Callable
 
-from texsynth_jax import conv, evaluate, vgg
+from texsynth_jax import conv, vgg
 
 # Per convolution strategy: (step, targets) per-pixel factors relative to XLA's own convolution ("lax"),
 # and (step, targets) copies of the weights, measured on XLA:CPU at 64 and 128 px: im2col patches and
@@ -140,6 +140,8 @@ def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, 
         memory (XLA:CPU), so every device's share counts against host_limit.
       judge: the built-in judge runs after each source (evaluate.judge_memory_bytes counts, on one device).
     """
+    from texsynth_jax import evaluate  # here: `python -m texsynth_jax.evaluate` must be the first to import it
+
     host_limit = host_memory_bytes() if host_limit is None else host_limit
     path, source = max(sources, key=lambda s: s[1][0] * s[1][1])
 

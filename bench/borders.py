@@ -2,6 +2,7 @@
 
     python bench/borders.py --size 128 --iterations 120 --seeds 1 --out bench/results/borders
     python bench/borders.py --names water.png,veins.png,pebbles.png --modes tileable,tileable_reflect
+    python bench/borders.py --smoke        # seconds: 32 px, 1 iteration, zero and tileable, into a temp folder
 
 For each texture of --textures (resized to --size), synthesise --seeds seeds once per mode: zero and
 reflect (config.padding), tileable (circular padding of the output; the source's statistics with zero
@@ -21,13 +22,10 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
+from common import (ROOT, SMOKE_SIZE, add_source_args, load_average, load_inputs, machine, network, smoke_out,
+                    texture_source)
 
 MODES = {"zero": dict(padding="zero"), "reflect": dict(padding="reflect"),
          "tileable": dict(padding="zero", tileable=True), "tileable_reflect": dict(padding="reflect", tileable=True)}
@@ -69,7 +67,7 @@ def border_stats(image: np.ndarray, features: dict, band: int) -> dict:
     return stats
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=150)
@@ -79,7 +77,10 @@ def main():
     parser.add_argument("--modes", default="zero,reflect,tileable", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "borders"))
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.iterations, args.seeds, args.band, args.modes = SMOKE_SIZE, 1, 1, 4, "zero,tileable"
+    smoke_out(args)
 
     import jax
     import jax.numpy as jnp
@@ -95,7 +96,7 @@ def main():
     keys = jax.random.split(jax.random.key(args.seed), args.seeds)
     valid = lambda x, k: vgg.lax_conv(x, k)[1:-1, 1:-1]  # no padding: the same yardstick for every mode
     measure = jax.jit(lambda image: vgg.extract_features(params, image, spec, LAYERS, "avg", valid))
-    base = dict(size=size, iterations=args.iterations)
+    base = dict(size=size, iterations=args.iterations, coarse_iterations=(), **network(args))
     engines = {m: ts.Engine(params, spec, ts.SynthesisConfig(**base, **MODES[m]), args.seeds) for m in modes}
 
     rows = {m: [] for m in ["source", *modes]}
@@ -141,7 +142,7 @@ def main():
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)
-    command = "python bench/borders.py " + " ".join(sys.argv[1:])
+    command = "python bench/borders.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with open(os.path.join(args.out, "borders.md"), "w") as f:
         f.write(f"    {command}\n\n{text}\n")
 

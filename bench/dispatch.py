@@ -2,6 +2,7 @@
 
     python bench/dispatch.py                       # 64 and 128 px, batch 1 and 4, k = 1 and 5
     python bench/dispatch.py --sizes 64 --batches 1 --repeats 2
+    python bench/dispatch.py --smoke               # seconds: 32 px, batch 1, k = 2, one round
 
 The engine's `steps_per_dispatch` (engine.STEPS_PER_DISPATCH, per backend) follows this table. Both
 variants run the same iterations on the same engine settings, interleaved in one process (k steps
@@ -13,27 +14,28 @@ host too) and set the default there to the faster.
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common import cpu_flags, cpu_model, load_average, weights_path  # noqa: E402
-from texsynth_jax import Engine, SynthesisConfig, defaults, image_io, load_weights  # noqa: E402
+from common import (SMOKE_SIZE, add_smoke_arg, add_weights_arg, cpu_flags, cpu_model, load_average, load_weights,
+                    network)
+from texsynth_jax import Engine, SynthesisConfig, defaults, image_io
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,128")
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=4)
-    args = parser.parse_args()
-    params, spec, _ = load_weights(weights_path(None))
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.batches, args.k, args.repeats = str(SMOKE_SIZE), "1", 2, 1
+    params, spec = load_weights(args.weights)
     source, _ = image_io.load_image(defaults.DEFAULT_TEXTURE)
     print(f"{cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores, backend {jax.default_backend()}, "
           f"jax {jax.__version__}, load average {load_average()}\n")
@@ -42,7 +44,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split(",")]:
         for batch in [int(b) for b in args.batches.split(",")]:
-            config = SynthesisConfig(size=(size, size), iterations=10 ** 6)
+            config = SynthesisConfig(size=(size, size), iterations=10 ** 6, coarse_iterations=(), **network(args))
             keys = jax.random.split(jax.random.key(0), batch)
             runs, compile_s = {}, {}
             for k in (1, args.k):

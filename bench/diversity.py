@@ -1,6 +1,7 @@
 """Why are the paper mode's seeds less diverse than a PyTorch implementation's? Starting noise against optimiser.
 
     python bench/diversity.py --size 128 --seeds 3 --iterations 150 --names pebbles.png,lace.png,veins.png
+    python bench/diversity.py --smoke      # seconds: 32 px, 2 iterations, ours and PyTorch from uniform noise
 
 Every setting runs the paper's Gram loss (zero padding, single scale, as PyTorch pads) for the same
 number of iterations from the same seeds, and the built-in judge scores the outputs: diversity (mean
@@ -19,17 +20,15 @@ the repository.
 """
 
 import argparse
+import dataclasses
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
+from common import (SMOKE_SIZE, add_source_args, load_average, load_inputs, machine, network, smoke_out,
+                    texture_source)
 
 # (label, framework, init, init_scale)
 SETTINGS = [
@@ -78,7 +77,7 @@ def torch_synthesize(model, source, seeds, size, checkpoints, init, scale):
     return {n: (np.stack(images[n]), seconds[n]) for n in checkpoints}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3)
@@ -86,7 +85,11 @@ def main():
     parser.add_argument("--settings", default="", help="';'-separated labels to run (default: all)")
     parser.add_argument("--out", default="/tmp/texsynth_diversity")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.seeds, args.iterations = SMOKE_SIZE, 2, 2
+        args.settings = "ours, uniform [0, 1];torch L-BFGS-B, uniform [0, 1]"
+    smoke_out(args)
 
     import jax
     import torch
@@ -99,7 +102,8 @@ def main():
     judge_params = evaluate.load_judge()
     size = (args.size, args.size)
     settings = [s for s in SETTINGS if not args.settings or s[0] in args.settings.split(";")]
-    base = ts.SynthesisConfig(size=size, iterations=args.iterations, padding="zero")
+    base = ts.SynthesisConfig(size=size, iterations=args.iterations, padding="zero", coarse_iterations=(),
+                              **network(args))
     model = TorchGatys(params, spec, base.layers, base.layer_weights)
     keys = jax.random.split(jax.random.key(0), args.seeds)
     os.makedirs(args.out, exist_ok=True)
@@ -113,8 +117,7 @@ def main():
         for label, framework, init, scale in settings:
             start = time.perf_counter()
             if framework == "jax":
-                config = ts.SynthesisConfig(size=size, iterations=args.iterations, padding="zero", init=init,
-                                            init_scale=scale)
+                config = dataclasses.replace(base, init=init, init_scale=scale)
                 engine = ts.Engine(params, spec, config, args.seeds)
                 images, _ = engine.synthesize(keys, engine.targets(source))
                 images = np.asarray(images)

@@ -4,9 +4,10 @@
     python bench/large.py                          # 256 ... 2048 px, about 25 minutes on 2 idle cores
     python bench/large.py --sizes 128,256 --steps 3   # a quick look
     python bench/large.py > bench/results/large.md
+    python bench/large.py --smoke                  # seconds: 32 and 48 px, in this process
 
 Every (size, remat) runs alone in a fresh subprocess: the converted VGG-16 (bench/common.py's
-weights_path), the default settings (reflect padding, Gram loss at conv1_1, pool1..pool4, history 20),
+weights_path), the default settings at one scale (reflect padding, Gram loss at conv1_1, pool1..pool4, history 20),
 target Grams of the shipped 256 px gravel photo, then `--steps` iterations of one seed through
 texsynth_jax.Engine. Columns:
   XLA MiB: XLA's account of the compiled step (Engine.step_memory_bytes: arguments + outputs +
@@ -30,22 +31,21 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import cpu_model, load_average, weights_path  # noqa: E402
+from common import SMOKE_NETWORK, SMOKE_SIZE, add_smoke_arg, add_weights_arg, cpu_model, load_average, weights_path
 
 DEVICES_GIB = (16, 80, 141)
 USABLE = 0.9
 
 
-def measure(size: int, remat: bool, steps: int) -> dict:
+def measure(size: int, remat: bool, steps: int, weights: str, network: dict | None = None) -> dict:
     """One seed at size x size: XLA's account, peak RSS and seconds per iteration (run in this process)."""
     import jax
 
     from texsynth_jax import Engine, SynthesisConfig, defaults, load_image, load_weights
 
-    params, spec, _ = load_weights(weights_path())
-    engine = Engine(params, spec, SynthesisConfig(size=(size, size), remat=remat), batch_size=1)
+    params, spec, _ = load_weights(weights)
+    config = SynthesisConfig(size=(size, size), remat=remat, coarse_iterations=(), **(network or {}))
+    engine = Engine(params, spec, config, batch_size=1)
     targets = engine.targets(load_image(defaults.DEFAULT_TEXTURE)[0])
     state = engine.init(engine.keys([0]), targets)
     seconds = []
@@ -59,9 +59,9 @@ def measure(size: int, remat: bool, steps: int) -> dict:
             "s_per_it": sum(seconds[1:]) / len(seconds[1:]), "first_s": seconds[0], "loss": loss}
 
 
-def run_alone(size: int, remat: bool, steps: int) -> dict:
+def run_alone(size: int, remat: bool, steps: int, weights: str) -> dict:
     """`measure` in a fresh subprocess, so that every peak RSS is its own."""
-    out = subprocess.run([sys.executable, __file__, "--child", f"{size},{int(remat)},{steps}"],
+    out = subprocess.run([sys.executable, __file__, "--child", f"{size},{int(remat)},{steps}", "--weights", weights],
                          capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"error: {size} px, remat={remat} failed:\n{out.stderr[-3000:]}")
@@ -129,22 +129,26 @@ def report(rows, steps):
         print(f"| {gib} GiB | {largest_side(*fits[False], gib)} px | {largest_side(*fits[True], gib)} px |")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256,512,1024,1536,2048", help="output sides in px")
     parser.add_argument("--steps", type=int, default=2, help="iterations per run, the first one compiling (>= 2)")
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    weights = weights_path(args.weights)  # converted once, before the subprocesses
     if args.child:
         size, remat, steps = (int(v) for v in args.child.split(","))
-        print(json.dumps(measure(size, bool(remat), steps)))
+        print(json.dumps(measure(size, bool(remat), steps, weights)))
         return
+    if args.smoke:  # in this process: the peak RSS is then the largest so far, not each run's own
+        args.sizes, args.steps = f"{SMOKE_SIZE},{SMOKE_SIZE + 16}", 2
     if args.steps < 2:
         sys.exit("error: --steps must be at least 2 (the first one compiles); use --steps=2")
     sizes = [int(s) for s in args.sizes.split(",")]
     if len(sizes) < 2:
         sys.exit("error: the linear model needs at least 2 sizes; pass --sizes=256,512")
-    weights_path()  # converted once, before the subprocesses
     import jax
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.platform()}, jax {jax.__version__}, "
@@ -153,7 +157,11 @@ def main():
     rows = []
     for size in sizes:
         for remat in (False, True):
-            rows.append(run_alone(size, remat, args.steps))
+            if args.smoke:
+                row = measure(size, remat, args.steps, weights, SMOKE_NETWORK)
+                rows.append({**row, "load": os.getloadavg()[0]})
+            else:
+                rows.append(run_alone(size, remat, args.steps, weights))
             print(f"<!-- {size} px remat={remat}: {json.dumps(rows[-1])} -->", file=sys.stderr, flush=True)
     report(rows, args.steps)
     print(f"\n{(time.time() - started) / 60:.0f} min in all; load average at the end {load_average()}.")

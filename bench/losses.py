@@ -2,6 +2,7 @@
 
     python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses \
         --settings "gram (paper),gram c2f,gram+spectrum c2f"
+    python bench/losses.py --smoke     # seconds: 32 px, the paper and "gram c2f" (1 coarse iteration)
 
 Each setting (a loss, with or without coarse-to-fine scales) gets the same wall-clock time: that of
 `--budget` iterations of the paper's setting (Gram loss, zero padding, one scale). Per-iteration costs
@@ -21,32 +22,30 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from common import (SMOKE_SIZE, add_source_args, cpu_model, load_average, load_inputs, network, smoke_out,
+                    texture_source)
 
-from common import add_source_args, cpu_model, load_average, load_inputs, texture_source  # noqa: E402
-
-PAPER = dict(loss=("gram:1",), padding="zero")
-C2F = dict(coarse_iterations=(100, 60))  # texture.cfg's scales: 100 iterations at size/4, 60 at size/2
+PAPER = dict(loss=("gram:1",), padding="zero", coarse_iterations=())
+C2F = dict(coarse_iterations=(100, 60))  # the default scales: 100 iterations at size/4, 60 at size/2
+ONE_SCALE = dict(coarse_iterations=())
 # (label, SynthesisConfig overrides). The first is the reference the budget is counted in.
 SETTINGS = [
     ("gram (paper)", PAPER),
     ("gram init 0.25", dict(PAPER, init_scale=0.25)),
     ("gram uniform", dict(PAPER, init="uniform", init_scale=0.5)),
-    ("swd", dict(loss=("swd:1",))),
-    ("swd fresh", dict(loss=("swd:1",), projections="fresh")),
-    ("swd+spectrum", dict(loss=("swd:1", "spectrum:2"))),
-    ("gram+swd+spectrum", dict(loss=("gram:1", "swd:0.1", "spectrum:0.3"))),
+    ("swd", dict(ONE_SCALE, loss=("swd:1",))),
+    ("swd fresh", dict(ONE_SCALE, loss=("swd:1",), projections="fresh")),
+    ("swd+spectrum", dict(ONE_SCALE, loss=("swd:1", "spectrum:2"))),
+    ("gram+swd+spectrum", dict(ONE_SCALE, loss=("gram:1", "swd:0.1", "spectrum:0.3"))),
     ("gram c2f", dict(C2F, loss=("gram:1",))),
     ("gram+spectrum c2f", dict(C2F, loss=("gram:1", "spectrum:0.3"))),
     ("gram+hist c2f", dict(C2F, loss=("gram:1", "hist:0.1"))),
 ]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
@@ -55,7 +54,10 @@ def main():
     parser.add_argument("--settings", default="", help="comma-separated labels to run (default: all)")
     parser.add_argument("--out", default="/tmp/texsynth_losses")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.seeds, args.budget, args.rounds, args.settings = SMOKE_SIZE, 2, 3, 1, "gram (paper),gram c2f"
+    smoke_out(args)
 
     import jax
     import texsynth_jax as ts
@@ -68,7 +70,10 @@ def main():
     if settings[0][0] != SETTINGS[0][0]:
         sys.exit(f"error: --settings must include {SETTINGS[0][0]!r}, the reference of the budget")
     size = (args.size, args.size)
-    runs = {label: ts.CoarseToFine(params, spec, ts.SynthesisConfig(size=size, **over), args.seeds)
+    if args.smoke:  # one coarse scale of one iteration: 32 px has no room for two
+        settings = [(label, {**over, "coarse_iterations": (1,)} if over.get("coarse_iterations") else over)
+                    for label, over in settings]
+    runs = {label: ts.CoarseToFine(params, spec, ts.SynthesisConfig(size=size, **over, **network(args)), args.seeds)
             for label, over in settings}
     keys = jax.random.split(jax.random.key(0), args.seeds)
 

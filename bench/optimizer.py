@@ -1,7 +1,8 @@
 """optax.lbfgs (backtracking line search) against texsynth_jax's own L-BFGS, on the real problem.
 
     python bench/optimizer.py                       # 256 px, VGG-16, 4 seeds, 300 iterations (~35 min on 2 cores)
-    python bench/optimizer.py --size 64 --iterations 30 --seeds 2     # a smoke run
+    python bench/optimizer.py --size 64 --iterations 30 --seeds 2     # a short look
+    python bench/optimizer.py --smoke               # seconds: 32 px, 1 seed, 3 iterations
 
 Both start from the same noise (same keys) on the same targets, and run interleaved in one process,
 `--chunk` iterations of one, then of the other, so that load on the machine falls on both alike.
@@ -13,39 +14,38 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common import cpu_flags, cpu_model, load_average, weights_path  # noqa: E402
-from texsynth_jax import SynthesisConfig, defaults, image_io, load_weights, synthesis  # noqa: E402
-from texsynth_jax.engine import Engine  # noqa: E402
+from common import (SMOKE_SIZE, add_smoke_arg, add_weights_arg, cpu_flags, cpu_model, load_average, load_weights,
+                    network)
+from texsynth_jax import Engine, SynthesisConfig, defaults, image_io, synthesis
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--input", default=defaults.DEFAULT_TEXTURE)
-    parser.add_argument("--weights", default=None)
+    add_weights_arg(parser)
     parser.add_argument("--json", default=None, help="also write the raw figures here")
-    args = parser.parse_args()
+    add_smoke_arg(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.seeds, args.iterations, args.chunk = SMOKE_SIZE, 1, 3, 1
 
-    params, spec, _ = load_weights(weights_path(args.weights))
+    params, spec = load_weights(args.weights)
     source, _ = image_io.load_image(args.input)
     names = ("optax", "lbfgs")
     engines, states, losses, seconds, evals = {}, {}, {}, {}, {}
     keys = jax.random.split(jax.random.key(0), args.seeds)
     for name in names:
-        config = SynthesisConfig(size=(args.size, args.size), iterations=args.iterations, optimizer=name)
+        config = SynthesisConfig(size=(args.size, args.size), iterations=args.iterations, optimizer=name,
+                                 coarse_iterations=(), **network(args))
         engine = Engine(params, spec, config, args.seeds)
         targets = engine.targets(source)
         engines[name] = (engine, targets)

@@ -3,6 +3,7 @@ convolution strategy) and PyTorch, then one whole loss + gradient split by kind 
 
     python bench/profile.py                        # 256 px, batch 1, strategies lax and winograd4; ~4 minutes
     python bench/profile.py --size 128 --batch 4 --conv lax,winograd,winograd4
+    python bench/profile.py --smoke                # seconds: 32 px, lax, one round
 
 Table 1, per convolution of VGG-16 up to pool4 (the layers the default loss reaches): its forward FLOPs
 (2 H W 9 Cin Cout per image; the gradient w.r.t. the input costs the same again), and the median ms of one
@@ -25,13 +26,10 @@ import glob
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import load_average, load_weights, machine  # noqa: E402
+from common import SMOKE_SIZE, add_smoke_arg, add_weights_arg, load_average, load_weights, machine, network
 
 # VGG-16 up to conv4_3: (name, rows of the square map at --size 256 divided by, Cin, Cout).
 LAYERS = [("conv1_1", 1, 3, 64), ("conv1_2", 1, 64, 64), ("conv2_1", 2, 64, 128), ("conv2_2", 2, 128, 128),
@@ -144,11 +142,12 @@ def step_profile(args, strategy) -> dict[str, float]:
     import texsynth_jax as ts
 
     params, spec = args.params
-    config = ts.SynthesisConfig(size=(args.size, args.size), conv=strategy, padding="zero")
+    config = ts.SynthesisConfig(size=(args.size, args.size), conv=strategy, padding="zero", coarse_iterations=(),
+                                **network(args))
     rng = np.random.default_rng(0)
     source = jnp.asarray(rng.random((args.size, args.size, 3), dtype=np.float32))
     images = jnp.asarray(0.5 + 0.1 * rng.standard_normal((args.batch, args.size, args.size, 3)), jnp.float32)
-    targets = jax.jit(ts.compute_targets, static_argnums=(2, 3))(params, source, spec, config)
+    targets = ts.Engine(params, spec, config, args.batch).targets(source)
     vg = jax.jit(jax.vmap(jax.value_and_grad(lambda x, t, p: ts.texture_loss(x, t, p, spec, config)),
                           in_axes=(0, None, None)))
     kinds = categories(vg.lower(images, targets, params).compile().as_text())
@@ -171,15 +170,18 @@ def step_profile(args, strategy) -> dict[str, float]:
     return {**spent, "wall": wall}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=256, help="square image size (multiple of 8)")
     parser.add_argument("--batch", type=int, default=1, help="seeds per call")
     parser.add_argument("--conv", default="lax,winograd4", help="comma-separated JAX convolution strategies")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians)")
     parser.add_argument("--peak", type=float, default=192.0, help="the CPU's fp32 peak GFLOP/s, for the floor")
-    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: models/vgg16_lpips.h5)")
-    args = parser.parse_args()
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.batch, args.conv, args.repeats = SMOKE_SIZE, 1, "lax", 1
     strategies = args.conv.split(",")
 
     import jax

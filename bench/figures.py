@@ -1,0 +1,160 @@
+"""The pictures in README.md and docs/: which run makes each, and how its outputs become the picture.
+
+    python bench/figures.py --list                 # every picture with the commands that made it
+    python bench/figures.py losses --runs /tmp/texsynth_losses --rows zigzag,lace,veins,bark --out docs/losses.jpg
+    python bench/figures.py tiles --runs /tmp/texsynth_tiles --out docs/tiles.jpg
+    python bench/figures.py large --runs /tmp/texsynth_schedules --texture pebbles --out docs/large_1024.jpg
+    python bench/figures.py --smoke                # seconds: every composer on small made-up runs
+
+The runs take minutes to hours (each command's page in docs/ gives its time); this script only lays out
+what they wrote. The benchmark photos stay out of the repository, so the pictures made from them show
+synthesised outputs only: the composers drop the source column of the benchmarks' galleries.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+GAP = 4  # px of white between tiles, as image_io.contact_sheet and the benchmarks' galleries leave
+
+# picture -> (what it shows, the commands that make it). "texsynth" is the installed command line (run.py).
+FIGURES = {
+    "docs/example.png": (
+        "contact sheet of the shipped gravel photo and 4 seeds, 128 px, paper mode, 200 iterations",
+        ["texsynth --paper --size=128 --seeds=4 --iterations=200 --output_dir=out/docs128",
+         "cp out/docs128/default_texture_sheet.png docs/example.png"]),
+    "docs/tileable.png": (
+        "the gravel photo and 2x2 repeats of two tileable seeds, 128 px, paper mode, 100 iterations",
+        ["texsynth --paper --size=128 --seeds=2 --iterations=100 --tileable --output_dir=out/tileable",
+         "cp out/tileable/default_texture_sheet.png docs/tileable.png"]),
+    "docs/losses.jpg": (
+        "seed 0 of the paper mode, coarse to fine, and coarse to fine + spectrum at equal time (docs/quality.md)",
+        ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '
+         '"gram (paper),gram c2f,gram+spectrum c2f" --names zigzag.png,lace.png,pebbles.png,bark.png,veins.png',
+         "python bench/figures.py losses --runs /tmp/texsynth_losses --rows zigzag,lace,veins,bark "
+         "--out docs/losses.jpg"]),
+    "docs/losses_2.jpg": (
+        "the same for water, ink and lettuce",
+        ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '
+         '"gram (paper),gram c2f,gram+spectrum c2f" --names water.png,ink.png,lettuce.png',
+         "python bench/figures.py losses --runs /tmp/texsynth_losses --rows water,ink,lettuce "
+         "--out docs/losses_2.jpg"]),
+    "docs/tiles.jpg": (
+        "2x2 repeats of every photo's 256 px tileable output (docs/borders.md)",
+        ["python bench/tiles.py --size 256 --out /tmp/texsynth_tiles",
+         "python bench/figures.py tiles --runs /tmp/texsynth_tiles --out docs/tiles.jpg"]),
+    "docs/large_1024.jpg": (
+        "1024 px from the 256 px pebbles photo: single scale, coarse to fine, a 1:1 crop (docs/scale.md)",
+        ['python bench/schedules.py --size 1024 --seeds 1 --reference 30 --names pebbles.png '
+         '--schedules "120,60/9" --out /tmp/texsynth_schedules',
+         "python bench/figures.py large --runs /tmp/texsynth_schedules --texture pebbles --out docs/large_1024.jpg"]),
+}
+
+
+def columns(sheet: np.ndarray, tile: int, count: int, skip: int = 1) -> list[np.ndarray]:
+    """`count` tiles of a row of `tile`-px squares with GAP between them, after the first `skip` (the source)."""
+    return [sheet[:tile, (skip + i) * (tile + GAP):(skip + i) * (tile + GAP) + tile] for i in range(count)]
+
+
+def grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    """Equal tiles in rows and columns, GAP px of white between them."""
+    h, w = rows[0][0].shape[:2]
+    n = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + GAP) - GAP, n * (w + GAP) - GAP, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            out[r * (h + GAP):r * (h + GAP) + h, c * (w + GAP):c * (w + GAP) + w] = tile
+    return out
+
+
+def read(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def losses_figure(runs: str, rows: list[str], tile: int) -> np.ndarray:
+    """bench/losses.py's galleries (<runs>/<texture>.png: source, then seed 0 of each setting): the settings'
+    columns only, one row per texture."""
+    sheets = [read(os.path.join(runs, f"{name}.png")) for name in rows]
+    count = (sheets[0].shape[1] + GAP) // (tile + GAP) - 1
+    return grid([columns(sheet, tile, count) for sheet in sheets])
+
+
+def large_figure(runs: str, texture: str, side: int, crop: tuple[int, int]) -> np.ndarray:
+    """bench/schedules.py's gallery (<runs>/<texture>.png: the source tiled, then seed 0 of the single-scale run
+    and of one schedule, no gaps): both outputs shrunk to `side` px, and a `side` px crop of the schedule's at
+    full resolution from (`crop` row, column)."""
+    sheet = read(os.path.join(runs, f"{texture}.png"))
+    size = sheet.shape[0]
+    single, schedule = sheet[:, size:2 * size], sheet[:, 2 * size:3 * size]
+    shrink = lambda a: np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.LANCZOS))
+    y, x = crop
+    return grid([[shrink(single), shrink(schedule), schedule[y:y + side, x:x + side]]])
+
+
+def save(path: str, image: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(image).save(path, quality=90) if path.endswith(".jpg") else Image.fromarray(image).save(path)
+    print(f"{path}: {image.shape[1]}x{image.shape[0]}")
+
+
+def smoke() -> None:
+    """Every composer on made-up runs of 32 px tiles, laid out as the benchmarks lay out theirs."""
+    from texsynth_jax import image_io
+
+    rng = np.random.default_rng(0)
+    noise = lambda n: rng.random((n, n, 3)).astype(np.float32)
+    runs, out, tile = tempfile.mkdtemp(prefix="texsynth_figures_"), tempfile.mkdtemp(prefix="texsynth_figures_"), 32
+    for name in ("zigzag", "lace"):  # bench/losses.py: contact_sheet(source, [seed 0 of 3 settings], size)
+        image_io.save_png(os.path.join(runs, f"{name}.png"), image_io.contact_sheet(noise(tile), [noise(tile)] * 3, tile))
+    figure = losses_figure(runs, ["zigzag", "lace"], tile)
+    assert figure.shape == (2 * tile + GAP, 3 * tile + 2 * GAP, 3), figure.shape
+    save(os.path.join(out, "losses.jpg"), figure)
+    # bench/schedules.py: the source tiled to the output size, then seed 0 of each run, no gaps
+    image_io.save_png(os.path.join(runs, "pebbles.png"), np.concatenate([noise(4 * tile)] * 3, axis=1))
+    figure = large_figure(runs, "pebbles", tile, (0, 0))
+    assert figure.shape == (tile, 3 * tile + 2 * GAP, 3), figure.shape
+    save(os.path.join(out, "large.jpg"), figure)
+    image_io.save_png(os.path.join(runs, "gallery.png"), grid([[image_io.to_uint8(noise(tile))] * 4] * 2))
+    save(os.path.join(out, "tiles.jpg"), read(os.path.join(runs, "gallery.png")))
+    for path, (_, commands) in FIGURES.items():
+        assert commands and os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(__file__)), path)), path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large"))
+    parser.add_argument("--runs", help="the folder the benchmark wrote (its --out)")
+    parser.add_argument("--out", help="the picture to write (.jpg or .png)")
+    parser.add_argument("--rows", default="zigzag,lace,veins,bark", help="losses: textures, one row each")
+    parser.add_argument("--tile", type=int, default=256, help="losses: the benchmark's --size")
+    parser.add_argument("--texture", default="pebbles", help="large: the gallery's texture")
+    parser.add_argument("--side", type=int, default=448, help="large: side of each panel")
+    parser.add_argument("--crop", default="0,0", help="large: row,column of the full-resolution crop")
+    parser.add_argument("--list", action="store_true", help="print every picture with its commands")
+    parser.add_argument("--smoke", action="store_true", help="every composer on small made-up runs")
+    args = parser.parse_args(argv)
+    if args.list or not (args.figure or args.smoke):
+        for path, (what, commands) in FIGURES.items():
+            print(f"{path}: {what}\n" + "".join(f"    {c}\n" for c in commands))
+        return
+    if args.smoke:
+        smoke()
+        return
+    if not (args.runs and args.out):
+        sys.exit(f"error: {args.figure} needs --runs and --out; see python bench/figures.py --list")
+    if args.figure == "losses":
+        figure = losses_figure(args.runs, args.rows.split(","), args.tile)
+    elif args.figure == "tiles":
+        figure = read(os.path.join(args.runs, "gallery.png"))
+    else:
+        figure = large_figure(args.runs, args.texture, args.side, tuple(int(v) for v in args.crop.split(",")))
+    save(args.out, figure)
+
+
+if __name__ == "__main__":
+    main()

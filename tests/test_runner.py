@@ -180,3 +180,18 @@ def test_sizes_the_judge_cannot_take_are_refused_before_the_first_iteration(tmp_
         with pytest.raises(ValueError, match="too small for the judge.*--judge=false"):
             run_job(work, weights_path, size_config, RunOptions(output_dir=str(out), mesh="none"), log=quiet)
         assert not out.exists()
+
+
+def test_a_run_that_made_nothing_ends_stalled_not_complete(tmp_path, weights_path):
+    """A loss with nothing to match (here a registered term that is zero everywhere; before, gram:1e-300)
+    left the starting grey noise and called it "complete"."""
+    from texsynth_jax import terms
+
+    terms.register("nothing", lambda features, source, layers, size: {},
+                   lambda features, image, stats, layer_weights, key: 0.0 * image.sum(), replace=True)
+    config = SynthesisConfig(size=(32, 32), layers=("conv1_1",), layer_weights=(1.0,), loss=("nothing:1",),
+                             iterations=runner.STALL_MIN_ITERATIONS, coarse_iterations=())
+    report = run_job([(photo(tmp_path / "a.png"), [0])], weights_path, config,
+                     RunOptions(output_dir=str(tmp_path / "out"), **OPTIONS), log=quiet)
+    assert [r.status for r in report.results] == ["stalled"] and not report.interrupted
+    assert json.loads((tmp_path / "out" / "a_run.json").read_text())["status"] == "stalled"

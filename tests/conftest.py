@@ -41,3 +41,8 @@ def weights_path():
     from texsynth_jax import weights
 
     return weights.default_weights_path()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of CPU (bench smoke runs of the heaviest scripts); "
+                            "deselect with -m 'not slow'")

@@ -1,0 +1,90 @@
+"""bench/: every benchmark runs in its --smoke mode (bench/smoke.py, several scripts per process), writes nothing
+into the repository, and prints its table. The heaviest scripts' smokes are marked slow (-m 'not slow' leaves
+them out)."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("bench_smoke", os.path.join(REPO, "bench", "smoke.py"))
+smoke_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(smoke_module)  # only the standard library at import
+SCRIPTS = smoke_module.SCRIPTS
+SLOW = ("large", "scale", "losses", "schedules")  # each compiles a dozen or more programs
+FAST = tuple(name for name in SCRIPTS if name not in SLOW)
+HELPERS = {"common", "torch_baseline", "smoke"}  # imported by the scripts, or the runner itself
+
+
+def repository_state() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def run_smoke(folder, weights_path, names) -> tuple[dict, bool]:
+    """({script: {ok, seconds, cpu_seconds, compiles, output}}, whether the repository changed) of one run of
+    bench/smoke.py for `names`."""
+    before = repository_state()
+    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(folder / "home"), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, os.path.join("bench", "smoke.py"), "--weights", weights_path,
+                           "--only", ",".join(names), "--json", str(folder / "smoke.json")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert os.path.exists(folder / "smoke.json"), proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(folder / "smoke.json") as f:
+        return json.load(f), before != repository_state()
+
+
+@pytest.fixture(scope="module")
+def fast_smoke(tmp_path_factory, weights_path):
+    return run_smoke(tmp_path_factory.mktemp("bench_smoke"), weights_path, FAST)
+
+
+@pytest.fixture(scope="module")
+def slow_smoke(tmp_path_factory, weights_path):
+    return run_smoke(tmp_path_factory.mktemp("bench_smoke_slow"), weights_path, SLOW)
+
+
+def check(results: dict, name: str) -> None:
+    result = results[name]
+    assert result["ok"], result["output"][-4000:]
+    if name == "figures":
+        assert result["output"].count(".jpg: ") == 3, result["output"]
+    else:
+        assert "|---" in result["output"], f"{name} printed no table:\n{result['output'][-2000:]}"
+
+
+def test_every_script_has_a_smoke_run():
+    scripts = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(REPO, "bench", "*.py"))}
+    assert scripts - HELPERS == set(SCRIPTS), "a bench script without a --smoke run in bench/smoke.py, or gone"
+    assert set(SLOW) <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_smoke_run(fast_smoke, name):
+    check(fast_smoke[0], name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_slow_smoke_run(slow_smoke, name):
+    check(slow_smoke[0], name)
+
+
+def test_smoke_runs_write_nothing_into_the_repository(fast_smoke):
+    assert not fast_smoke[1], "a --smoke run wrote into the repository"
+
+
+@pytest.mark.slow
+def test_slow_smoke_runs_write_nothing_into_the_repository(slow_smoke):
+    assert not slow_smoke[1], "a --smoke run wrote into the repository"
+
+
+def test_speed_smoke_recompiles_nothing(fast_smoke):
+    """speed.py's recompiles column: a fresh batch of seeds on a compiled engine must reuse its programs."""
+    rows = [line for line in fast_smoke[0]["speed"]["output"].splitlines() if line.startswith("| 32 |")]
+    assert rows and all(line.split("|")[14].strip() == "0" for line in rows), rows

@@ -7,6 +7,7 @@ builds the reference this way, so it cannot rot.
 """
 
 import importlib
+import inspect
 import os
 import pathlib
 import pkgutil
@@ -24,7 +25,10 @@ def modules() -> list[str]:
     import texsynth_jax
 
     found = pkgutil.iter_modules(texsynth_jax.__path__)
-    return ["texsynth_jax", *sorted(f"texsynth_jax.{m.name}" for m in found if not m.name.startswith("_"))]
+    # A submodule the package exports in __all__ (terms) comes with the package's own page already.
+    exported = {name for name in texsynth_jax.__all__ if inspect.ismodule(getattr(texsynth_jax, name))}
+    return ["texsynth_jax", *sorted(f"texsynth_jax.{m.name}" for m in found
+                                    if not m.name.startswith("_") and m.name not in exported)]
 
 
 def build(output: str) -> list[str]:

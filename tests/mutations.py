@@ -108,12 +108,17 @@ def copy_repository(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
+class PatchError(ValueError):
+    pass
+
+
 def patched(text: str, mutation: Mutation) -> str:
+    """`text` (of mutation.path) with the mutation's edits; PatchError if an old text is not found as listed."""
     for old, new, count in mutation.edits:
         found = text.count(old)
         if found != count:
-            sys.exit(f"error: mutation {mutation.name}: {mutation.path} has {found} copies of {old!r}, not {count}; "
-                     "the code moved: update the patch in tests/mutations.py")
+            raise PatchError(f"mutation {mutation.name}: {mutation.path} has {found} copies of {old!r}, not {count}; "
+                             "the code moved: update the patch in tests/mutations.py")
         text = text.replace(old, new)
     return text
 
@@ -164,8 +169,11 @@ def main() -> int:
         copy_repository(copy)
         check_import(copy)
         originals = {m.path: (copy / m.path).read_text() for m in chosen}
-        for m in chosen:  # every patch applies before anything runs
-            patched(originals[m.path], m)
+        try:
+            for m in chosen:  # every patch applies before anything runs
+                patched(originals[m.path], m)
+        except PatchError as e:
+            sys.exit(f"error: {e}")
         baseline = sorted({t for m in chosen for t in tests_of(m)})
         start = time.time()
         code, failed, tail = run_tests(copy, baseline, args.timeout)

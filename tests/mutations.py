@@ -1,0 +1,214 @@
+"""Mutation check: break one setting's effect at a time and see which tests notice.
+
+    python tests/mutations.py                  # every mutation; prints mutation -> caught by / NOT CAUGHT
+    python tests/mutations.py --only remat,conv
+    python tests/mutations.py --list
+
+Each mutation is a small textual patch (file, old text, new text, how many times the old text occurs),
+applied to a copy of the repository in a temporary folder, never in place; the tests named beside it run
+there (PYTHONPATH points at the copy, so the copy's package is the one imported). A patch whose old text
+is not found as many times as listed stops the script: the code moved, and the mutation must follow it.
+The same tests first run on the unchanged copy and must pass, or a failure would mean nothing. The exit
+status is 1 if any mutation is not caught.
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    edits: tuple  # (old, new, count): `old` occurs exactly `count` times and every occurrence becomes `new`
+    tests: tuple  # pytest node ids that should catch it
+    what: str = ""
+
+
+EFFECTS = "tests/test_effects.py::"
+SYNTHESIS = "texsynth_jax/synthesis.py"
+
+MUTATIONS = (
+    Mutation("precision", SYNTHESIS,
+             (('dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32', "dtype = jnp.float32", 1),),
+             (EFFECTS + "test_bf16_is_in_the_convolutions",), "always fp32"),
+    Mutation("remat", SYNTHESIS, (("config.remat, padding)", "False, padding)", 1),),
+             (EFFECTS + "test_remat_recomputes_in_the_compiled_gradient",), "never recompute"),
+    Mutation("upsample", SYNTHESIS,
+             (("resize(latent, config.size, config.upsample, config.tileable)",
+               'resize(latent, config.size, "cubic", config.tileable)', 1),),
+             (EFFECTS + "test_upsample_starts_the_next_scale",), "always cubic"),
+    Mutation("off-cpu-sort", "texsynth_jax/losses.py",
+             (("default=lambda x: jnp.sort(x, axis=0)", "default=lambda x: x", 1),),
+             (EFFECTS + "test_off_cpu_sorts_sort",), "the XLA sort returns its input unsorted"),
+    Mutation("off-cpu-ranks", "texsynth_jax/losses.py",
+             (("return jnp.argsort(jnp.argsort(x, axis=0), axis=0).astype(jnp.int32)",
+               "return jnp.argsort(x, axis=0).astype(jnp.int32)", 1),),
+             (EFFECTS + "test_off_cpu_sorts_sort",), "the XLA ranks are the order instead"),
+    Mutation("padding", SYNTHESIS, (("spec, config, config.padding)", 'spec, config, "reflect")', 1),
+                                    ("else config.padding)", 'else "reflect")', 1)),
+             (EFFECTS + "test_loss_follows_the_network_settings",), "always reflect (the default)"),
+    Mutation("tileable-loss", SYNTHESIS, (('"circular" if config.tileable else config.padding', "config.padding", 1),),
+             (EFFECTS + "test_loss_follows_the_network_settings",), "the output's convolutions not circular"),
+    Mutation("tileable-resize", SYNTHESIS, (("config.upsample, config.tileable)", "config.upsample, False)", 1),),
+             (EFFECTS + "test_upsample_starts_the_next_scale",), "scales enlarged as if not periodic"),
+    Mutation("pooling", SYNTHESIS, (("config.layers, config.pooling, conv", 'config.layers, "avg", conv', 1),),
+             (EFFECTS + "test_loss_follows_the_network_settings",), "always avg"),
+    Mutation("init", SYNTHESIS, (('if config.init == "uniform":', "if False:", 1),),
+             ("tests/test_synthesis.py::test_starting_noise",), "always normal"),
+    Mutation("init_scale", SYNTHESIS, (("config.init_scale *", "0.01 *", 2),),
+             ("tests/test_synthesis.py::test_starting_noise",), "always 0.01"),
+    Mutation("history", SYNTHESIS,
+             (("optimizers.make(config.optimizer, config.history)", "optimizers.make(config.optimizer, 20)", 3),),
+             (EFFECTS + "test_history_and_optimizer_shape_the_state",), "always 20"),
+    Mutation("layer_weights", SYNTHESIS,
+             (("dict(zip(config.layers, config.layer_weights))", "dict.fromkeys(config.layers, 1.0)", 1),),
+             (EFFECTS + "test_loss_follows_the_network_settings",), "every layer weighs 1"),
+    Mutation("projections", SYNTHESIS,
+             (('state.step + 1 if config.projections == "fresh" else 0', "0", 1),),
+             ("tests/test_terms.py::test_projections_fixed_keep_the_key_and_fresh_redraw_it",),
+             "fresh draws the fixed key"),
+    Mutation("projections-refresh", SYNTHESIS,
+             (('if config.projections == "fresh" and terms.is_random(config.loss_weights):', "if False:", 1),),
+             ("tests/test_terms.py::test_fresh_projections_line_search_compares_one_loss",),
+             "fresh projections compare against the last iteration's loss"),
+    Mutation("conv", SYNTHESIS,
+             (("conv_lib.select(config.conv, jax.default_backend())", 'conv_lib.select("lax", jax.default_backend())', 1),),
+             (EFFECTS + "test_conv_strategy_is_the_program",), "always lax"),
+    Mutation("optimizer", SYNTHESIS,
+             (("optimizers.make(config.optimizer, config.history)", 'optimizers.make("lbfgs", config.history)', 3),),
+             (EFFECTS + "test_history_and_optimizer_shape_the_state",), "always lbfgs"),
+    Mutation("loss", "texsynth_jax/terms.py", (("w * TERMS[name].loss(", "TERMS[name].loss(", 1),),
+             ("tests/test_terms.py::test_terms_compose_by_weight",), "every term weighs 1"),
+)
+
+
+def copy_repository(dest: Path) -> None:
+    """The files git knows (tracked, and untracked but not ignored) into `dest`; a plain copy without git."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                check=True, capture_output=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(ROOT, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__", ".venv"))
+        return
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+class PatchError(ValueError):
+    pass
+
+
+def patched(text: str, mutation: Mutation) -> str:
+    """`text` (of mutation.path) with the mutation's edits; PatchError if an old text is not found as listed."""
+    for old, new, count in mutation.edits:
+        found = text.count(old)
+        if found != count:
+            raise PatchError(f"mutation {mutation.name}: {mutation.path} has {found} copies of {old!r}, not {count}; "
+                             "the code moved: update the patch in tests/mutations.py")
+        text = text.replace(old, new)
+    return text
+
+
+def run_tests(copy: Path, tests, timeout: float) -> tuple[int | None, list[str], str]:
+    """(exit status or None on timeout, failed or erroring node ids, output tail) of pytest in `copy`."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return None, [], (e.stdout or b"")[-2000:].decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.MULTILINE)
+    return done.returncode, sorted(set(failed)), (done.stdout + done.stderr)[-3000:]
+
+
+def check_import(copy: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(copy))
+    where = subprocess.run([sys.executable, "-c", "import texsynth_jax; print(texsynth_jax.__file__)"], cwd=copy,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(where).resolve().is_relative_to(copy.resolve()):
+        sys.exit(f"error: the copy imports texsynth_jax from {where}, not from itself; uninstall that package "
+                 "or install the project in editable mode from this folder")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated mutation names (default: all)")
+    parser.add_argument("--tests", default="", help="comma-separated pytest ids to run for every mutation instead "
+                        "of each one's own (e.g. tests/ for the whole suite)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run")
+    args = parser.parse_args()
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:20} {m.path}: {m.what}")
+        return 0
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - {m.name for m in MUTATIONS}
+    if unknown:
+        sys.exit(f"error: unknown mutation(s) {sorted(unknown)}; see --list")
+    chosen = [m for m in MUTATIONS if not names or m.name in names]
+    override = tuple(t for t in args.tests.split(",") if t)
+    tests_of = lambda m: override or m.tests
+
+    with tempfile.TemporaryDirectory(prefix="texsynth_mutations_") as folder:
+        copy = Path(folder)
+        copy_repository(copy)
+        check_import(copy)
+        originals = {m.path: (copy / m.path).read_text() for m in chosen}
+        try:
+            for m in chosen:  # every patch applies before anything runs
+                patched(originals[m.path], m)
+        except PatchError as e:
+            sys.exit(f"error: {e}")
+        baseline = sorted({t for m in chosen for t in tests_of(m)})
+        start = time.time()
+        code, failed, tail = run_tests(copy, baseline, args.timeout)
+        if code != 0:
+            print(tail)
+            sys.exit(f"error: the tests fail (or time out) without any mutation: {failed}; fix them first")
+        print(f"baseline: {len(baseline)} test ids pass unchanged ({time.time() - start:.0f} s)", flush=True)
+        rows = []
+        for m in chosen:
+            start = time.time()
+            (copy / m.path).write_text(patched(originals[m.path], m))
+            try:
+                code, failed, tail = run_tests(copy, tests_of(m), args.timeout)
+            finally:
+                (copy / m.path).write_text(originals[m.path])
+            if code is None:
+                verdict = "caught (timed out)"
+            elif failed:
+                verdict = ", ".join(f.replace("tests/", "", 1) for f in failed)
+            elif code != 0:
+                verdict = f"caught (pytest exit {code})"
+            else:
+                verdict = "NOT CAUGHT"
+            rows.append((m, verdict))
+            print(f"{m.name:20} {time.time() - start:5.0f} s  {verdict}", flush=True)
+
+    width = max(len(m.name) for m, _ in rows)
+    print(f"\n{'mutation':{width}}  effect removed -> caught by (test ids) / NOT CAUGHT")
+    for m, verdict in rows:
+        print(f"{m.name:{width}}  {m.what} -> {verdict}")
+    missed = [m.name for m, verdict in rows if verdict == "NOT CAUGHT"]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} mutations caught" + (f"; NOT CAUGHT: {', '.join(missed)}"
+                                                                        if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

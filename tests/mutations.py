@@ -37,6 +37,8 @@ class Mutation:
 
 EFFECTS = "tests/test_effects.py::"
 SYNTHESIS = "texsynth_jax/synthesis.py"
+RUNNER = "texsynth_jax/runner.py"
+RUNNER_TESTS = "tests/test_runner.py::"
 
 MUTATIONS = (
     Mutation("precision", SYNTHESIS,
@@ -88,8 +90,34 @@ MUTATIONS = (
     Mutation("optimizer", SYNTHESIS,
              (("optimizers.make(config.optimizer, config.history)", 'optimizers.make("lbfgs", config.history)', 3),),
              (EFFECTS + "test_history_and_optimizer_shape_the_state",), "always lbfgs"),
-    Mutation("loss", "texsynth_jax/terms.py", (("w * TERMS[name].loss(", "TERMS[name].loss(", 1),),
+    Mutation("loss", "texsynth_jax/terms.py", (("w * get(name).loss(", "get(name).loss(", 1),),
              ("tests/test_terms.py::test_terms_compose_by_weight",), "every term weighs 1"),
+    # The job layer's promises about the user's files and its checks before the first iteration.
+    Mutation("inputs-kept", RUNNER,
+             (("    outputs.check_inputs_kept([path for path, _ in work], options.output_dir, files(plan))\n", "", 1),),
+             (RUNNER_TESTS + "test_an_output_never_replaces_an_input",), "an output may replace an input"),
+    Mutation("overwrite-foreign", "texsynth_jax/outputs.py",
+             (("foreign = [n for n in taken if n not in owned]", "foreign = []", 1),),
+             (RUNNER_TESTS + "test_overwrite_replaces_only_the_products_own_files",), "--overwrite replaces any file"),
+    Mutation("folder-skips-outputs", "texsynth_jax/jobs.py", (("names if n not in ours)", "names)", 1),),
+             (RUNNER_TESTS + "test_a_folder_input_skips_the_products_outputs_run_after_run",),
+             "a folder input takes the product's outputs as sources"),
+    Mutation("stalled", RUNNER,
+             (('status = "stalled" if _stalled(tracker.history()) else "complete"', 'status = "complete"', 1),),
+             (RUNNER_TESTS + "test_a_run_that_made_nothing_ends_stalled_not_complete",), "nothing made, 'complete'"),
+    Mutation("resume-preflight", RUNNER,
+             (("            _resume_point(job, src, image_io.load_image(src.path)[0])", "            pass", 1),),
+             (RUNNER_TESTS + "test_a_damaged_checkpoint_of_a_later_source_stops_the_job_before_the_first",),
+             "a later source's checkpoint read only when its turn comes"),
+    Mutation("judge-preflight", RUNNER,
+             (("                evaluate.check_judgeable(src.size, config.size)", "                pass", 1),),
+             (RUNNER_TESTS + "test_sizes_the_judge_cannot_take_are_refused_before_the_first_iteration",),
+             "the judge's sizes found after the images are written"),
+    Mutation("eta-scales", "texsynth_jax/progress.py",
+             (("left += (self.scales[k][0] - begin) * self._pixels(k) / self._pixels(scale)",
+               "left += (self.scales[k][0] - begin)", 1),),
+             (RUNNER_TESTS + "test_the_eta_counts_the_scales_to_come_and_labels_the_loss",),
+             "the ETA prices later scales at this scale's cost"),
 )
 
 

@@ -69,7 +69,7 @@ class SynthesisConfig:
         scale is half the size of the next (the last one is `size`, run for `iterations`), and its
         targets come from the source shrunk by the same factor, so texture elements keep their
         size relative to the output. Default (100, 60) with 20 `iterations`, measured by
-        bench/schedules.py (README, "Time to quality"); empty: one scale, as in the paper.
+        bench/schedules.py (docs/quality.md, "Coarse to fine: time to quality"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
     """
 

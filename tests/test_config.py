@@ -143,24 +143,24 @@ def test_one_scale_is_said_explicitly():
 
 # Settings that cannot work.
 
-@pytest.mark.parametrize("loss", ["gram:1e-300", "gram:1e-21", "gram:1,swd:1e-30", "gram:1e21", "gram:1e300"])
+@pytest.mark.parametrize("loss", ["gram:1e-300", "gram:1e-9", "gram:1,swd:1e-30", "gram:1e9", "gram:1e300"])
 def test_loss_weights_float32_cannot_carry_are_refused(loss):
-    with pytest.raises(ValueError, match=r"loss weight '\w+:1e[-+]?\d+': .* for float32 .*give a weight in 1e-20..1e\+20 "
+    with pytest.raises(ValueError, match=r"loss weight '\w+:1e[-+]?\d+': .* for float32 .*give a weight in 1e-08..1e\+08 "
                                          r"\(or 0 for off\), like \w+:1$"):
         SynthesisConfig(loss=loss)
 
 
 def test_weights_at_the_bounds_and_zero_are_accepted():
-    assert SynthesisConfig(loss="gram:1e-20,swd:1e20,spectrum:0", layer_weights=(1, 1, 1, 1, 1)).loss_weights == {
-        "gram": 1e-20, "swd": 1e20, "spectrum": 0.0}
-    assert SynthesisConfig(layer_weights=(1e-20, 1, 1, 1, 0)).layer_weights[0] == 1e-20
+    assert SynthesisConfig(loss="gram:1e-8,swd:1e8,spectrum:0", layer_weights=(1, 1, 1, 1, 1)).loss_weights == {
+        "gram": 1e-8, "swd": 1e8, "spectrum": 0.0}
+    assert SynthesisConfig(layer_weights=(1e-8, 1, 1, 1, 0)).layer_weights[0] == 1e-8
 
 
 def test_layer_weights_and_their_products_are_bounded_too():
     with pytest.raises(ValueError, match=r"layer_weights=1e-30,1,1,1,1: 1e-30 is too small for float32"):
         SynthesisConfig(layer_weights=(1e-30, 1, 1, 1, 1))
-    with pytest.raises(ValueError, match=r"loss weight gram:1e-10 times layer weight 1e-12 is 1e-22, outside"):
-        SynthesisConfig(loss="gram:1e-10", layer_weights=(1e-12, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"loss weight gram:0.0001 times layer weight 1e-05 is 1e-09, outside"):
+        SynthesisConfig(loss="gram:1e-4", layer_weights=(1e-5, 1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("init, scale", [("normal", 25.0), ("normal", 0.51), ("normal", -0.01), ("uniform", 0.6)])

@@ -23,11 +23,27 @@ INITS = ("normal", "uniform")
 UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
 MESHES = ("auto", "seeds", "space", "none")
 
-# Bounds of what can work, each measured or argued where it is used:
-MIN_WEIGHT, MAX_WEIGHT = 1e-20, 1e20  # a positive weight's float32 range (loss or layer weight, and their product)
-MAX_INIT_SCALE = {"normal": 0.5, "uniform": 0.5}  # [0, 1] pixel units; see __post_init__
-MAX_HISTORY = 1000  # L-BFGS pairs: 2 image-sized float32 arrays per pair and seed
-MAX_ITERATIONS = 1_000_000  # over all scales: a run keeps a loss per iteration and seed
+# Bounds of what can work. Weights (a loss weight, a layer weight, and their product): L-BFGS is blind to
+# the loss's scale (gram:1e-13 ... gram:1e10 gave the same run at 48 px), until float32 breaks: its
+# first step and its curvature need the squares of the gradient, which flush to 0 below ~1e-38. gram:1e-15
+# returned the grey start untouched at 48 px; gram:1e20 ended 4x worse and 1e30 did not move. Gradient
+# RMS at weight 1 and 64 px: gram 6e-5, spectrum 4e-6, swd and hist 0.03; it shrinks with the pixel count
+# (gram 1.7e-5 at 128 px) and 15-60x over 20 iterations (spectrum further, but only as it reaches ~0). So
+# 1e-8 keeps a margin of 25x or more at 4096 px, and 1e8 (PyTorch tutorials weigh style 1e6) stays far
+# from overflow.
+MIN_WEIGHT, MAX_WEIGHT = 1e-8, 1e8
+# init_scale, in [0, 1] pixel units: uniform's 0.5 covers [0, 1]. A normal start beyond 0.5 puts pixels in
+# the sigmoid's flat tails, where they stay (64 px, 30 iterations, pixels within 0.01 of 0 or 1 at the start
+# / end, loss at the end): 0.01-0.25: none, 2e-4 to 4e-4; 0.5: 2% / 2%, 2.4e-3; 1: 26% / 31%, 0.035;
+# 25 (someone thinking in 0-255): 96% / 99.7%, 32, the grey noise barely changed.
+MAX_INIT_SCALE = {"normal": 0.5, "uniform": 0.5}
+# Counts. history: L-BFGS keeps 2 image-sized float32 arrays per pair and seed (1000 pairs at 256 px: 1.5 GB
+# a seed); 3-20 is the usual range (scipy 10, the paper's run 20), and more than a few dozen bring nothing,
+# so 1000 is beyond any use; what does fit in memory, budget.py checks. Total iterations: a run keeps a loss
+# per iteration and seed (host lists, the JSON record), L-BFGS settles within thousands, and 1,000,000 is
+# hours even on a GPU.
+MAX_HISTORY = 1000
+MAX_ITERATIONS = 1_000_000
 
 def setting(default, help: str, choices: tuple | None = None, example: str | None = None):
     """A dataclass field with the help text (and choices) of its command-line flag: cli.py defines one
@@ -118,7 +134,7 @@ class SynthesisConfig:
 
     def __post_init__(self):
         check_fields(self)
-        parse_loss(self.loss)
+        loss_weights = parse_loss(self.loss)
         if min(self.size) < 1:
             raise ValueError(f"size={format_value(self.size)} has a side below 1; give a positive size like 256,256")
         if not self.layers:
@@ -128,18 +144,20 @@ class SynthesisConfig:
             raise ValueError(f"unknown layer {unknown!r} in layers={format_value(self.layers)}; use VGG names like "
                              "conv1_1,pool1,pool2,pool3,pool4")
         if len(set(self.layers)) != len(self.layers):
-            raise ValueError(f"layers={format_value(self.layers)} names a layer twice; name each layer once")
+            raise ValueError(f"layers={format_value(self.layers)} names a layer twice; name each layer once, like "
+                             "conv1_1,pool1,pool2,pool3,pool4")
+        ones = format_value((1.0,) * len(self.layers))  # a valid layer_weights for these layers
         if len(self.layer_weights) != len(self.layers):
             raise ValueError(f"{len(self.layer_weights)} layer_weights for {len(self.layers)} layers; give one "
-                             f"weight per layer, like {format_value((1.0,) * len(self.layers))}")
+                             f"weight per layer, like {ones}")
         if any(w < 0 for w in self.layer_weights):
             raise ValueError(f"layer_weights={format_value(self.layer_weights)} has a negative weight; weights must "
-                             "be >= 0, like 1,1,1,1,1")
+                             f"be >= 0, like {ones}")
         if not any(w > 0 for w in self.layer_weights):
-            raise ValueError("every layer weight is 0; give at least one layer a positive weight, like 1,1,1,1,1")
+            raise ValueError(f"every layer weight is 0; give at least one layer a positive weight, like {ones}")
         for w in self.layer_weights:
-            check_weight(w, f"layer_weights={format_value(self.layer_weights)}", format_value((1.0,) * len(self.layers)))
-        check_scale_of_weights(self.layer_weights, parse_loss(self.loss))
+            check_weight(w, f"layer_weights={format_value(self.layer_weights)}", ones)
+        check_scale_of_weights(self.layer_weights, loss_weights)
         if self.iterations < 1:
             raise ValueError(f"iterations={self.iterations} must be at least 1; give a positive count like 20")
         if any(n < 1 for n in self.coarse_iterations):

@@ -11,17 +11,12 @@ the seed in 0-255 units (float, before rounding to 8 bits), and whether they are
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common import load_average, weights_path  # noqa: E402
-from texsynth_jax import SynthesisConfig, defaults, image_io, load_weights, make_engine  # noqa: E402
+from common import SMOKE_SIZE, add_smoke_arg, add_weights_arg, load_average, load_weights, machine, network
+from texsynth_jax import SynthesisConfig, defaults, image_io, make_engine
 
 
 def images_at(engine, seeds, row, source, steps):
@@ -36,7 +31,7 @@ def images_at(engine, seeds, row, source, steps):
     return seen
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=200)
@@ -44,18 +39,22 @@ def main():
     parser.add_argument("--report", default="1,10,20,50,100,200")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--batch", default="0,1,2", help="the batch the seed is also run in")
-    parser.add_argument("--weights", default=None)
-    args = parser.parse_args()
-    params, spec, _ = load_weights(weights_path(args.weights))
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.iterations, args.coarse_iterations, args.report = SMOKE_SIZE, 2, "", "1,2"
+    params, spec = load_weights(args.weights)
     source, _ = image_io.load_image(defaults.DEFAULT_TEXTURE)
     source = np.asarray(jax.image.resize(source, (2 * args.size, 2 * args.size, 3), "linear")).clip(0, 1)
     coarse = tuple(int(n) for n in args.coarse_iterations.split(",") if n)
-    config = SynthesisConfig(size=(args.size, args.size), iterations=args.iterations, coarse_iterations=coarse)
+    config = SynthesisConfig(size=(args.size, args.size), iterations=args.iterations, coarse_iterations=coarse,
+                             **network(args))
     steps = {int(n) for n in args.report.split(",")}
     batch = [int(s) for s in args.batch.split(",")]
     alone = images_at(make_engine(params, spec, config, 1), [args.seed], 0, source, steps)
     inside = images_at(make_engine(params, spec, config, len(batch)), batch, batch.index(args.seed), source, steps)
-    print(f"backend {jax.default_backend()}, jax {jax.__version__}, load average {load_average()}; seed {args.seed} "
+    print(f"{machine()}, backend {jax.default_backend()}, jax {jax.__version__}, load average {load_average()}; seed {args.seed} "
           f"alone vs in seeds {args.batch}, {args.size} px, scales {config.scale_sizes}, iterations "
           f"{config.scale_iterations}\n")
     print("| iteration | max difference (0-255) | mean difference (0-255) | bit-identical |\n|---|---|---|---|")

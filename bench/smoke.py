@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # sizes (level 0 compiles faster still, but runs 20x slower).
 FAST_COMPILE = ("--xla_backend_optimization_level=1",)
 SCRIPTS = ("speed", "profile", "large", "scale", "dispatch", "optimizer", "quality", "schedules", "losses",
-           "diversity", "convergence", "tiles", "borders", "figures")
+           "diversity", "convergence", "tiles", "borders", "seed_batch", "figures")
 
 
 def load(name: str):

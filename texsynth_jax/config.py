@@ -259,7 +259,8 @@ def parse_loss(items) -> dict[str, float]:
         name, _, weight = item.partition(":")
         name = name.strip()
         if name not in terms.names():
-            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {known} (e.g. gram:1,swd:0.1)")
+            raise ValueError(f"loss term {name!r} is unknown; use name:weight items of {known} (e.g. gram:1,swd:0.1), "
+                             "or register it first (terms.register; --imports on the command line)")
         try:
             value = float(weight) if weight.strip() else 1.0
         except ValueError:

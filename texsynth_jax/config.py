@@ -12,11 +12,10 @@ import math
 import numbers
 import typing
 
-from texsynth_jax import terms, vgg
+from texsynth_jax import optimizers, terms, vgg
 
 POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
-OPTIMIZERS = ("optax", "lbfgs")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 PROJECTIONS = ("fixed", "fresh")
 INITS = ("normal", "uniform")
@@ -112,7 +111,7 @@ class SynthesisConfig:
                         "(conv.DEFAULTS; cpu: lax), lax where not measured (gpu, tpu so far).", CONV_STRATEGIES)
     optimizer: str = setting("lbfgs", "L-BFGS implementation: lbfgs (texsynth_jax's, the measured default) or "
                              "optax (optax.lbfgs with a backtracking line search); see bench/README.md.",
-                             OPTIMIZERS)
+                             optimizers.NAMES)
     loss: tuple[str, ...] = setting(("gram:1",), "Loss terms as name:weight, comma separated: gram (Gatys et al.), "
                                     f"swd, hist, spectrum (see README). Known: {', '.join(terms.names())}.",
                                     example="gram:1 or gram:1,swd:0.1")

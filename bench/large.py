@@ -72,7 +72,7 @@ def run_alone(size: int, remat: bool, steps: int, weights: str) -> dict:
 
 def fit_line(xs, ys) -> tuple[float, float]:
     """Least-squares (a, b) of y = a + b x."""
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     return my - b * mx, b
 

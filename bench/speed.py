@@ -253,7 +253,7 @@ def main(argv=None):
                 mem = "" if args.no_memory else run_probe(args, "jax", size, batch, precision, conv)
                 rows.append(dict(
                     size=size, batch=batch, precision=precision,
-                    conv=conv_lib.DEFAULTS.get(backend, "lax") + " (auto)" if conv == "auto" else conv,
+                    conv=conv_lib.name(conv, backend) + (" (auto)" if conv == "auto" else ""),
                     step_ms=step_ms, vg_ms=vg_ms, evals=evals[(precision, conv)],
                     torch_nchw_ms=torch_ms[("fp32", "nchw")], torch_nhwc_ms=torch_ms[("fp32", "nhwc")],
                     torch_fp32_ms=torch_fp32, torch_bf16_ms=torch_bf16,

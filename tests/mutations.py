@@ -103,7 +103,7 @@ MUTATIONS = (
              (RUNNER_TESTS + "test_a_folder_input_skips_the_products_outputs_run_after_run",),
              "a folder input takes the product's outputs as sources"),
     Mutation("stalled", RUNNER,
-             (('status = "stalled" if _stalled(tracker.history()) else "complete"', 'status = "complete"', 1),),
+             (('status = "stalled" if _stalled(tracker.history(), engine.offsets) else "complete"', 'status = "complete"', 1),),
              (RUNNER_TESTS + "test_a_run_that_made_nothing_ends_stalled_not_complete",), "nothing made, 'complete'"),
     Mutation("resume-preflight", RUNNER,
              (("            _resume_point(job, src, image_io.load_image(src.path)[0])", "            pass", 1),),

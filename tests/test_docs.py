@@ -65,14 +65,10 @@ def test_api_reference_builds_without_warnings(tmp_path):
 
 
 def cli_flags() -> dict:
-    """{name: flag} of the command line: the key flags of the module that defines --input."""
-    from absl import flags
+    """{name: flag} the command line defines (texsynth_jax/cli.py)."""
+    from texsynth_jax import cli
 
-    import run  # the entry point: it defines the flags, or imports the module that does
-
-    module = sys.modules[flags.FLAGS.find_module_defining_flag("input")]
-    assert module is not None and run is not None
-    return {f.name: f for f in flags.FLAGS.get_key_flags_for_module(module)}
+    return {f.name: f for f in cli.FLAGS.get_key_flags_for_module(cli)}
 
 
 def flag_table(markdown: str) -> dict[str, str]:

@@ -111,10 +111,17 @@ def test_a_damaged_checkpoint_of_a_later_source_stops_the_job_before_the_first(t
 
 
 def test_a_run_whose_loss_does_not_fall_is_stalled():
-    assert runner._stalled([np.array([1.0, 2.0])] * 5)
-    assert runner._stalled([np.zeros(2)] * 5)  # a weight that underflows: zero from the start
-    assert not runner._stalled([np.array([1.0, 2.0])] * 4 + [np.array([1.0, 1.0])])  # one seed fell
-    assert not runner._stalled([np.ones(2)] * 4)  # too few iterations to tell
+    one = [0, 5]
+    assert runner._stalled([np.array([1.0, 2.0])] * 5, one)
+    assert runner._stalled([np.zeros(2)] * 5, one)  # a weight that underflows: zero from the start
+    assert not runner._stalled([np.array([1.0, 2.0])] * 4 + [np.array([1.0, 1.0])], one)  # one seed fell
+    assert not runner._stalled([np.ones(2)] * 4, [0, 4])  # too few iterations to tell
+    # Coarse to fine: each scale's loss starts anew (larger at a larger size); a fall within any scale counts,
+    # a rise across scales does not, and a loss is never compared with another scale's.
+    climbs = [np.array([v]) for v in (8.0, 7.0, 12.0, 17.0, 12.0)]
+    assert not runner._stalled(climbs, [0, 2, 3, 5])
+    assert runner._stalled([np.array([v]) for v in (8.0, 8.0, 12.0, 17.0, 17.0)], [0, 2, 3, 5])
+    assert runner._stalled([np.array([v]) for v in (8.0, 9.0, 1.0, 1.0, 1.0)], [0, 2, 5])  # 9 -> 1 is no fall
 
 
 def test_the_eta_counts_the_scales_to_come_and_labels_the_loss():

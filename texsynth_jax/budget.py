@@ -78,8 +78,7 @@ def _network(arch: str, layers, remat: bool = False) -> tuple[float, int, int]:
 
 
 def _strategy(config, backend: str) -> tuple[float, float, float, float]:
-    step, targets, step_copies, targets_copies = STRATEGIES[
-        conv.DEFAULTS.get(backend, "lax") if config.conv == "auto" else config.conv]
+    step, targets, step_copies, targets_copies = STRATEGIES[conv.name(config.conv, backend)]
     return step, targets, step_copies + (2.0 if config.precision == "bf16" else 0.0), targets_copies  # bf16 weights
 
 

@@ -140,9 +140,9 @@ class Engine:
           steps_per_dispatch: iterations per dispatch; None: the backend's (dispatch_steps).
         """
         if config.coarse_iterations:
-            raise ValueError("an Engine runs one scale, and this config has coarse scales (coarse_iterations); "
-                             "use coarse_to_fine.CoarseToFine (or coarse_to_fine.make_engine), which holds an Engine "
-                             "per scale")
+            raise ValueError("an Engine runs one scale, and this config has coarse scales (coarse_iterations, "
+                             "on by default); use coarse_to_fine.make_engine (an Engine per scale), or "
+                             "SynthesisConfig(coarse_iterations=()) for one scale")
         config.check_network(spec.arch)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be an int of at least 1")

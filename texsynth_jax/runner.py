@@ -195,12 +195,15 @@ def _resume_point(job: _Job, src: SourcePlan, image):
     return scale_of(record).place(host_state), record
 
 
-def _stalled(history) -> bool:
-    """Whether no seed's loss fell by STALL_FRACTION over the run (history: [iterations][B])."""
+def _stalled(history, offsets) -> bool:
+    """Whether no seed's loss fell by STALL_FRACTION within any scale (history: [iterations][B]; offsets:
+    iterations before each scale, the total last). Each scale's loss starts anew at its size, so a loss is
+    only compared with one of its own scale."""
     if len(history) < STALL_MIN_ITERATIONS:
         return False
-    first, last = np.asarray(history[0], np.float64), np.asarray(history[-1], np.float64)
-    return bool(np.all(last >= first * (1 - STALL_FRACTION)))
+    losses = np.asarray(history, np.float64)
+    spans = [(a, min(b, len(losses))) for a, b in zip(offsets[:-1], offsets[1:]) if min(b, len(losses)) - a >= 2]
+    return not any(np.any(losses[b - 1] < losses[a] * (1 - STALL_FRACTION)) for a, b in spans)
 
 
 def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
@@ -294,7 +297,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         elif tracker.step < total:
             status = "interrupted"
         else:
-            status = "stalled" if _stalled(tracker.history()) else "complete"
+            status = "stalled" if _stalled(tracker.history(), engine.offsets) else "complete"
         losses = [list(l) for l in zip(*tracker.history())]
         timings = {"setup": t1 - job.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
                    "synthesis": t2 - t1, "iterations_per_s": tracker.rate(),

@@ -154,7 +154,7 @@ def patched(text: str, mutation: Mutation) -> str:
 def run_tests(copy: Path, tests, timeout: float) -> tuple[int | None, list[str], str]:
     """(exit status or None on timeout, failed or erroring node ids, output tail) of pytest in `copy`."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", *tests]
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rfE", *tests]
     try:
         done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:

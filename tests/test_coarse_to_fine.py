@@ -77,11 +77,11 @@ def vgg(weights_path):
     return params, spec
 
 
-def test_four_times_the_source_runs_every_scale_once_compiled(vgg):
-    """A 32 px photo to a 128 px texture over scales of 32, 64 and 128 px: each scale's result has its
+def test_a_texture_larger_than_its_source_runs_every_scale_once_compiled(vgg):
+    """A 32 px photo to a 64 px texture over scales of 16, 32 and 64 px: each scale's result has its
     size, and every program compiles once per scale for two sources."""
     params, spec = vgg
-    config = SynthesisConfig(size=(128, 128), coarse_iterations=(12, 6), iterations=3, **SHALLOW)
+    config = SynthesisConfig(size=(64, 64), coarse_iterations=(5, 3), iterations=2, **SHALLOW)
     ctf = CoarseToFine(params, spec, config, batch_size=2)
     keys = jax.random.split(jax.random.key(0), 2)
     with counted_compiles() as compiles:
@@ -90,11 +90,11 @@ def test_four_times_the_source_runs_every_scale_once_compiled(vgg):
             on_scale = lambda state, k: shapes.append((k, ctf.images(state).shape))
             on_step = lambda state, step, losses: steps.append((ctf.scale_of(state), step, len(losses))) and None
             images, losses = ctf.synthesize(keys, ctf.targets(source), on_step, on_scale=on_scale)
-            assert images.shape == (2, 128, 128, 3) and losses.shape == (2, 21)
-            assert shapes == [(0, (2, 32, 32, 3)), (1, (2, 64, 64, 3)), (2, (2, 128, 128, 3))]
+            assert images.shape == (2, 64, 64, 3) and losses.shape == (2, 10)
+            assert shapes == [(0, (2, 16, 16, 3)), (1, (2, 32, 32, 3)), (2, (2, 64, 64, 3))]
             # One on_step for every scale: steps counted over all scales, and every loss of the call so far.
-            assert steps == [(0, i, i) for i in range(1, 13)] + [(1, i, i) for i in range(13, 19)] + [
-                (2, i, i) for i in (19, 20, 21)]
+            assert steps == [(0, i, i) for i in range(1, 6)] + [(1, i, i) for i in range(6, 9)] + [
+                (2, i, i) for i in (9, 10)]
             assert np.all(np.isfinite(losses))
     for program in ("step", "init_state", "restart"):
         assert compiles[program] == (1 if program == "init_state" else 2 if program == "restart" else 3), compiles
@@ -104,8 +104,8 @@ def test_a_job_resumes_at_a_coarse_scale_and_at_the_last(tmp_path, weights_path)
     """Stopped in the middle of the first scale and again in the last, a job resumes each time from its
     checkpoint (a state of that scale's size) and ends with the images of an uninterrupted run."""
     path = tmp_path / "g.png"
-    Image.fromarray((gravel(64) * 255).astype(np.uint8)).save(path)
-    config = SynthesisConfig(size=(64, 64), coarse_iterations=(4, 3), iterations=3, **SHALLOW)
+    Image.fromarray((gravel(32) * 255).astype(np.uint8)).save(path)
+    config = SynthesisConfig(size=(32, 32), coarse_iterations=(4, 3), iterations=3, **SHALLOW)
     quiet = lambda line: None
     straight = tmp_path / "straight"
     run_job([(str(path), [0, 1])], weights_path, config, RunOptions(output_dir=str(straight), judge=False), log=quiet)
@@ -122,12 +122,12 @@ def test_a_job_resumes_at_a_coarse_scale_and_at_the_last(tmp_path, weights_path)
         options = RunOptions(output_dir=str(out), checkpoint_every=1, judge=False, resume=True)
     report = run_job([(str(path), [0, 1])], weights_path, config, options, log=quiet)
     assert [r.status for r in report.results] == ["complete"]
-    for name in ("g_seed0.png", "g_seed1.png", "g_seed0_16x16.png", "g_seed1_32x32.png"):
+    for name in ("g_seed0.png", "g_seed1.png", "g_seed0_8x8.png", "g_seed1_16x16.png"):
         np.testing.assert_array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(straight / name)))
     record = json.loads((out / "g_run.json").read_text())
-    assert [s["size"] for s in record["scales"]] == [[16, 16], [32, 32], [64, 64]]
-    assert record["outputs"]["scales"] == [["g_seed0_16x16.png", "g_seed1_16x16.png"],
-                                           ["g_seed0_32x32.png", "g_seed1_32x32.png"]]
+    assert [s["size"] for s in record["scales"]] == [[8, 8], [16, 16], [32, 32]]
+    assert record["outputs"]["scales"] == [["g_seed0_8x8.png", "g_seed1_8x8.png"],
+                                           ["g_seed0_16x16.png", "g_seed1_16x16.png"]]
     assert len(record["loss_history"]["0"]) == 10
 
 

@@ -62,7 +62,7 @@ EFFECT_TESTS = {
     "conv": "test_effects.py::test_conv_strategy_is_the_program",
     "loss": "test_terms.py::test_terms_compose_by_weight",
     "projections": "test_terms.py::test_projections_fixed_keep_the_key_and_fresh_redraw_it",
-    "coarse_iterations": "test_coarse_to_fine.py::test_four_times_the_source_runs_every_scale_once_compiled",
+    "coarse_iterations": "test_coarse_to_fine.py::test_a_texture_larger_than_its_source_runs_every_scale_once_compiled",
     "upsample": "test_effects.py::test_upsample_starts_the_next_scale",
 }
 

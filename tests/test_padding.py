@@ -162,7 +162,7 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
     keys = jax.random.split(jax.random.key(0), 2)
     ratios = {}
     for tileable in (True, False):
-        config = SynthesisConfig(size=(64, 64), iterations=50, tileable=tileable, coarse_iterations=())
+        config = SynthesisConfig(size=(64, 64), iterations=30, tileable=tileable, coarse_iterations=())
         images, _ = synthesize(keys, engine.Engine(params, spec, config, 2).targets(source),
                                params, spec, config)
         images = np.asarray(images)

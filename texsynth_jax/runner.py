@@ -206,6 +206,62 @@ def _stalled(history, offsets) -> bool:
     return not any(np.any(losses[b - 1] < losses[a] * (1 - STALL_FRACTION)) for a, b in spans)
 
 
+class _Hooks:
+    """One source's side of the engine loop: progress, the finite-loss check, snapshots, checkpoints, the
+    stop flag (on_step) and each coarse scale's images (on_scale)."""
+
+    def __init__(self, job: _Job, src: SourcePlan, tracker: progress.Progress, stop: StopFlag, stamp: str,
+                 first: int, t1: float):
+        self.job, self.src, self.tracker, self.stop, self.stamp, self.first, self.t1 = (
+            job, src, tracker, stop, stamp, first, t1)
+        self.checked = 0  # iterations whose losses are known finite
+        self.diverged_at = None  # the first iteration whose loss is not
+        self.scale_done = {}  # scale -> seconds from the start of this source, as each coarse scale's images land
+
+    def finite(self) -> bool:
+        history = self.tracker.history()
+        bad = next((i for i in range(self.checked, len(history)) if not np.all(np.isfinite(history[i]))), None)
+        self.checked = len(history)
+        if bad is not None and self.diverged_at is None:
+            self.diverged_at = bad + 1
+        return self.diverged_at is None
+
+    def on_step(self, state, step, losses) -> bool:
+        engine, options, src, tracker = self.job.engine, self.job.options, self.src, self.tracker
+        total, spd = engine.iterations, engine.steps_per_dispatch
+        tracker.update(step, losses[-(step - tracker.step):])
+        every = lambda k: k and step % k < spd and step < total
+        snapshot = every(options.save_every)
+        self.stop.requested = self.stop.requested or self.job.should_stop()
+        keep = every(options.checkpoint_every) or (self.stop.requested and options.checkpoint_every)
+        # A NaN or infinite loss never recovers and must not be saved: check where the losses come to the
+        # host anyway (the first and the logged iterations) and before anything is written.
+        shown = step % options.log_every < spd or step <= self.first + spd
+        if (shown or snapshot or keep) and not self.finite():
+            return True
+        if snapshot:
+            names = [outputs.seed_name(jobs.stem(src.path), s, step, total) for s in src.seeds]
+            outputs.save_images(options.output_dir, names, jax.device_get(engine.images(state))[:len(src.seeds)])
+        if keep:
+            path = os.path.join(options.output_dir, src.names["checkpoint"])
+            checkpoint.save(path, state, {"iteration": step, "scale": engine.scale_of(state), "fingerprint": self.stamp,
+                                          "losses": [l.tolist() for l in tracker.history()]})
+            tracker.say(f"checkpoint: iteration {step}/{total} -> {path}")
+        return self.stop.requested
+
+    def on_scale(self, state, scale) -> None:
+        engine, src = self.job.engine, self.src
+        if scale == len(engine.engines) - 1 or not self.finite():
+            return
+        names = src.names["scales"][scale]
+        outputs.save_images(self.job.options.output_dir, names, jax.device_get(engine.images(state))[:len(src.seeds)])
+        self.scale_done[scale] = time.perf_counter() - self.t1
+        h, w = engine.engines[scale].config.size
+        self.tracker.say(f"scale {scale + 1}/{len(engine.engines)} ({h}x{w}) done at iteration "
+                         f"{engine.offsets[scale + 1]}: {os.path.join(self.job.options.output_dir, names[0])}"
+                         + (" ..." if len(src.seeds) > 1 else "") + "; the next scale's loss starts anew at its size")
+
+
 def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     engine, config, options = job.engine, job.engine.config, job.options
     out = lambda name: os.path.join(options.output_dir, name)
@@ -216,15 +272,10 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
             f"({image.shape[0]}x{image.shape[1]}), {progress.format_schedule(config)}")
     t1 = time.perf_counter()
     total = engine.iterations
-    scales = list(zip(engine.offsets[1:], config.scale_sizes))
-    tracker = progress.Progress(total, src.seeds, options.log_every, scales=scales,
+    tracker = progress.Progress(total, src.seeds, options.log_every, scales=list(zip(engine.offsets[1:],
+                                                                                      config.scale_sizes)),
                                 then="+ judge" if job.judge is not None else "",
                                 stream=None if job.say is job.log else progress.SILENT)
-    stamp = records.fingerprint(config, src.seeds, image, job.weights_sha256, job.meta)
-    path = out(src.names["checkpoint"])
-    n = len(src.seeds)
-    stem = jobs.stem(src.path)
-
     outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
                                                                              engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
@@ -235,55 +286,14 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if resumed is not None:
             state, record = resumed
             done_before = [np.asarray(l, np.float32) for l in record["losses"]]
-            job.log(f"resuming from {path} at iteration {record['iteration']}")
+            job.log(f"resuming from {out(src.names['checkpoint'])} at iteration {record['iteration']}")
         if state is None:
             state = engine.init(engine.keys(src.seeds), targets)
         tracker.begin(len(done_before), done_before)
-        first = len(done_before)
-        checked, diverged_at = [0], []  # iterations whose losses are known finite; the first that is not
-
-        def finite() -> bool:
-            history = tracker.history()
-            bad = next((i for i in range(checked[0], len(history)) if not np.all(np.isfinite(history[i]))), None)
-            checked[0] = len(history)
-            if bad is not None:
-                diverged_at.append(bad + 1)
-            return not diverged_at
-
-        def on_step(state, step, losses):
-            tracker.update(step, losses[-(step - tracker.step):])
-            every = lambda k: k and step % k < engine.steps_per_dispatch and step < total
-            snapshot = every(options.save_every)
-            stop.requested = stop.requested or job.should_stop()
-            keep = every(options.checkpoint_every) or (stop.requested and options.checkpoint_every)
-            # A NaN or infinite loss never recovers and must not be saved: check where the losses come to
-            # the host anyway (the first and the logged iterations) and before anything is written.
-            shown = step % options.log_every < engine.steps_per_dispatch or step <= first + engine.steps_per_dispatch
-            if (shown or snapshot or keep) and not finite():
-                return True
-            if snapshot:
-                outputs.save_images(options.output_dir, [outputs.seed_name(stem, s, step, total)
-                                                         for s in src.seeds], jax.device_get(engine.images(state))[:n])
-            if keep:
-                checkpoint.save(path, state, {"iteration": step, "scale": engine.scale_of(state), "fingerprint": stamp,
-                                              "losses": [l.tolist() for l in tracker.history()]})
-                tracker.say(f"checkpoint: iteration {step}/{total} -> {path}")
-            return stop.requested
-
-        scale_done = {}  # scale -> seconds from the start of this source, as each coarse scale's images land
-
-        def on_scale(state, scale):
-            if scale == len(engine.engines) - 1 or not finite():
-                return
-            outputs.save_images(options.output_dir, src.names["scales"][scale], jax.device_get(engine.images(state))[:n])
-            scale_done[scale] = time.perf_counter() - t1
-            h, w = engine.engines[scale].config.size
-            tracker.say(f"scale {scale + 1}/{len(engine.engines)} ({h}x{w}) done at iteration "
-                        f"{engine.offsets[scale + 1]}: {out(src.names['scales'][scale][0])}"
-                        + (" ..." if n > 1 else "") + "; the next scale's loss starts anew at its size")
-
+        hooks = _Hooks(job, src, tracker, stop, records.fingerprint(config, src.seeds, image, job.weights_sha256,
+                                                                   job.meta), len(done_before), t1)
         try:
-            state, _ = engine.run(state, targets, on_step, on_scale)
+            state, _ = engine.run(state, targets, hooks.on_step, hooks.on_scale)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once; the donated state is gone
             tracker.finish()
             job.log("stopped at once by a second Ctrl-C; no images saved for " + src.path +
@@ -292,60 +302,73 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         stop.shield()
         tracker.finish()
         t2 = time.perf_counter()
-        if not finite():
+        if not hooks.finite():
             status = "diverged"
         elif tracker.step < total:
             status = "interrupted"
         else:
             status = "stalled" if _stalled(tracker.history(), engine.offsets) else "complete"
-        losses = [list(l) for l in zip(*tracker.history())]
         timings = {"setup": t1 - job.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
                    "synthesis": t2 - t1, "iterations_per_s": tracker.rate(),
-                   "scales_done": {str(k): s for k, s in sorted(scale_done.items())}}
-
-        # 3. Each file atomically; the record last, so its presence means the run's files are there.
-        names = dict(src.names)
-        names["scales"] = names["scales"][: engine.scale_of(state)]  # the coarse scales finished (now or before a resume)
-        if status == "diverged":  # its images are no result: only the record, to show where it went wrong
-            names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
-        else:
-            images = np.asarray(jax.device_get(engine.images(state)))[:n]
-            outputs.save_images(options.output_dir, names["images"], images)
-            shown = images
-            if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
-                shown = outputs.repeat(images)
-                outputs.save_images(options.output_dir, names["tiled"], shown)
-            outputs.save_sheet(out(names["sheet"]), image, shown)
-            if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
-                names["loss_plot"] = None
-        timings["total"] = time.perf_counter() - job.t0
-        record = records.make_record(status=status, step=tracker.step, config=config, options=options, src=src,
-                                     image=image, notes=notes, names=names, losses=losses, timings=timings,
-                                     meta=job.meta, weights_path=job.weights_path,
-                                     weights_sha256=job.weights_sha256, extra=job.record_extra)
+                   "scales_done": {str(k): s for k, s in sorted(hooks.scale_done.items())}}
+        record, images = _write_images(job, src, state, status, image, notes, tracker, timings)
         if job.judge is not None and status in ("complete", "stalled"):
             _judge(job, record, image, images, lambda: stop.requested or job.should_stop())
         if status == "diverged":
-            record["diverged_at"] = diverged_at[0]
-        outputs.save_record(out(src.names["record"]), record)
-        if status in ("complete", "stalled") and os.path.exists(path):
-            os.unlink(path)  # the outputs now hold everything it did
-    if status == "diverged":
-        job.log(f"{src.path}: the loss is NaN or infinite at iteration {diverged_at[0]}; stopped this source "
-                f"without saving its images (record: {out(src.names['record'])}); check --layer_weights, "
-                "--init_scale and the weights file")
-    elif status == "stalled":
-        job.log(f"{src.path}: the loss did not fall by {STALL_FRACTION:.0%} in {tracker.step} iterations, so the "
-                f"images are the starting noise (record: {out(src.names['record'])}); check --loss weights, "
-                "--init_scale and --layer_weights")
-    elif status == "interrupted":
-        job.log(f"interrupted at iteration {tracker.step}/{total}; saved the images reached so far "
-                f"in {options.output_dir}" + (" (continue with --resume)" if options.checkpoint_every else ""))
-    else:
-        job.say(f"{src.path}: {out(names['sheet'])}, {out(names['record'])}")
+            record["diverged_at"] = hooks.diverged_at
+        outputs.save_record(out(src.names["record"]), record)  # last: its presence means the files are there
+        if status in ("complete", "stalled") and os.path.exists(out(src.names["checkpoint"])):
+            os.unlink(out(src.names["checkpoint"]))  # the outputs now hold everything it did
+    _say_outcome(job, src, status, tracker.step, hooks.diverged_at)
     if status == "complete" and record.get("judge", {}).get("stopped"):
         return SourceResult(src.path, src.seeds, "interrupted", out(src.names["record"]))
     return SourceResult(src.path, src.seeds, status, out(src.names["record"]))
+
+
+def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, tracker, timings):
+    """Each image file of `src` atomically (none for a diverged run: its images are no result), and the
+    run record to save after them: (record, the images or None)."""
+    engine, config, options = job.engine, job.engine.config, job.options
+    out = lambda name: os.path.join(options.output_dir, name)
+    losses = [list(l) for l in zip(*tracker.history())]
+    names = dict(src.names)
+    names["scales"] = names["scales"][: engine.scale_of(state)]  # the coarse scales finished (now or before a resume)
+    images = None
+    if status == "diverged":  # only the record, to show where it went wrong
+        names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
+    else:
+        images = np.asarray(jax.device_get(engine.images(state)))[:len(src.seeds)]
+        outputs.save_images(options.output_dir, names["images"], images)
+        shown = images
+        if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
+            shown = outputs.repeat(images)
+            outputs.save_images(options.output_dir, names["tiled"], shown)
+        outputs.save_sheet(out(names["sheet"]), image, shown)
+        if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
+            names["loss_plot"] = None
+    timings["total"] = time.perf_counter() - job.t0
+    record = records.make_record(status=status, step=tracker.step, config=config, options=options, src=src,
+                                 image=image, notes=notes, names=names, losses=losses, timings=timings,
+                                 meta=job.meta, weights_path=job.weights_path, weights_sha256=job.weights_sha256,
+                                 extra=job.record_extra)
+    return record, images
+
+
+def _say_outcome(job: _Job, src: SourcePlan, status: str, step: int, diverged_at: int | None) -> None:
+    out = lambda name: os.path.join(job.options.output_dir, name)
+    if status == "diverged":
+        job.log(f"{src.path}: the loss is NaN or infinite at iteration {diverged_at}; stopped this source "
+                f"without saving its images (record: {out(src.names['record'])}); check --layer_weights, "
+                "--init_scale and the weights file")
+    elif status == "stalled":
+        job.log(f"{src.path}: the loss did not fall by {STALL_FRACTION:.0%} in {step} iterations, so the "
+                f"images are the starting noise (record: {out(src.names['record'])}); check --loss weights, "
+                "--init_scale and --layer_weights")
+    elif status == "interrupted":
+        job.log(f"interrupted at iteration {step}/{job.engine.iterations}; saved the images reached so far "
+                f"in {job.options.output_dir}" + (" (continue with --resume)" if job.options.checkpoint_every else ""))
+    else:
+        job.say(f"{src.path}: {out(src.names['sheet'])}, {out(src.names['record'])}")
 
 
 def _judge(job: _Job, record: dict, image, images, should_stop) -> None:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from texsynth_jax import (CoarseToFine, Engine, RunOptions, SynthesisConfig, compute_targets, engine as engine_lib,
+from texsynth_jax import (CoarseToFine, Engine, RunOptions, SynthesisConfig, compute_targets,
                           image_io, load_weights, make_engine, progress, run_job, synthesize, terms)
 from test_synthesis import make_problem
 

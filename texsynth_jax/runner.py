@@ -27,8 +27,8 @@ from texsynth_jax.config import RunOptions, SynthesisConfig
 from texsynth_jax.interrupts import StopFlag
 from texsynth_jax.records import SourcePlan
 
-# A run whose loss fell by less than this fraction from its first iteration to its last, for every seed,
-# made nothing (a weight that underflows, saturated pixels): it ends "stalled", not "complete".
+# A run whose loss fell by less than this fraction within every scale, for every seed, made nothing (a
+# weight that underflows, saturated pixels): it ends "stalled", not "complete".
 STALL_FRACTION = 0.01
 STALL_MIN_ITERATIONS = 5  # fewer iterations are too few to tell
 

@@ -63,6 +63,10 @@ class _Job(NamedTuple):
     should_stop: Callable
     process: int
 
+    def out(self, name: str) -> str:
+        """The path of an output file `name` in the job's folder."""
+        return os.path.join(self.options.output_dir, name)
+
 
 def run_job(work, weights_path: str | None, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
             process: int | None = None, processes: int | None = None, log: Callable[[str], None] | None = None,
@@ -181,7 +185,7 @@ def _resume_point(job: _Job, src: SourcePlan, image):
     """(host state, record) of `src`'s checkpoint when it continues this very run, None when there is
     none; CheckpointError (one line) when it is unreadable or another run's."""
     engine = job.engine
-    path = os.path.join(job.options.output_dir, src.names["checkpoint"])
+    path = job.out(src.names["checkpoint"])
     if not os.path.exists(path):
         return None
     # The state's shape is its scale's: a checkpoint records which (0 before coarse-to-fine).
@@ -243,7 +247,7 @@ class _Hooks:
             names = [outputs.seed_name(jobs.stem(src.path), s, step, total) for s in src.seeds]
             outputs.save_images(options.output_dir, names, jax.device_get(engine.images(state))[:len(src.seeds)])
         if keep:
-            path = os.path.join(options.output_dir, src.names["checkpoint"])
+            path = self.job.out(src.names["checkpoint"])
             checkpoint.save(path, state, {"iteration": step, "scale": engine.scale_of(state), "fingerprint": self.stamp,
                                           "losses": [l.tolist() for l in tracker.history()]})
             tracker.say(f"checkpoint: iteration {step}/{total} -> {path}")
@@ -258,13 +262,12 @@ class _Hooks:
         self.scale_done[scale] = time.perf_counter() - self.t1
         h, w = engine.engines[scale].config.size
         self.tracker.say(f"scale {scale + 1}/{len(engine.engines)} ({h}x{w}) done at iteration "
-                         f"{engine.offsets[scale + 1]}: {os.path.join(self.job.options.output_dir, names[0])}"
+                         f"{engine.offsets[scale + 1]}: {self.job.out(names[0])}"
                          + (" ..." if len(src.seeds) > 1 else "") + "; the next scale's loss starts anew at its size")
 
 
 def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     engine, config, options = job.engine, job.engine.config, job.options
-    out = lambda name: os.path.join(options.output_dir, name)
     image, notes = image_io.load_image(src.path)
     for note in notes:
         job.say(f"input: {src.path}: {note}")
@@ -286,7 +289,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if resumed is not None:
             state, record = resumed
             done_before = [np.asarray(l, np.float32) for l in record["losses"]]
-            job.log(f"resuming from {out(src.names['checkpoint'])} at iteration {record['iteration']}")
+            job.log(f"resuming from {job.out(src.names['checkpoint'])} at iteration {record['iteration']}")
         if state is None:
             state = engine.init(engine.keys(src.seeds), targets)
         tracker.begin(len(done_before), done_before)
@@ -316,20 +319,19 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
             _judge(job, record, image, images, lambda: stop.requested or job.should_stop())
         if status == "diverged":
             record["diverged_at"] = hooks.diverged_at
-        outputs.save_record(out(src.names["record"]), record)  # last: its presence means the files are there
-        if status in ("complete", "stalled") and os.path.exists(out(src.names["checkpoint"])):
-            os.unlink(out(src.names["checkpoint"]))  # the outputs now hold everything it did
+        outputs.save_record(job.out(src.names["record"]), record)  # last: its presence means the files are there
+        if status in ("complete", "stalled") and os.path.exists(job.out(src.names["checkpoint"])):
+            os.unlink(job.out(src.names["checkpoint"]))  # the outputs now hold everything it did
     _say_outcome(job, src, status, tracker.step, hooks.diverged_at)
     if status == "complete" and record.get("judge", {}).get("stopped"):
-        return SourceResult(src.path, src.seeds, "interrupted", out(src.names["record"]))
-    return SourceResult(src.path, src.seeds, status, out(src.names["record"]))
+        return SourceResult(src.path, src.seeds, "interrupted", job.out(src.names["record"]))
+    return SourceResult(src.path, src.seeds, status, job.out(src.names["record"]))
 
 
 def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, tracker, timings):
     """Each image file of `src` atomically (none for a diverged run: its images are no result), and the
     run record to save after them: (record, the images or None)."""
     engine, config, options = job.engine, job.engine.config, job.options
-    out = lambda name: os.path.join(options.output_dir, name)
     losses = [list(l) for l in zip(*tracker.history())]
     names = dict(src.names)
     names["scales"] = names["scales"][: engine.scale_of(state)]  # the coarse scales finished (now or before a resume)
@@ -343,8 +345,8 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
         if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
             shown = outputs.repeat(images)
             outputs.save_images(options.output_dir, names["tiled"], shown)
-        outputs.save_sheet(out(names["sheet"]), image, shown)
-        if not outputs.save_loss_plot(out(names["loss_plot"]), losses, src.seeds):
+        outputs.save_sheet(job.out(names["sheet"]), image, shown)
+        if not outputs.save_loss_plot(job.out(names["loss_plot"]), losses, src.seeds):
             names["loss_plot"] = None
     timings["total"] = time.perf_counter() - job.t0
     record = records.make_record(status=status, step=tracker.step, config=config, options=options, src=src,
@@ -355,20 +357,19 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
 
 
 def _say_outcome(job: _Job, src: SourcePlan, status: str, step: int, diverged_at: int | None) -> None:
-    out = lambda name: os.path.join(job.options.output_dir, name)
     if status == "diverged":
         job.log(f"{src.path}: the loss is NaN or infinite at iteration {diverged_at}; stopped this source "
-                f"without saving its images (record: {out(src.names['record'])}); check --layer_weights, "
+                f"without saving its images (record: {job.out(src.names['record'])}); check --layer_weights, "
                 "--init_scale and the weights file")
     elif status == "stalled":
         job.log(f"{src.path}: the loss did not fall by {STALL_FRACTION:.0%} in {step} iterations, so the "
-                f"images are the starting noise (record: {out(src.names['record'])}); check --loss weights, "
+                f"images are the starting noise (record: {job.out(src.names['record'])}); check --loss weights, "
                 "--init_scale and --layer_weights")
     elif status == "interrupted":
         job.log(f"interrupted at iteration {step}/{job.engine.iterations}; saved the images reached so far "
                 f"in {job.options.output_dir}" + (" (continue with --resume)" if job.options.checkpoint_every else ""))
     else:
-        job.say(f"{src.path}: {out(src.names['sheet'])}, {out(src.names['record'])}")
+        job.say(f"{src.path}: {job.out(src.names['sheet'])}, {job.out(src.names['record'])}")
 
 
 def _judge(job: _Job, record: dict, image, images, should_stop) -> None:

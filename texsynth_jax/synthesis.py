@@ -1,11 +1,15 @@
 """Texture synthesis for one seed: targets from a source, the loss, and L-BFGS steps from noise.
 
-Everything here is written for one image and one key; `engine.py` batches it over seeds in one
-place and compiles it once per job. The
-optimiser runs on an unconstrained latent whose sigmoid is the image, so every pixel stays in
-[0, 1] without a bounded L-BFGS (Gatys et al. used scipy's L-BFGS-B with box bounds instead).
+Everything here is written for one image and one key; `engine.py` batches it over seeds in one place and
+compiles it once per job. The targets, init_state, restart and step are jitted (the network and the config
+static), so a call outside jit is one compiled program, not a hundred small ones op by op; under jit or vmap
+they inline. texture_loss is not: its gradient through a jit boundary would keep every activation the
+backward pass needs alive (+30% memory per step, tests/test_hardening.py). The optimiser runs on an
+unconstrained latent whose sigmoid is the image, so every pixel stays in [0, 1] without a bounded L-BFGS
+(Gatys et al. used scipy's L-BFGS-B with box bounds instead).
 """
 
+from functools import partial
 from typing import Mapping, NamedTuple
 
 import numpy as np
@@ -91,6 +95,11 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
     check_image(source, "source image")
     config.check_network(spec.arch)
     check_size(source.shape[:2], spec.arch, config.layers, "source image")
+    return _source_stats(params, jnp.asarray(source), spec, config)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _source_stats(params, source, spec, config):
     # The source is a photo, not a torus: its statistics use config.padding even when tileable.
     features = _features(params, source, spec, config, config.padding)
     return terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
@@ -128,6 +137,7 @@ def _loss_of_latent(targets, params, spec, config, key):
     return lambda latent: texture_loss(image_from_latent(latent), targets, params, spec, config, key)
 
 
+@partial(jax.jit, static_argnums=(3, 4))
 def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
     """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`).
@@ -149,6 +159,7 @@ def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
     return restart(latent, jax.random.key_data(key), targets, params, spec, config)
 
 
+@partial(jax.jit, static_argnums=(4, 5))
 def restart(latent: jax.Array, key_data: jax.Array, targets: Mapping[str, object], params: Mapping,
             spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
     """A state that starts from `latent` (of any size: resized to `config.size` with
@@ -159,6 +170,9 @@ def restart(latent: jax.Array, key_data: jax.Array, targets: Mapping[str, object
     state = SynthState(latent, None, jnp.zeros((), jnp.int32), key_data)
     optimizer = optimizers.make(config.optimizer, config.history)
     opt_state = optimizer.init(_loss_of_latent(targets, params, spec, config, projection_key(state, config)), latent)
+    # Weakly typed leaves (optax's counters start as Python 0) would make the first step's input types differ
+    # from every later step's, and compile the step twice.
+    opt_state = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), opt_state)
     return state._replace(opt_state=opt_state)
 
 
@@ -177,6 +191,7 @@ def resize(image: jax.Array, size: tuple[int, int], method: str, periodic: bool 
                                          antialias=False)
 
 
+@partial(jax.jit, static_argnums=(3, 4))
 def step(state: SynthState, targets: Mapping[str, object], params: Mapping,
          spec: vgg.NetworkSpec, config: SynthesisConfig) -> tuple[SynthState, jax.Array]:
     """One L-BFGS iteration of one seed (line search included).

@@ -31,8 +31,7 @@ def test_library_example_runs(tmp_path):
         code = code.replace(old, new)
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(home),
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1")  # compiles faster
+    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(home))  # XLA_FLAGS from conftest: compiles faster
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

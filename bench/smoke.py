@@ -21,8 +21,9 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The scripts whose figures README.md and docs/ cite, and the one that lays out their pictures.
 # XLA:CPU's backend optimisation level 1 compiles a quarter faster than the default and runs as fast at these
-# sizes (level 0 compiles faster still, but runs 20x slower).
-FAST_COMPILE = ("--xla_backend_optimization_level=1",)
+# sizes (level 0 compiles faster still, but runs 20x slower); the older loop emitters instead of the fusion
+# emitters compile a fifth faster again. As tests/conftest.py does.
+FAST_COMPILE = ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false")
 SCRIPTS = ("speed", "profile", "large", "scale", "dispatch", "optimizer", "quality", "schedules", "losses",
            "diversity", "convergence", "tiles", "borders", "seed_batch", "figures")
 

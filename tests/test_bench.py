@@ -1,6 +1,6 @@
 """bench/: every benchmark runs in its --smoke mode (bench/smoke.py, several scripts per process), writes nothing
-into the repository, and prints its table. The heaviest scripts' smokes are marked slow (-m 'not slow' leaves
-them out)."""
+into the repository, and prints its table. The heaviest scripts' smokes are in test_bench_slow.py (a file of
+their own, so that pytest-xdist runs the two groups in parallel), marked slow (-m 'not slow' leaves them out)."""
 
 import glob
 import importlib.util
@@ -44,11 +44,6 @@ def fast_smoke(tmp_path_factory, weights_path):
     return run_smoke(tmp_path_factory.mktemp("bench_smoke"), weights_path, FAST)
 
 
-@pytest.fixture(scope="module")
-def slow_smoke(tmp_path_factory, weights_path):
-    return run_smoke(tmp_path_factory.mktemp("bench_smoke_slow"), weights_path, SLOW)
-
-
 def check(results: dict, name: str) -> None:
     result = results[name]
     assert result["ok"], result["output"][-4000:]
@@ -69,19 +64,8 @@ def test_smoke_run(fast_smoke, name):
     check(fast_smoke[0], name)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", SLOW)
-def test_slow_smoke_run(slow_smoke, name):
-    check(slow_smoke[0], name)
-
-
 def test_smoke_runs_write_nothing_into_the_repository(fast_smoke):
     assert not fast_smoke[1], "a --smoke run wrote into the repository"
-
-
-@pytest.mark.slow
-def test_slow_smoke_runs_write_nothing_into_the_repository(slow_smoke):
-    assert not slow_smoke[1], "a --smoke run wrote into the repository"
 
 
 def test_speed_smoke_recompiles_nothing(fast_smoke):

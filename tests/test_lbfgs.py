@@ -18,17 +18,20 @@ def minimise(x, iterations, history=10):
     def body(carry, _):
         x, state = carry
         x, state = lbfgs.step(value_and_grad, x, state)
-        return (x, state), state.value
+        return (x, state), (state.value, state.evals)
 
     (x, state), values = jax.lax.scan(body, (x, state), None, length=iterations)
     return x, state, values
 
 
 def test_finds_the_rosenbrock_minimum():
-    x, state, values = jax.jit(minimise, static_argnums=1)(jnp.array([-1.2, 1.0, -0.5, 0.8]), 200)
+    x, state, (values, evals) = jax.jit(minimise, static_argnums=1)(jnp.array([-1.2, 1.0, -0.5, 0.8]), 200)
     np.testing.assert_allclose(x, np.ones(4), atol=1e-3)
     assert np.all(np.diff(np.asarray(values)) <= 0)  # Armijo: the value never rises
-    assert int(state.evals) < 2 * 200  # about one evaluation per iteration
+    # About one evaluation per iteration on the way down. Once at the minimum, float32 rounding leaves no
+    # decrease to find and each iteration spends the full line search, more or fewer by the compiler's rounding.
+    there = int(np.argmax(np.asarray(values) < 1e-8))
+    assert 0 < there and int(evals[there]) < 2 * (there + 1), (there, evals[there])
 
 
 def test_vmap_equals_separate_runs():

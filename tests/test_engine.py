@@ -108,6 +108,17 @@ def test_engine_runs_many_sources_through_one_program():
     assert compiles["step"] == 1 and compiles["init_state"] == 1 and compiles["compute_targets"] == 1, compiles
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "optax"])
+def test_the_step_compiles_once_for_either_optimizer(optimizer):
+    """The first step's input (init_state's output) has the types of every later step's: optax's counters
+    start as Python 0, weakly typed, and a state left so compiled the step a second time."""
+    params, spec, config, targets = make_problem(24, 3)
+    config = dataclasses.replace(config, optimizer=optimizer)
+    with counted_compiles() as compiles:
+        synthesize(jax.random.split(jax.random.key(0), 2), targets, params, spec, config)
+    assert compiles["step"] == 1 and compiles["init_state"] == 1, compiles
+
+
 def test_running_longer_never_retraces_or_recompiles():
     """Iteration counts are run-only settings: engines that differ only in them share every program."""
     params, spec, config, _ = make_problem(24, 2)

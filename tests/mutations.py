@@ -85,7 +85,7 @@ MUTATIONS = (
              ("tests/test_terms.py::test_fresh_projections_line_search_compares_one_loss",),
              "fresh projections compare against the last iteration's loss"),
     Mutation("conv", SYNTHESIS,
-             (("conv_lib.select(config.conv, jax.default_backend())", 'conv_lib.select("lax", jax.default_backend())', 1),),
+             (("conv_lib.select(config.conv)", 'conv_lib.select("lax")', 1),),
              (EFFECTS + "test_conv_strategy_is_the_program",), "always lax"),
     Mutation("optimizer", SYNTHESIS,
              (("optimizers.make(config.optimizer, config.history)", 'optimizers.make("lbfgs", config.history)', 3),),

@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import time
 import pytest
 
 from test_run import REPO, RUN_PY, cli_env, in_process, listing  # noqa: F401 (cli_env is a fixture)
+from test_run_scale import free_port
 from texsynth_jax import SynthesisConfig, cli, config as config_lib
 
 
@@ -113,12 +113,6 @@ def test_a_module_that_fails_to_import_is_one_line(module, source, words, tmp_pa
     assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
     assert lines[0].startswith(f"error: --imports: cannot import {module} (") and words in lines[0], lines[0]
     assert listing(tmp_path) == before
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 MULTI_HOST = [  # (arguments, words the error line must contain)

@@ -79,12 +79,23 @@ def test_vmap_equals_per_image(strategy):
 
 
 def test_select():
-    assert conv.select("lax", "cpu") is conv.lax_conv and conv.select("matmul", "gpu") is conv.matmul_conv
+    assert conv.select("lax") is conv.lax_conv and conv.select("matmul") is conv.matmul_conv
     assert conv.name("auto", "cpu") == conv.DEFAULTS["cpu"] == "lax"  # measured: bench/README.md
-    assert conv.select("auto", "cpu") is conv.STRATEGIES[conv.DEFAULTS["cpu"]]
-    for backend in ("gpu", "tpu"):  # not measured yet: XLA's own convolution, and said so
+    assert conv.select("auto") is conv.lax_conv  # lax wherever measured and wherever not: no choice to make
+    for backend in ("cuda", "rocm", "tpu"):  # not measured yet: XLA's own convolution, and said so
         assert backend not in conv.DEFAULTS and conv.name("auto", backend) == conv.UNMEASURED == "lax"
-        assert conv.select("auto", backend) is conv.lax_conv
+
+
+def test_auto_chooses_per_platform_inside_the_program(monkeypatch):
+    """With a measured entry that differs by platform, "auto" lowers to each platform's own strategy from
+    this one machine: the choice is in the program, not read from this process's backend."""
+    monkeypatch.setitem(conv.DEFAULTS, "tpu", "matmul")
+    x, kernel = jnp.zeros((8, 8, 4)), jnp.zeros((3, 3, 4, 8))
+    traced = jax.jit(conv.select("auto")).trace(x, kernel)
+    for platform, strategy in (("cpu", "lax"), ("tpu", "matmul"), ("cuda", "lax")):
+        text = traced.lower(lowering_platforms=(platform,)).as_text()
+        assert ("stablehlo.convolution" in text) == (strategy == "lax"), (platform, text)
+        assert ("stablehlo.dot_general" in text) == (strategy == "matmul"), (platform, text)
 
 
 def test_winograd_refuses_other_kernels():

@@ -344,3 +344,17 @@ def test_every_flag_reaches_the_config_and_the_record(tmp_path, weights_path, ca
     for name, (_, expected) in EVERY_FIELD.items():
         assert recorded[name] == expected, name
     assert record["flags"]["remat"] is True and record["flags"]["optimizer"] == "optax"
+
+
+def test_sigterm_before_synthesis_exits_75_with_nothing_written(tmp_path, capsys, monkeypatch):
+    """A preemption notice while the job sets up (here: while --imports loads a module) ends it with one line and
+    the retry code, not a kill; tests/test_run_scale.py preempts a run mid-synthesis."""
+    (tmp_path / "preempt_now.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    monkeypatch.chdir(tmp_path)  # --imports finds modules in the current folder
+    monkeypatch.delitem(sys.modules, "preempt_now", raising=False)
+    out = tmp_path / "out"
+    code, stderr = in_process(["--imports=preempt_now", f"--output_dir={out}", "--size=32"], capsys)
+    sys.modules.pop("preempt_now", None)
+    assert code == 75, stderr
+    assert stderr.strip().splitlines()[-1].startswith("preempted (SIGTERM) outside synthesis"), stderr
+    assert not out.exists()

@@ -5,7 +5,8 @@
     texsynth --input=photo.jpg --paper         the paper's own settings, for every flag not given
 
 Flags: texsynth --helpshort. Errors are one line `error: <problem>; <fix>` with exit code 2;
-Ctrl-C saves the images reached so far and exits with code 130; a source whose loss turns NaN or
+Ctrl-C saves the images reached so far and exits with code 130; SIGTERM (a preemption) saves them with a
+checkpoint and exits with code 75 (EX_TEMPFAIL: retry, with --resume); a source whose loss turns NaN or
 infinite is stopped without images, one whose loss did not fall (nothing made) is marked "stalled",
 and the job then exits with code 3. The job itself is
 `texsynth_jax.run_job`: this module only maps flags to its arguments, and it is the only module of
@@ -25,7 +26,7 @@ import threading
 from absl import app, flags, logging
 import jax
 
-from texsynth_jax import SynthesisConfig, RunOptions, defaults, jobs, run_job, weights
+from texsynth_jax import SynthesisConfig, RunOptions, defaults, interrupts, jobs, run_job, weights
 from texsynth_jax import config as config_lib
 
 
@@ -62,8 +63,10 @@ flags.DEFINE_list("imports", None, "Python modules to import first, comma separa
 define_flags(SynthesisConfig)
 define_flags(RunOptions)
 flags.DEFINE_string("coordinator_address", "", "Multi-host: host:port of process 0 (jax.distributed). Empty: "
-                    "single host, or automatic on a Cloud TPU pod.")
-flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes (one per host).")
+                    "the cluster JAX detects by itself (a Cloud TPU slice on GCE or GKE, Slurm, Open MPI), "
+                    "else this host alone.")
+flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes (one per host). Given as 1: this host "
+                     "alone, without looking for a cluster.")
 flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index, 0 .. num_processes-1.")
 flags.DEFINE_integer("coordinator_timeout", 300, "Multi-host: seconds every process waits for all of them to "
                      "join; then it stops with one line, exit code 2.")
@@ -151,21 +154,25 @@ def check_coordinator(address: str) -> None:
                          "name, or give process 0's IP address") from None
 
 
-def join_processes(address: str, num_processes: int, process_id: int, timeout: int) -> None:
-    """jax.distributed.initialize, stopped with one line and exit code 2 when not every process has
-    joined within `timeout` seconds: at its own deadline jax aborts the process with a C++ stack
-    (SIGABRT), so a watchdog thread ends it cleanly first (nothing has been written yet)."""
+def join_processes(address: str | None, num_processes: int | None, process_id: int | None, timeout: int) -> None:
+    """jax.distributed.initialize (address None: the cluster JAX detects, which gives all three), stopped with
+    one line and exit code 2 when not every process has joined within `timeout` seconds: at its own deadline
+    jax aborts the process with a C++ stack (SIGABRT), so a watchdog thread ends it cleanly first (nothing
+    has been written yet)."""
     joined = threading.Event()
+    where = address or "the detected cluster's coordinator"
 
     def give_up():
         if joined.wait(timeout):
             return
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
-            problem = f"not all {num_processes} processes joined {address}"
-        except OSError:
-            problem = f"no coordinator answers at {address}"
+        problem = f"not all processes joined {where}"
+        if address:
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+                problem = f"not all {num_processes} processes joined {address}"
+            except OSError:
+                problem = f"no coordinator answers at {address}"
         fail(f"{problem} within --coordinator_timeout={timeout} s; start process 0 (the coordinator, on that host) "
              "and every other process with the same --coordinator_address and --num_processes, or raise "
              "--coordinator_timeout")
@@ -176,14 +183,18 @@ def join_processes(address: str, num_processes: int, process_id: int, timeout: i
         # jax's own deadline comes later than the watchdog's, so that the watchdog speaks first.
         jax.distributed.initialize(address, num_processes, process_id, initialization_timeout=timeout + 60)
     except Exception as e:  # e.g. the coordinator's port is taken (JaxRuntimeError)
-        raise ValueError(f"cannot join {address} as process {process_id} of {num_processes} ({first_line(e)}); "
-                         "check --coordinator_address (a free port on process 0's host)") from None
+        who = f"as process {process_id} of {num_processes}" if address else "(detected by jax)"
+        raise ValueError(f"cannot join {where} {who} ({first_line(e)}); check --coordinator_address (a free port "
+                         "on process 0's host), or give it, --num_processes and --process_id yourself") from None
     finally:
         joined.set()
 
 
 def start_distributed() -> int:
-    """Join the other hosts (jax.distributed) before JAX starts; returns this process's index."""
+    """Join the other hosts (jax.distributed) before JAX starts; returns this process's index. With
+    --coordinator_address, the processes the flags name; without, the cluster that JAX's own detection
+    finds (Cloud TPU slices on GCE and GKE, Slurm, Open MPI: each gives the coordinator and the process's
+    index), if any; --num_processes=1 given asks for this host alone."""
     if FLAGS.num_processes < 1 or not 0 <= FLAGS.process_id < FLAGS.num_processes:
         raise ValueError(f"--process_id={FLAGS.process_id} is not in 0..--num_processes-1 "
                          f"({FLAGS.num_processes}); number the processes 0, 1, ...")
@@ -194,9 +205,21 @@ def start_distributed() -> int:
     if FLAGS.coordinator_address:
         check_coordinator(FLAGS.coordinator_address)
         join_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.coordinator_timeout)
-    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):  # a multi-host Cloud TPU slice
-        jax.distributed.initialize()
+    elif not FLAGS["num_processes"].present and (cluster := detected_cluster()):
+        log(f"multi-host: joining the {cluster} cluster that jax detects (--num_processes=1: this host alone)")
+        join_processes(None, None, None, FLAGS.coordinator_timeout)
     return jax.process_index()
+
+
+def detected_cluster() -> str | None:
+    """The kind of cluster ("gce_tpu", "gke_tpu", "slurm", "ompi", ...) that jax.distributed.initialize() with no
+    arguments would join, found by JAX's own detection; None outside one (or if this JAX has none)."""
+    try:
+        from jax._src import clusters  # the registry initialize() consults; no public name for it yet
+        kinds = clusters.ClusterEnv._cluster_types
+    except (ImportError, AttributeError):
+        return None
+    return next((kind.name for kind in kinds if not kind.opt_in_only_method and kind.is_env_present()), None)
 
 
 def write_error(e: OSError) -> str:
@@ -217,18 +240,21 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
     try:
-        import_modules(FLAGS.imports or [])  # before the config: they may register loss terms that --loss names
-        config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
-        if FLAGS.paper:
-            taken = [k for k, v in config_lib.PAPER_MODE.items() if not FLAGS[k].present and getattr(config, k) == v]
-            shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
-            log(f"paper mode (Gatys et al. 2015): {shown}")
-        work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds))
-        process = start_distributed()
-        weights_path = resolve_weights(log if process == 0 else (lambda message: None))
-        run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
-        report = run_job(work, weights_path, config, options, log=log,
-                         record_extra={"command": sys.argv, "flags": run_flags})
+        with interrupts.PreemptionRaises():  # SIGTERM before the loop: exit 75, not killed
+            # Before the config: they may register loss terms that --loss names.
+            import_modules(FLAGS.imports or [])
+            config, options = from_flags(SynthesisConfig), from_flags(RunOptions)
+            if FLAGS.paper:
+                taken = [k for k, v in config_lib.PAPER_MODE.items()
+                         if not FLAGS[k].present and getattr(config, k) == v]
+                shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
+                log(f"paper mode (Gatys et al. 2015): {shown}")
+            work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds))
+            process = start_distributed()
+            weights_path = resolve_weights(log if process == 0 else (lambda message: None))
+            run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+            report = run_job(work, weights_path, config, options, log=log,
+                             record_extra={"command": sys.argv, "flags": run_flags})
     except ValueError as e:  # every problem the job can name is a ValueError with a one-line message
         return fail(e)
     except OSError as e:  # a write failed; image_io.atomic_path names the file asked for
@@ -236,6 +262,12 @@ def main(argv):
     except KeyboardInterrupt:
         log("interrupted before synthesis began; nothing written")
         return 130
+    except interrupts.Preempted:
+        log("preempted (SIGTERM) outside synthesis; every saved file is whole; run the same command with --resume "
+            "to continue")
+        return interrupts.EXIT_PREEMPTED
+    if report.preempted:
+        return interrupts.EXIT_PREEMPTED
     if report.interrupted:
         return 130
     return EXIT_NOTHING_MADE if any(r.status in ("diverged", "stalled") for r in report.results) else 0

@@ -163,6 +163,18 @@ def name(strategy: str, backend: str) -> str:
     return DEFAULTS.get(backend, UNMEASURED) if strategy == "auto" else strategy
 
 
-def select(strategy: str, backend: str):
-    """The convolution function for `strategy` on `backend` (see `name`)."""
-    return STRATEGIES[name(strategy, backend)]
+def select(strategy: str):
+    """The convolution function for `strategy`. For "auto" the choice is made per platform inside the
+    program (`lax.platform_dependent`: resolved when it is lowered, so a program lowered on this machine for
+    a TPU gets the TPU's entry), never by asking this process's backend while tracing."""
+    if strategy != "auto":
+        return STRATEGIES[strategy]
+    per_platform = {platform: STRATEGIES[name] for platform, name in DEFAULTS.items()}
+    default = STRATEGIES[UNMEASURED]
+    if all(fn is default for fn in per_platform.values()):
+        return default  # one strategy everywhere: nothing to choose
+
+    def auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return lax.platform_dependent(x, kernel, **per_platform, default=default)
+
+    return auto

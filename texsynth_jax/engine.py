@@ -334,14 +334,44 @@ class Engine:
         losses = jnp.stack(losses, axis=1) if losses else jnp.zeros((self.padded_size, 0), jnp.float32)
         return synthesis.image_from_latent(state.latent[:batch]), losses[:batch]
 
-    def step_memory_bytes(self) -> int:
-        """XLA's account of the compiled step, per device: arguments + outputs + temporaries, less
-        the donated buffers it updates in place. Compiles the step if it is not compiled yet."""
+    def lower(self, platform: str | None = None, programs=None) -> dict[str, jax.stages.Lowered]:
+        """The engine's programs lowered for `platform`, nothing run.
+
+        Args:
+          platform: "cpu", "cuda", "rocm" or "tpu", whether or not this machine has one (a job's programs
+            shown to build for a TPU before they are sent to one); None: this machine's backend.
+          programs: names of the programs to lower; None: all of "targets", "init", "step", "restart"
+            (and "scan" when the engine dispatches several steps at once).
+
+        Returns:
+          {name: jax.stages.Lowered}: `.as_text()` is the program's StableHLO (every precision and
+          sharding in it), `.compile()` (on that platform) XLA's program and its memory_analysis().
+        """
         place = lambda tree, sharding: jax.tree.map(
             lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), tree, sharding)
-        state, targets = self.state_shape, self._targets_like
+        like = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+        state, targets, params = self.state_shape, self._targets_like, like(self.params)
+        keys = jax.ShapeDtypeStruct((self.padded_size,), jax.random.key(0).dtype, sharding=self._keys)
         if self.mesh is not None:
             state = place(state, self.state_sharding)
             targets = place(targets, jax.tree.map(lambda _: self._shared, targets))
-        m = self._step.lower(state, targets, self.params, self.spec, self._program).compile().memory_analysis()
+        source = jax.ShapeDtypeStruct((*self.config.size, 3), jnp.float32,
+                                      sharding=jax.tree.leaves(self._params_one)[0].sharding)
+        spec, program = self.spec, self._program
+        tracers = {"targets": lambda: self._targets.trace(like(self._params_one), source, spec, program),
+                   "init": lambda: self._init.trace(keys, targets, params, spec, program),
+                   "step": lambda: self._step.trace(state, targets, params, spec, program),
+                   "restart": lambda: self._restart.trace(state.latent, state.key, targets, params, spec, program)}
+        if self._scan is not None:
+            tracers["scan"] = lambda: self._scan.trace(state, targets, params, spec, program, self.steps_per_dispatch)
+        unknown = set(programs or ()) - set(tracers)
+        if unknown:
+            raise ValueError(f"no program {sorted(unknown)} in this engine; choose from {sorted(tracers)}")
+        platforms = None if platform is None else (platform,)
+        return {name: tracers[name]().lower(lowering_platforms=platforms) for name in programs or tracers}
+
+    def step_memory_bytes(self) -> int:
+        """XLA's account of the compiled step, per device: arguments + outputs + temporaries, less
+        the donated buffers it updates in place. Compiles the step if it is not compiled yet."""
+        m = self.lower(programs=("step",))["step"].compile().memory_analysis()
         return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

@@ -125,7 +125,7 @@ def lpips(params: JudgeParams, a: jax.Array, b: jax.Array) -> jax.Array:
     total = 0.0
     for fa, fb, head in zip(alexnet(params, a), alexnet(params, b), params.heads):
         unit = lambda f: f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + 1e-10)
-        total = total + jnp.mean(jnp.square(unit(fa) - unit(fb)) @ head)
+        total = total + jnp.mean(jnp.matmul(jnp.square(unit(fa) - unit(fb)), head, precision=lax.Precision.HIGHEST))
     return total
 
 

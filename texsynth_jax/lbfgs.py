@@ -39,7 +39,7 @@ def init(value_and_grad: Callable, x: jax.Array, history: int) -> LbfgsState:
 
 
 def _vdot(a, b):
-    return jnp.vdot(a, b).real
+    return jnp.vdot(a, b, precision=lax.Precision.HIGHEST).real  # not TF32 / bfloat16 passes (README)
 
 
 def direction(state: LbfgsState, first_step: float) -> jax.Array:

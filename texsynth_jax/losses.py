@@ -9,6 +9,11 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+# The statistics' matrix products in float32 on every backend: by default TPUs run float32 products as
+# bfloat16 passes and recent GPUs as TF32, which would change the Gram matrices (sums of ~10^4 products)
+# with the hardware. The network's convolutions keep the backend's fast default (README, "Precision").
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 @jax.custom_jvp
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -27,7 +32,7 @@ def gram_matrix(features: jax.Array) -> jax.Array:
 def _half_gram(features, tangents):
     h, w, c = features.shape
     flat, other = features.reshape(h * w, c), tangents.reshape(h * w, c)
-    return jnp.einsum("mc,md->cd", flat, other, preferred_element_type=jnp.float32) / (h * w)
+    return jnp.einsum("mc,md->cd", flat, other, preferred_element_type=jnp.float32, precision=HIGHEST) / (h * w)
 
 
 @gram_matrix.defjvp
@@ -88,8 +93,8 @@ def sliced_wasserstein(features: jax.Array, source: jax.Array, directions: jax.A
       so only ranks are needed and the gradient, 2 (v_i - s_q(rank_i)), needs no sort of its own.
     """
     flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
-    out = flat @ directions
-    src = sort_columns(jax.lax.stop_gradient(source.astype(jnp.float32) @ directions))
+    out = jnp.matmul(flat, directions, precision=HIGHEST)
+    src = sort_columns(jax.lax.stop_gradient(jnp.matmul(source.astype(jnp.float32), directions, precision=HIGHEST)))
     m, m_s = out.shape[0], src.shape[0]
     if m_s != m:  # static shapes: the quantile indices are constants
         src = src[((np.arange(m) + 0.5) * m_s / m).astype(np.int32)]

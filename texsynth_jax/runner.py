@@ -36,15 +36,17 @@ STALL_MIN_ITERATIONS = 5  # fewer iterations are too few to tell
 class SourceResult(NamedTuple):
     path: str
     seeds: list
-    # "complete"; "interrupted" (Ctrl-C, should_stop); "diverged" (a non-finite loss); "stalled" (the loss did
-    # not fall: nothing was made); "skipped" (already done, --resume)
+    # "complete"; "interrupted" (Ctrl-C, should_stop); "preempted" (SIGTERM: checkpointed, to --resume);
+    # "diverged" (a non-finite loss); "stalled" (the loss did not fall: nothing was made); "skipped" (already
+    # done, --resume)
     status: str
     record_path: str | None
 
 
 class JobReport(NamedTuple):
     results: list  # SourceResult per source of this host, in order
-    interrupted: bool  # Ctrl-C or should_stop: the job stopped early (what was reached is saved)
+    interrupted: bool  # Ctrl-C, SIGTERM or should_stop: the job stopped early (what was reached is saved)
+    preempted: bool = False  # by SIGTERM: every source in flight left a checkpoint (exit EXIT_PREEMPTED)
 
 
 class _Job(NamedTuple):
@@ -164,8 +166,8 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
         for src in todo:
             result = _run_source(job, src)
             results.append(result)
-            if result.status == "interrupted":
-                return JobReport(results, True)
+            if result.status in ("interrupted", "preempted"):
+                return JobReport(results, True, result.status == "preempted")
     failed = [r for r in results if r.status in ("diverged", "stalled")]
     say(f"done in {progress.format_duration(time.perf_counter() - t0)}: {len(todo) - len(failed)} source(s) in "
         f"{options.output_dir}" + (f"; {len(failed)} made nothing (diverged or stalled)" if failed else ""))
@@ -237,7 +239,9 @@ class _Hooks:
         every = lambda k: k and step % k < spd and step < total
         snapshot = every(options.save_every)
         self.stop.requested = self.stop.requested or self.job.should_stop()
-        keep = every(options.checkpoint_every) or (self.stop.requested and options.checkpoint_every)
+        # Ctrl-C keeps a checkpoint when the run keeps them; a preemption always does: it is how the run goes on.
+        keep = every(options.checkpoint_every) or (self.stop.requested and (options.checkpoint_every or
+                                                                              self.stop.preempted))
         # A NaN or infinite loss never recovers and must not be saved: check where the losses come to the
         # host anyway (the first and the logged iterations) and before anything is written.
         shown = step % options.log_every < spd or step <= self.first + spd
@@ -308,7 +312,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if not hooks.finite():
             status = "diverged"
         elif tracker.step < total:
-            status = "interrupted"
+            status = "preempted" if stop.preempted else "interrupted"
         else:
             status = "stalled" if _stalled(tracker.history(), engine.offsets) else "complete"
         timings = {"setup": t1 - job.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
@@ -324,7 +328,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
             os.unlink(job.out(src.names["checkpoint"]))  # the outputs now hold everything it did
     _say_outcome(job, src, status, tracker.step, hooks.diverged_at)
     if status == "complete" and record.get("judge", {}).get("stopped"):
-        return SourceResult(src.path, src.seeds, "interrupted", job.out(src.names["record"]))
+        status = "preempted" if stop.preempted else "interrupted"
     return SourceResult(src.path, src.seeds, status, job.out(src.names["record"]))
 
 
@@ -368,6 +372,10 @@ def _say_outcome(job: _Job, src: SourcePlan, status: str, step: int, diverged_at
     elif status == "interrupted":
         job.log(f"interrupted at iteration {step}/{job.engine.iterations}; saved the images reached so far "
                 f"in {job.options.output_dir}" + (" (continue with --resume)" if job.options.checkpoint_every else ""))
+    elif status == "preempted":
+        job.log(f"preempted (SIGTERM) at iteration {step}/{job.engine.iterations}; checkpoint "
+                f"{job.out(src.names['checkpoint'])} and the images reached so far saved; run the same command "
+                "with --resume to continue")
     else:
         job.say(f"{src.path}: {job.out(src.names['sheet'])}, {job.out(src.names['record'])}")
 

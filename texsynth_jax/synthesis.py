@@ -72,7 +72,7 @@ def check_image(image, what: str = "source image") -> None:
 
 def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig, padding: str):
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
-    conv = conv_lib.select(config.conv, jax.default_backend())
+    conv = conv_lib.select(config.conv)
     return vgg.extract_features(params, image, spec, config.layers, config.pooling, conv, dtype,
                                 config.remat, padding)
 

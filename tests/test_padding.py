@@ -159,19 +159,19 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
 
     params, spec, _ = load_weights(weights_path)
     source = jnp.asarray(image_io.load_image(texture_path)[0])
-    keys = jax.random.split(jax.random.key(0), 2)
+    keys = jax.random.split(jax.random.key(0), 1)  # one seed: the run is the test's cost (the measures are four)
     ratios = {}
     for tileable in (True, False):
         config = SynthesisConfig(size=(64, 64), iterations=30, tileable=tileable, coarse_iterations=())
-        images, _ = synthesize(keys, engine.Engine(params, spec, config, 2).targets(source),
+        images, _ = synthesize(keys, engine.Engine(params, spec, config, 1).targets(source),
                                params, spec, config)
         images = np.asarray(images)
         repeat = np.tile(images, (1, 2, 2, 1))
         features = np.stack([np.asarray(vgg.extract_features(params, jnp.asarray(r), spec, ("conv1_1",))["conv1_1"])
                              for r in repeat])
         ratios[tileable] = seam_ratios(images, features)
-    # Per seed and per measure (pixel rows, pixel columns, feature rows, feature columns); measured:
-    # tileable 0.7 ... 1.0, not tileable 1.8 ... 2.5 (with zero padding; reflect passes too).
+    # Per measure (pixel rows, pixel columns, feature rows, feature columns); measured on seeds 0 and 1:
+    # tileable 0.65 ... 1.12, not tileable 1.7 ... 2.8 (with zero padding; reflect passes too).
     assert np.all(ratios[True] < 1.4) and 0.6 < ratios[True].mean() < 1.25, ratios
     assert np.all(ratios[False] > 1.4) and ratios[False].mean() > 1.5 * ratios[True].mean(), ratios
 

@@ -98,15 +98,15 @@ class JaxCase:
 
 
 class TorchCase:
-    def __init__(self, params, spec, size, batch, precision, layers, channels_last):
+    def __init__(self, params, spec, size, batch, precision, layers, channels_last, device="cpu"):
         import torch
         from torch_baseline import TorchGatys
 
         self.torch = torch
-        self.model = TorchGatys(params, spec, layers, (1.0,) * len(layers), precision, channels_last)
+        self.model = TorchGatys(params, spec, layers, (1.0,) * len(layers), precision, channels_last, device)
         source, images = test_images(size, batch)
         self.model.set_targets(torch.from_numpy(source).permute(2, 0, 1).contiguous())
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
         t0 = time.perf_counter()
         self.step()
         self.compile_step = time.perf_counter() - t0
@@ -174,6 +174,9 @@ def main(argv=None):
                         help="time PyTorch bf16 only up to this size (it is very slow on CPUs without "
                         "AVX512_BF16)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--torch-device", default="cpu", help="PyTorch's device: cpu, or cuda (cuDNN) beside JAX "
+                        "on the GPU")
+    parser.add_argument("--json", default=None, help="also write the rows here (JSON)")
     add_weights_arg(parser)
     parser.add_argument("--quick", action="store_true", help="a short look: 64 px, batch 1, 1 repeat, no memory")
     add_smoke_arg(parser)
@@ -215,10 +218,11 @@ def main(argv=None):
             for precision in precisions:
                 for conv in convs:
                     jax_cases[(precision, conv)] = JaxCase(params, spec, size, batch, precision, conv, network(args))
-            torch_cases = {("fp32", "nchw"): TorchCase(params, spec, size, batch, "fp32", layers, False),
-                           ("fp32", "nhwc"): TorchCase(params, spec, size, batch, "fp32", layers, True)}
-            if size <= args.torch_bf16_max_size:
-                torch_cases[("bf16", "nhwc")] = TorchCase(params, spec, size, batch, "bf16", layers, True)
+            device = args.torch_device
+            torch_cases = {("fp32", "nchw"): TorchCase(params, spec, size, batch, "fp32", layers, False, device),
+                           ("fp32", "nhwc"): TorchCase(params, spec, size, batch, "fp32", layers, True, device)}
+            if size <= args.torch_bf16_max_size or device != "cpu":
+                torch_cases[("bf16", "nhwc")] = TorchCase(params, spec, size, batch, "bf16", layers, True, device)
             for case in jax_cases.values():
                 for _ in range(args.warmup):
                     case.step()
@@ -262,9 +266,16 @@ def main(argv=None):
                 print(f"# done {size} px batch {batch} {precision} {conv}: step {step_ms:.0f} ms, "
                       f"torch fp32 {torch_fp32:.0f} ms", flush=True)
 
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu, "backend": backend, "devices": [str(d) for d in jax.devices()],
+                       "torch_device": args.torch_device, "jax": jax.__version__, "torch": torch.__version__,
+                       "rows": [{k: v for k, v in r.items() if k not in ("memory", "torch_memory")} for r in rows]},
+                      f, indent=1)
     print()
-    print(f"CPU: {cpu} ({flags}; {threads} threads). Times are ms per call on the whole batch (one L-BFGS "
-          f"iteration of every seed); ratios are JAX step / PyTorch.")
+    print(f"CPU: {cpu} ({flags}; {threads} threads); JAX on {backend} ({jax.devices()[0].device_kind}), PyTorch "
+          f"on {args.torch_device}. Times are ms per call on the whole batch (one L-BFGS iteration of every seed); "
+          "ratios are JAX step / PyTorch.")
     print()
     header = ["size", "batch", "jax precision", "conv", "jax step ms", "evals/iter", "jax v&g ms",
               "torch fp32 ms (NCHW; NHWC)", "torch bf16 ms", "step / torch fp32", "v&g / torch fp32",

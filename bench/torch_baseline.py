@@ -20,16 +20,17 @@ class TorchGatys:
     Args:
       params, spec: from `texsynth_jax.load_weights` (HWIO numpy kernels).
       layers, layer_weights: as in `SynthesisConfig`.
-      precision: "fp32", or "bf16" (torch.autocast on CPU: bf16 convs, float32 Gram and loss).
-      channels_last: run the convs on channels-last (NHWC) tensors, oneDNN's preferred layout.
+      precision: "fp32", or "bf16" (torch.autocast: bf16 convs, float32 Gram and loss).
+      channels_last: run the convs on channels-last (NHWC) tensors, oneDNN's and cuDNN's preferred layout.
+      device: "cpu" or "cuda" (cuDNN, with PyTorch's defaults: TF32 convolutions, float32 matrix products).
     """
 
-    def __init__(self, params, spec, layers, layer_weights, precision="fp32", channels_last=False):
+    def __init__(self, params, spec, layers, layer_weights, precision="fp32", channels_last=False, device="cpu"):
         self.spec = spec
         self.layers = tuple(layers)
         self.weights = dict(zip(layers, layer_weights))
         self.path = vgg.needed_layers(spec.arch, layers)
-        self.precision = precision
+        self.precision, self.device = precision, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.kernels = {}
         for name in self.path:
@@ -37,11 +38,11 @@ class TorchGatys:
                 k = torch.from_numpy(np.ascontiguousarray(
                     np.transpose(np.asarray(params[name]["kernel"], np.float32), (3, 2, 0, 1))))
                 b = torch.from_numpy(np.asarray(params[name]["bias"], np.float32).copy())
-                self.kernels[name] = (k.contiguous(memory_format=self.memory_format), b)
+                self.kernels[name] = (k.contiguous(memory_format=self.memory_format).to(self.device), b.to(self.device))
         order = [2, 1, 0] if spec.channel_order == "BGR" else [0, 1, 2]
-        self.order = torch.tensor(order)
-        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.order = torch.tensor(order, device=self.device)
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.targets = None
 
     def features(self, images):
@@ -49,7 +50,7 @@ class TorchGatys:
         x = (images[:, self.order] * self.spec.scale - self.mean) / self.std
         x = x.contiguous(memory_format=self.memory_format)
         out = {}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             for name in self.path:
                 if name.startswith("conv"):
                     k, b = self.kernels[name]
@@ -69,7 +70,7 @@ class TorchGatys:
     def set_targets(self, source):
         """source: float32 [3, H, W] RGB in [0, 1]; stores its Grams [C, C] per layer."""
         with torch.no_grad():
-            feats = self.features(source[None])
+            feats = self.features(source[None].to(self.device))
         self.targets = {name: self.gram(feats[name])[0] for name in self.layers}
 
     def loss(self, images):
@@ -84,7 +85,9 @@ class TorchGatys:
 
     def loss_and_grad(self, images):
         """images: float32 [B, 3, H, W]. Returns (loss float, grad [B, 3, H, W])."""
-        x = images.detach().requires_grad_(True)
+        x = images.detach().to(self.device).requires_grad_(True)
         loss = self.loss(x)
         loss.backward()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so that a timer around this call times the work
         return loss.detach(), x.grad

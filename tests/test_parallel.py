@@ -1,4 +1,7 @@
-"""Seeds sharded over 8 virtual CPU devices, spatial strips, host shares."""
+"""Seeds sharded over 8 virtual CPU devices, spatial strips, host shares.
+
+Every test runs on conftest's 8 virtual CPU devices (`jax.devices("cpu")`), also on a machine whose default
+devices are one GPU, and is skipped where fewer CPU devices exist."""
 
 import numpy as np
 import jax
@@ -8,17 +11,30 @@ from texsynth_jax import parallel, synthesis, synthesize
 from test_synthesis import make_problem
 
 
+def cpu_devices(n: int = 8):
+    devices = jax.devices("cpu")
+    if len(devices) < n:
+        pytest.skip(f"{len(devices)} CPU devices, not {n} (conftest sets jax_num_cpu_devices)")
+    return devices[:n]
+
+
+@pytest.fixture(autouse=True)
+def on_cpu():
+    with jax.default_device(cpu_devices()[0]):
+        yield
+
+
 @pytest.fixture(scope="module")
 def problem():
-    params, spec, config, targets = make_problem(32, 3)
-    single = synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
+    with jax.default_device(cpu_devices()[0]):
+        params, spec, config, targets = make_problem(32, 3)
+        single = synthesize(jax.random.split(jax.random.key(0), 5), targets, params, spec, config)
     return params, spec, config, targets, single
 
 
 def test_seeds_sharded_over_8_devices_equal_one_device(problem):
     params, spec, config, targets, (images, losses) = problem
-    assert len(jax.devices()) == 8
-    mesh = parallel.make_mesh(parallel.SEEDS)
+    mesh = parallel.make_mesh(parallel.SEEDS, cpu_devices())
     seen = []
     # 5 seeds on 8 devices: padded to 8, padding dropped.
     sharded, sharded_losses = synthesize(
@@ -33,7 +49,7 @@ def test_seeds_sharded_over_8_devices_equal_one_device(problem):
 
 def test_spatial_strips_equal_unsharded(problem):
     params, spec, config, targets, (images, losses) = problem
-    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:4])  # 32 rows = 4 strips of 8 (pool2 = 4x)
+    mesh = parallel.make_mesh(parallel.SPACE, cpu_devices(4))  # 32 rows = 4 strips of 8 (pool2 = 4x)
     seen = []
     strips, strip_losses = synthesize(
         jax.random.split(jax.random.key(0), 5), targets, params, spec, config,
@@ -47,7 +63,7 @@ def test_spatial_strips_equal_unsharded(problem):
 
 def test_spatially_split_loss_and_gradient_equal_unsplit(problem):
     params, spec, config, targets, _ = problem
-    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:4])
+    mesh = parallel.make_mesh(parallel.SPACE, cpu_devices(4))
     image = np.random.default_rng(5).uniform(size=(32, 32, 3)).astype(np.float32)
     value_and_grad = jax.jit(jax.value_and_grad(synthesis.texture_loss), static_argnums=(3, 4))
     loss, grad = value_and_grad(image, targets, params, spec, config)
@@ -60,12 +76,12 @@ def test_spatially_split_loss_and_gradient_equal_unsplit(problem):
 
 def test_spatial_strips_must_hold_whole_pooling_windows(problem):
     params, spec, config, targets, _ = problem
-    mesh = parallel.make_mesh(parallel.SPACE, jax.devices()[:3])
+    mesh = parallel.make_mesh(parallel.SPACE, cpu_devices(3))
     with pytest.raises(ValueError, match="multiple of 12"):
         synthesize(jax.random.split(jax.random.key(0), 1), targets, params, spec, config, mesh=mesh)
 
 
 
 def test_padding_rounds_up_to_the_device_count():
-    assert parallel.padded_size(5, parallel.make_mesh(parallel.SEEDS)) == 8
+    assert parallel.padded_size(5, parallel.make_mesh(parallel.SEEDS, cpu_devices())) == 8
     assert parallel.padded_size(5, None) == 5

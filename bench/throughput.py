@@ -78,18 +78,17 @@ def main(argv=None):
     add_weights_arg(parser)
     add_smoke_arg(parser)
     args = parser.parse_args(argv)
-    network = {}
+    settings = {}  # the defaults: the recommended schedule and network
     if args.smoke:
-        args.size, args.batches, args.repeats, args.warmup, network = SMOKE_SIZE, "1", 1, 1, SMOKE_NETWORK
+        args.size, args.batches, args.repeats, args.warmup = SMOKE_SIZE, "1", 1, 1
+        settings = dict(coarse_iterations=(2,), iterations=1, **SMOKE_NETWORK)
 
     import jax
 
     from texsynth_jax import SynthesisConfig, load_weights
 
     params, spec, _ = load_weights(weights_path(args.weights))
-    config = SynthesisConfig(size=(args.size, args.size), **network)
-    if args.smoke:
-        config = SynthesisConfig(size=(args.size, args.size), coarse_iterations=(2,), iterations=1, **network)
+    config = SynthesisConfig(size=(args.size, args.size), **settings)
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {platform.platform()}, jax {jax.__version__}, backend "
           f"{jax.default_backend()}; load average at the start {load_average()}\n")
     schedule = ", ".join(f"{n} at {s[0]} px" for s, n in zip(config.scale_sizes,

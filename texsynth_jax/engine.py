@@ -382,7 +382,8 @@ class Engine:
 ANALYSIS_ONLY = {"xla_backend_optimization_level": 0}
 
 
-def memory_bytes(lowered: jax.stages.Lowered) -> int:
-    """Arguments + outputs + temporaries - donated buffers of a lowered program, by XLA's account."""
-    m = lowered.compile(ANALYSIS_ONLY).memory_analysis()
+def memory_bytes(lowered: jax.stages.Lowered, compiler_options=ANALYSIS_ONLY) -> int:
+    """Arguments + outputs + temporaries - donated buffers of a lowered program, by XLA's account of it
+    compiled with `compiler_options` (default: for the analysis only)."""
+    m = lowered.compile(compiler_options).memory_analysis()
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

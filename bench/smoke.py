@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     from common import CompileCounter
 
     jax.config.update("jax_num_cpu_devices", 2)  # scale.py shards over 2 virtual devices
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="texsynth_smoke_xla_"))
+    jax.config.update("jax_compilation_cache_dir",  # the tests' shared one when they run it
+                      os.environ.get("JAX_COMPILATION_CACHE_DIR") or tempfile.mkdtemp(prefix="texsynth_smoke_xla_"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     results = {}
     for name in names:

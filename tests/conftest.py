@@ -25,14 +25,22 @@ import pytest  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# XLA's persistent compilation cache, in a folder of this process's own (each pytest-xdist worker has one):
-# the many tests that build an Engine, run a job or call cli.main compile the same programs again (a new
-# jit per Engine), and a repeat becomes a load. The compile counts of test_engine are unchanged: jax logs
-# "Finished XLA compilation" for a load as well. Subprocesses (run.py, the notebook) do not inherit it.
-_XLA_CACHE = tempfile.mkdtemp(prefix="texsynth_tests_xla_cache_")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+# XLA's persistent compilation cache, one for the whole run: made by the first process that loads this file
+# (pytest-xdist's controller, which starts the workers after), and inherited through the environment by both
+# workers and every subprocess they start (run.py, the notebook, bench/smoke.py). The many tests that build an
+# Engine, run a job or start the CLI compile the same programs again (a new jit per Engine, a new process per
+# run), and a repeat on either worker becomes a load. A size limit turns on JAX's file lock, which the two
+# workers writing one folder need. Compile counts are unchanged: jax logs "Finished XLA compilation" for a
+# load as well.
+if "TEXSYNTH_TESTS_XLA_CACHE" not in os.environ:
+    os.environ["TEXSYNTH_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="texsynth_tests_xla_cache_")
+    atexit.register(shutil.rmtree, os.environ["TEXSYNTH_TESTS_XLA_CACHE"], ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["TEXSYNTH_TESTS_XLA_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 << 30)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])  # jax read the
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # environment when imported, above
+jax.config.update("jax_compilation_cache_max_size", 16 << 30)
 
 
 # The per-user folder of default weights (texsynth_jax.defaults.cache_dir), this process's own: no test

@@ -21,7 +21,7 @@ from PIL import Image
 from test_run import in_process, listing
 from texsynth_jax import engine as engine_lib
 from texsynth_jax import (Engine, RunOptions, SynthesisConfig, budget, checkpoint, image_io, jobs, load_weights,
-                          outputs, records, run_job, synthesis, weights)
+                          outputs, records, run_job, storage, synthesis, weights)
 
 SHALLOW = ["--layers=conv1_1,pool1", "--size=32", "--coarse_iterations=", "--iterations=2", "--mesh=none",
            "--log_every=100"]
@@ -350,13 +350,13 @@ def test_snapshots_are_in_the_overwrite_check(tmp_path, weights_path, capsys):
 
 
 def test_temp_files_name_their_target(tmp_path):
-    with image_io.atomic_path(str(tmp_path / "a_seed0.png")) as tmp:
-        assert image_io.temp_target(os.path.basename(tmp)) == "a_seed0.png"
+    with storage.atomic_path(str(tmp_path / "a_seed0.png")) as tmp:
+        assert storage.temp_target(os.path.basename(tmp)) == "a_seed0.png"
         with open(tmp, "wb") as f:
             f.write(b"png")
     assert os.listdir(tmp_path) == ["a_seed0.png"]
     for name in ("a_seed0.png", ".tmp-.png", ".tmp-a-0123abcz.png", ".tmp-a_0123abcd.png", ".tmp-0123abcd.png"):
-        assert image_io.temp_target(name) is None, name
+        assert storage.temp_target(name) is None, name
 
 
 def test_a_run_removes_the_temp_files_of_its_killed_saves_only(interrupted, weights_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from texsynth_jax import image_io
+from texsynth_jax import image_io, storage
 
 RNG = np.random.default_rng(0)
 
@@ -117,7 +117,7 @@ def test_save_png_is_atomic_and_readable(tmp_path):
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     (tmp_path / "keep.png").write_bytes(b"earlier")
     with pytest.raises(RuntimeError):
-        with image_io.atomic_path(str(tmp_path / "keep.png")) as tmp:
+        with storage.atomic_path(str(tmp_path / "keep.png")) as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"half")
             raise RuntimeError("interrupted")

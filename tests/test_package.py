@@ -35,7 +35,7 @@ def test_dependencies_are_the_requirements_files():
     project = pyproject()["project"]
     assert project["dependencies"] == requirements("requirements.txt")
     assert project["optional-dependencies"]["test"] == requirements("requirements-test.txt")
-    assert {"test", "cuda", "notebook"} <= set(project["optional-dependencies"])
+    assert {"test", "cuda", "cloud", "notebook"} <= set(project["optional-dependencies"])
 
 
 def test_one_version_in_the_package_the_metadata_and_the_record():

@@ -26,10 +26,8 @@ TINY = ["--size=32", "--coarse_iterations=", "--iterations=2", "--seeds=1"]  # o
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory):
+def cli_env():
     env = dict(os.environ)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "jax_cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env.pop("JAX_NUM_CPU_DEVICES", None)
     return env
 

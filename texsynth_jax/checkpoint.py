@@ -3,21 +3,21 @@
 One `.npz` per host (its own seeds): every leaf of the `SynthState` pytree (latent, L-BFGS memory,
 step counter) stored exactly, plus a JSON string with what the run needs to continue (loss history,
 and a fingerprint of the settings so a resume never continues a different run). It is written to a
-temp file and renamed, so a kill at any moment leaves the previous checkpoint or the new one, never
-a torn file. orbax-checkpoint solves the harder problem of one global array written by many hosts;
-here each host's state is its own, and a single atomic file restores bit for bit.
+temp file and renamed (in a bucket: uploaded whole), so a kill at any moment leaves the previous
+checkpoint or the new one, never a torn file. orbax-checkpoint solves the harder problem of one global
+array written by many hosts; here each host's state is its own, and a single atomic file restores bit
+for bit.
 """
 
 import json
 import math
-import os
 import zipfile
 
 import numpy as np
 
 import jax
 
-from texsynth_jax.image_io import atomic_path
+from texsynth_jax import storage
 
 
 class CheckpointError(ValueError):
@@ -34,11 +34,8 @@ def save(path: str, state, record: dict) -> None:
     arrays = {f"leaf{i}": leaf for i, leaf in enumerate(leaves)}
     arrays["names"] = np.array(json.dumps(_names(state)))
     arrays["record"] = np.array(json.dumps(record))
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+    with storage.writer(path, sync=True) as f:
+        np.savez(f, **arrays)
 
 
 def load(path: str, like) -> tuple[object, dict]:
@@ -53,7 +50,7 @@ def load(path: str, like) -> tuple[object, dict]:
       it cannot be read (empty, truncated, corrupt: any failure of reading) or does not fit `like`.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with storage.opened(path) as f, zipfile.ZipFile(f) as archive:
             names = json.loads(str(_array(archive, "names")))
             record = json.loads(str(_array(archive, "record")))
             if not isinstance(record, dict) or not isinstance(names, list):

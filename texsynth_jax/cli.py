@@ -26,7 +26,7 @@ import threading
 from absl import app, flags, logging
 import jax
 
-from texsynth_jax import SynthesisConfig, RunOptions, defaults, interrupts, jobs, run_job, weights
+from texsynth_jax import SynthesisConfig, RunOptions, defaults, interrupts, jobs, run_job, storage, weights
 from texsynth_jax import config as config_lib
 
 
@@ -45,8 +45,9 @@ def define_flags(cls) -> None:
 
 
 flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a folder of images, or a list file "
-                    "(.txt: one image per line, optionally followed by its seeds). Empty: the CC0 gravel photo "
-                    "that ships inside the package (texsynth_jax/data/default_texture.png).")
+                    "(.txt: one image per line, optionally followed by its seeds); a local path or a URL "
+                    "(gs://..., with the cloud extra). Empty: the CC0 gravel photo that ships inside the package "
+                    "(texsynth_jax/data/default_texture.png).")
 flags.DEFINE_string("seeds", "1", "A count N for seeds 0..N-1, or a comma list of seeds: 3,7,11, or 7, for the one "
                     "seed 7. The seeds of a source run together as one batch: rerunning with the same seeds list reproduces each "
                     "image bit for bit; a seed in another list starts from the same noise, but its pixels may differ "
@@ -131,7 +132,7 @@ def resolve_weights(say) -> str:
     VGG-16 into the per-user folder on first use)."""
     if not FLAGS.weights:
         return weights.default_weights_path(say)
-    if not os.path.isfile(FLAGS.weights):
+    if not storage.isfile(FLAGS.weights):
         raise ValueError(f"--weights={FLAGS.weights} not found; leave --weights empty for the default weights, "
                          f"or {defaults.convert_hint(FLAGS.weights)}")
     say(f"weights: {FLAGS.weights} (--weights)")
@@ -257,7 +258,7 @@ def main(argv):
                              record_extra={"command": sys.argv, "flags": run_flags})
     except ValueError as e:  # every problem the job can name is a ValueError with a one-line message
         return fail(e)
-    except OSError as e:  # a write failed; image_io.atomic_path names the file asked for
+    except OSError as e:  # a write failed; storage.writer names the file asked for
         return fail(write_error(e))
     except KeyboardInterrupt:
         log("interrupted before synthesis began; nothing written")

@@ -223,7 +223,7 @@ class RunOptions:
     """How a job runs and where it writes; nothing here changes the images."""
 
     output_dir: str = setting("out", "Folder for the images, contact sheet, JSON record and loss plot; created "
-                              "if missing.")
+                              "if missing. A URL (gs://bucket/folder, with the cloud extra) writes into a bucket.")
     log_every: int = setting(50, "Log a progress line every N iterations.")
     save_every: int = setting(0, "Save intermediate images every N iterations (0: off).")
     checkpoint_every: int = setting(0, "Checkpoint every K iterations (0: off), atomically, into --output_dir; "

@@ -1,12 +1,12 @@
 """Images on disk <-> float32 [H, W, 3] RGB in [0, 1]. Every write is atomic."""
 
 import contextlib
-import os
-import secrets
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from texsynth_jax import storage
 
 
 class ImageError(ValueError):
@@ -32,7 +32,7 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
     Returns:
       image: float32 [H, W, 3] RGB in [0, 1]; notes: human-readable conversions done.
     """
-    if not os.path.exists(path):
+    if not _exists(path):
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
         with _opened(path) as img:
@@ -77,7 +77,7 @@ def _orientation(img: Image.Image) -> int:
 def check_image(path: str) -> tuple[int, int]:
     """(height, width) of an image file from its header, upright (EXIF orientation), after checking that it
     can be read, without decoding its pixels (a batch job checks every source before it starts)."""
-    if not os.path.exists(path):
+    if not _exists(path):
         raise ImageError(f"input image {path} not found; check the path given to --input")
     try:
         with _opened(path) as img:
@@ -92,6 +92,16 @@ def check_image(path: str) -> tuple[int, int]:
     return (size[0], size[1]) if turned else (size[1], size[0])
 
 
+def _exists(path: str) -> bool:
+    try:
+        return storage.exists(path)
+    except storage.StorageError:
+        raise
+    except Exception as e:  # a store that cannot be reached
+        raise ImageError(f"input image {path} cannot be reached ({type(e).__name__}: {e}); check the URL and "
+                         "your access to it") from None
+
+
 @contextlib.contextmanager
 def _opened(path: str):
     """Image.open without Pillow's decompression-bomb warning: the job's memory budget
@@ -100,7 +110,7 @@ def _opened(path: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as img:
+            with Image.open(storage.opened(path) if storage.is_url(path) else path) as img:
                 yield img
         except Image.DecompressionBombError:
             raise ImageError(f"input image {path} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, Pillow's "
@@ -175,53 +185,11 @@ def to_uint8(image) -> np.ndarray:
     return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-TEMP_PREFIX, TEMP_TAG = ".tmp-", 8  # a temp file of atomic_path: .tmp-<root>-<8 hex digits><ext>
-
-
-def temp_target(name: str) -> str | None:
-    """The file name whose atomic_path temp file `name` is (`.tmp-a_seed0-1f2e3d4c.png` ->
-    `a_seed0.png`), or None if `name` is not one. A killed save leaves such a file; this tells whose."""
-    root, ext = os.path.splitext(name)
-    body, tag = root[len(TEMP_PREFIX):-TEMP_TAG - 1], root[-TEMP_TAG - 1:]
-    if not (root.startswith(TEMP_PREFIX) and body and tag[0] == "-"
-            and all(c in "0123456789abcdef" for c in tag[1:])):
-        return None
-    return body + ext
-
-
-@contextlib.contextmanager
-def atomic_path(path: str):
-    """Yield a temp path beside `path`; on success rename it onto `path`, on failure remove it.
-
-    The temp file is named for `path` (see temp_target), so the next run into the folder can remove
-    the ones a kill left behind. An OSError names `path`, not the temp file that is gone."""
-    root, ext = os.path.splitext(os.path.abspath(path))
-    folder, stem = os.path.split(root)
-    while True:
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{stem}-{secrets.token_hex(TEMP_TAG // 2)}{ext}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the mode open() gives
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, path) from e
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename in (None, tmp):  # a full disk, say: name the file asked for
-            raise OSError(e.errno, e.strerror or str(e), path) from e
-        raise
-
-
 def save_png(path: str, image) -> None:
     """Write float [H, W, 3] in [0, 1] (or uint8) as PNG, atomically."""
     array = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(array)).save(tmp, format="PNG")
+    with storage.writer(path) as f:
+        Image.fromarray(np.asarray(array)).save(f, format="PNG")
 
 
 def contact_sheet(source, images, height: int = 256, gap: int = 4) -> np.ndarray:

@@ -11,7 +11,7 @@ import collections
 import os
 import shlex
 
-from texsynth_jax import outputs
+from texsynth_jax import outputs, storage
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 # The seeds of a source run as one batch, so the memory check (budget.py) bounds them far lower; these
@@ -50,11 +50,19 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
 
 
 def read_sources(input_path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:
-    """[(image path, seeds)] for an image, a folder of images, or a list file."""
-    if os.path.isdir(input_path):
+    """[(image path, seeds)] for an image, a folder of images, or a list file; local paths or URLs."""
+    try:
+        folder = storage.isdir(input_path)
+    except storage.StorageError:
+        raise
+    except Exception as e:  # a store that cannot be reached
+        raise JobError(f"--input={input_path} cannot be reached ({type(e).__name__}: {e}); check the URL and your "
+                       "access to it") from None
+    if folder:
         ours = outputs.product_files(input_path)  # an earlier run's outputs there are not new sources
-        names = [n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
-        images = sorted(os.path.join(input_path, n) for n in names if n not in ours)
+        names = [n for n in storage.listdir(input_path)
+                 if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+        images = sorted(storage.join(input_path, n) for n in names if n not in ours)
         if not images:
             raise JobError(f"--input={input_path} is a folder with no images" +
                            (" but texsynth_jax's own outputs" if names else "") + "; put PNG or JPEG files in it")
@@ -88,16 +96,15 @@ def check_work(work, where: str = "the job") -> None:
 
 def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]]]:
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        lines = storage.read_bytes(path).decode().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise JobError(f"list file {path} cannot be read ({e}); give a text file, one image per line") from None
-    folder, jobs, pairs = os.path.dirname(os.path.abspath(path)), [], 0
+    folder, jobs, pairs = storage.parent(path), [], 0
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, seeds_text = _split_line(line, folder, f"{path}:{number}")
-        image = name if os.path.isabs(name) else os.path.join(folder, name)
+        image = name if os.path.isabs(name) or storage.is_url(name) else storage.join(folder, name)
         seeds = parse_seeds(seeds_text, f"{path}:{number}: seeds") if seeds_text is not None else default_seeds
         pairs += len(seeds)
         _check_pairs(path, pairs)  # line by line, before more lists are built
@@ -115,7 +122,7 @@ def _split_line(line: str, folder: str, where: str) -> tuple[str, str | None]:
     if '"' not in text and "'" not in text:
         if len(parts) == 1 or (len(parts) == 2 and set(parts[1]) <= set("0123456789,")):
             return parts[0], parts[1] if len(parts) == 2 else None  # the usual line: no look at the disk
-        exists = lambda name: os.path.isfile(name if os.path.isabs(name) else os.path.join(folder, name))
+        exists = lambda name: storage.isfile(name if os.path.isabs(name) else storage.join(folder, name))
         head, _, tail = text.rpartition(" ")
         if exists(text):
             return text, None
@@ -138,7 +145,7 @@ def _check_pairs(where: str, pairs: int) -> None:
 
 
 def stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+    return os.path.splitext(storage.basename(path))[0]
 
 
 def host_jobs(jobs, process_index: int, process_count: int) -> list[tuple[str, list[int]]]:

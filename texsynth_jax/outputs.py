@@ -8,7 +8,7 @@ For an input `gravel.png` and seeds 0 and 1, a run writes:
   gravel_seed0_iter0050.png ...          intermediate images (--save_every)
   gravel_seed0_tiled.png ...             a 2x2 repeat of each image (--tileable; the sheet shows these)
   gravel_seed0_64x64.png ...             each coarser scale's result as it finishes (--coarse_iterations)
-Every file is written to a temp file in the same folder (`.tmp-<name>-<tag><ext>`, image_io.atomic_path)
+Every file is written to a temp file in the same folder (`.tmp-<name>-<tag><ext>`, storage.atomic_path)
 and renamed, so none is ever half written; the next run removes the temp files a killed save left.
 
 Before it writes anything, a job lists every name it may write in the folder's `.texsynth-files-p<process>.txt`
@@ -20,12 +20,13 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import sys
 import tempfile
 
 import numpy as np
 
-from texsynth_jax import image_io
+from texsynth_jax import image_io, storage
 from texsynth_jax._version import __version__
 
 
@@ -59,7 +60,9 @@ def repeat(images, times: int = 2) -> np.ndarray:
 def check_output_dir(path: str, names, overwrite: bool) -> None:
     """Raise OutputError unless `path` is (or can become) a writable folder and none of `names` exists in
     it, or, with `overwrite`, none that the product did not write (`product_files`). Creates nothing: a
-    failed check leaves the disk as it was."""
+    failed check leaves the disk as it was (a URL's folder: a probe object is written and removed)."""
+    if storage.is_url(path):
+        return _check_bucket(path, names, overwrite)
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"--output_dir={path} is a file, not a folder; choose another --output_dir")
     existing = path
@@ -78,24 +81,44 @@ def check_output_dir(path: str, names, overwrite: bool) -> None:
         raise OutputError(f"--output_dir={path} is not writable ({e.strerror or e}); "
                           "choose another --output_dir") from None
     if os.path.isdir(path):
-        taken = [n for n in names if os.path.lexists(os.path.join(path, n))]
-        if taken and not overwrite:
-            raise OutputError(f"{os.path.join(path, taken[0])} already exists; pass --overwrite or choose "
-                              "another --output_dir")
-        owned = product_files(path) if taken else set()
-        foreign = [n for n in taken if n not in owned]
-        if foreign:
-            raise OutputError(f"{os.path.join(path, foreign[0])} exists and was not written by texsynth_jax, so "
-                              "--overwrite leaves it alone; move it or choose another --output_dir")
+        _check_names(path, [n for n in names if os.path.lexists(os.path.join(path, n))], overwrite)
+
+
+def _check_bucket(path: str, names, overwrite: bool) -> None:
+    """check_output_dir for a URL: the store is reached and written (one probe object, removed), then the
+    names checked against one listing of the folder."""
+    probe = storage.join(path, f".texsynth-probe-{secrets.token_hex(4)}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.remove(probe)
+        present = set(storage.listdir(path))
+    except storage.StorageError:
+        raise
+    except Exception as e:  # OSError from write_bytes; the client's own errors from listing and removing
+        raise OutputError(f"--output_dir={path} cannot be written ({getattr(e, 'strerror', None) or e}); "
+                          "check the bucket's name and your access to it, or choose another --output_dir") from None
+    _check_names(path, [n for n in names if n in present], overwrite)
+
+
+def _check_names(path: str, taken, overwrite: bool) -> None:
+    """Refuse outputs `taken` in the folder `path`, unless `overwrite` and the product wrote each of them."""
+    if taken and not overwrite:
+        raise OutputError(f"{storage.join(path, taken[0])} already exists; pass --overwrite or choose "
+                          "another --output_dir")
+    owned = product_files(path) if taken else set()
+    foreign = [n for n in taken if n not in owned]
+    if foreign:
+        raise OutputError(f"{storage.join(path, foreign[0])} exists and was not written by texsynth_jax, so "
+                          "--overwrite leaves it alone; move it or choose another --output_dir")
 
 
 def check_inputs_kept(inputs, output_dir: str, names) -> None:
     """Raise OutputError if writing `names` into `output_dir` would replace one of the `inputs` (paths):
     an output named like the user's own file beside it, or a source of a later step of the job."""
     def key(path):
-        return os.path.normcase(os.path.realpath(path))
+        return path.rstrip("/") if storage.is_url(path) else os.path.normcase(os.path.realpath(path))
 
-    outputs = {key(os.path.join(output_dir, n)): n for n in names}
+    outputs = {key(storage.join(output_dir, n)): n for n in names}
     for path in inputs:
         if key(path) in outputs:
             raise OutputError(f"the output {outputs[key(path)]} would replace the input {path}; choose another "
@@ -108,14 +131,12 @@ MANIFEST = ".texsynth-files-p{process}.txt"
 def claim(folder: str, process: int, names) -> None:
     """Add `names` to this process's list of the files the product writes in `folder` (atomically),
     before any of them is written: a kill halfway still leaves them known as the product's."""
-    path = os.path.join(folder, MANIFEST.format(process=process))
+    path = storage.join(folder, MANIFEST.format(process=process))
     known = _read_lines(path)
     new = sorted(set(names) - known)
-    if not new and os.path.exists(path):
+    if not new and storage.exists(path):
         return
-    with image_io.atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write("".join(name + "\n" for name in sorted(known | set(new))))
+    storage.write_bytes(path, "".join(name + "\n" for name in sorted(known | set(new))).encode())
 
 
 def product_files(folder: str) -> set[str]:
@@ -123,33 +144,30 @@ def product_files(folder: str) -> set[str]:
     outputs and the record itself named by any run record there (runs from before the lists existed)."""
     names = set()
     with contextlib.suppress(OSError):
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith(".texsynth-files-p") and entry.name.endswith(".txt"):
-                    names |= _read_lines(entry.path)
-                elif entry.name.endswith("_run.json") and entry.is_file():
-                    names |= _record_names(entry.path)
+        for name in storage.listdir(folder):
+            if name.startswith(".texsynth-files-p") and name.endswith(".txt"):
+                names |= _read_lines(storage.join(folder, name))
+            elif name.endswith("_run.json") and storage.isfile(storage.join(folder, name)):
+                names |= _record_names(storage.join(folder, name))
     return names
 
 
 def _read_lines(path: str) -> set[str]:
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        with open(path) as f:
-            return {line.rstrip("\n") for line in f if line.strip()}
+        return {line for line in storage.read_bytes(path).decode().splitlines() if line.strip()}
     return set()
 
 
 def _record_names(path: str) -> set[str]:
     """The file names a run record lists as its outputs, with the record's own; none if it is not ours."""
     try:
-        with open(path) as f:
-            record = json.load(f)
+        record = json.loads(storage.read_bytes(path))
     except (OSError, ValueError):
         return set()
     listed = record.get("outputs") if isinstance(record, dict) else None
     if not isinstance(listed, dict) or "versions" not in record:
         return set()
-    names = {os.path.basename(path)}
+    names = {storage.basename(path)}
     for value in listed.values():
         for item in value if isinstance(value, list) else [value]:
             for name in item if isinstance(item, list) else [item]:
@@ -167,9 +185,13 @@ class FolderLock:
 
     def __init__(self, folder: str, process: int, log):
         self.folder, self.log, self.fd = folder, log, None
-        self.path = os.path.join(folder, f".texsynth_p{process}.lock")
+        self.path = storage.join(folder, f".texsynth_p{process}.lock")
 
     def __enter__(self):
+        if storage.is_url(self.folder):  # an object store has no locks; each host's files are its own
+            self.log(f"{self.folder} is in an object store, which has no file locks; make sure no other run "
+                     "writes there")
+            return self
         try:
             import fcntl  # POSIX only: imported here so that the library imports everywhere
         except ImportError:
@@ -204,12 +226,14 @@ class FolderLock:
 
 def remove_stale_temps(folder: str, names) -> int:
     """Delete the temp files that killed saves of `names` left in `folder`, and no other file
-    (image_io.temp_target tells a temp file's target); returns how many. Call it holding the folder
+    (storage.temp_target tells a temp file's target); returns how many. Call it holding the folder
     (runner's lock), so that no live save's temp file is among them."""
     names, removed = set(names), 0
+    if storage.is_url(folder):  # an upload is whole or absent: no temp files there
+        return 0
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and image_io.temp_target(entry.name) in names:
+            if entry.is_file(follow_symlinks=False) and storage.temp_target(entry.name) in names:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
@@ -219,7 +243,7 @@ def remove_stale_temps(folder: str, names) -> int:
 def save_images(folder: str, names, images) -> None:
     """images: float [B, H, W, 3] in [0, 1], one per name."""
     for name, image in zip(names, np.asarray(images)):
-        image_io.save_png(os.path.join(folder, name), image)
+        image_io.save_png(storage.join(folder, name), image)
 
 
 def save_sheet(path: str, source, images) -> None:
@@ -228,10 +252,7 @@ def save_sheet(path: str, source, images) -> None:
 
 def save_record(path: str, record: dict) -> None:
     """The record as strict JSON (a NaN or infinity fails here rather than writing invalid JSON), atomically."""
-    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
-    with image_io.atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
+    storage.write_bytes(path, (json.dumps(record, indent=1, allow_nan=False) + "\n").encode())
 
 
 def save_loss_plot(path: str, losses, seeds) -> bool:
@@ -259,8 +280,8 @@ def save_loss_plot(path: str, losses, seeds) -> bool:
         if len(seeds) <= 10:
             ax.legend()
         fig.tight_layout()
-        with image_io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        with storage.writer(path) as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return True

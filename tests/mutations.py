@@ -39,6 +39,7 @@ EFFECTS = "tests/test_effects.py::"
 SYNTHESIS = "texsynth_jax/synthesis.py"
 RUNNER = "texsynth_jax/runner.py"
 RUNNER_TESTS = "tests/test_runner.py::"
+WORKLIST_TESTS = "tests/test_worklist.py::"
 
 MUTATIONS = (
     Mutation("precision", SYNTHESIS,
@@ -94,7 +95,7 @@ MUTATIONS = (
              ("tests/test_terms.py::test_terms_compose_by_weight",), "every term weighs 1"),
     # The job layer's promises about the user's files and its checks before the first iteration.
     Mutation("inputs-kept", RUNNER,
-             (("    outputs.check_inputs_kept([path for path, _ in work], options.output_dir, files(plan))\n", "", 1),),
+             (("    outputs.check_inputs_kept([item[0] for item in work], options.output_dir, files(plan))\n", "", 1),),
              (RUNNER_TESTS + "test_an_output_never_replaces_an_input",), "an output may replace an input"),
     Mutation("overwrite-foreign", "texsynth_jax/outputs.py",
              (("foreign = [n for n in taken if n not in owned]", "foreign = []", 1),),
@@ -106,11 +107,12 @@ MUTATIONS = (
              (('status = "stalled" if _stalled(tracker.history(), engine.offsets) else "complete"', 'status = "complete"', 1),),
              (RUNNER_TESTS + "test_a_run_that_made_nothing_ends_stalled_not_complete",), "nothing made, 'complete'"),
     Mutation("resume-preflight", RUNNER,
-             (("            _resume_point(job, src, image_io.load_image(src.path)[0])", "            pass", 1),),
+             (("_resume_point(job._replace(engine=engine_for(src.config)), src, image_io.load_image(src.path)[0])",
+               "pass", 1),),
              (RUNNER_TESTS + "test_a_damaged_checkpoint_of_a_later_source_stops_the_job_before_the_first",),
              "a later source's checkpoint read only when its turn comes"),
     Mutation("judge-preflight", RUNNER,
-             (("                evaluate.check_judgeable(src.size, config.size)", "                pass", 1),),
+             (("                evaluate.check_judgeable(src.size, src.config.size)", "                pass", 1),),
              (RUNNER_TESTS + "test_sizes_the_judge_cannot_take_are_refused_before_the_first_iteration",),
              "the judge's sizes found after the images are written"),
     Mutation("eta-scales", "texsynth_jax/progress.py",
@@ -118,6 +120,30 @@ MUTATIONS = (
                "left += (self.scales[k][0] - begin)", 1),),
              (RUNNER_TESTS + "test_the_eta_counts_the_scales_to_come_and_labels_the_loss",),
              "the ETA prices later scales at this scale's cost"),
+    # Work files (worklist.py) and their results manifests (results.py).
+    Mutation("worklist-all-errors", "texsynth_jax/worklist.py", (("if len(errors) == MAX_ERRORS:", "if errors:", 1),),
+             (WORKLIST_TESTS + "test_a_work_file_reports_every_malformed_line_with_its_number",),
+             "only the first malformed line reported"),
+    Mutation("worklist-settings", "texsynth_jax/records.py",
+             (("item_config = jobs.item_config(work_item, config)", "item_config = config", 1),),
+             (WORKLIST_TESTS + "test_two_processes_run_a_work_file_of_mixed_settings",),
+             "every item runs with the job's settings"),
+    Mutation("worklist-merge", "texsynth_jax/results.py",
+             (("    count = merge(folder, work, processes)", "    count = 0", 1),),
+             (WORKLIST_TESTS + "test_two_processes_run_a_work_file_of_mixed_settings",
+              WORKLIST_TESTS + "test_resume_goes_by_the_manifest_and_the_files"), "no merged results.jsonl"),
+    Mutation("worklist-wait", "texsynth_jax/results.py",
+             (("said, cut = _wait(client, key, processes, timeout, should_stop)", "said, cut = {}, False", 1),),
+             (WORKLIST_TESTS + "test_two_processes_run_a_work_file_of_mixed_settings",),
+             "process 0 merges without waiting for the other hosts"),
+    Mutation("worklist-resume-files", "texsynth_jax/results.py",
+             ((" and not missing(line, folder)", "", 1),),
+             (WORKLIST_TESTS + "test_resume_goes_by_the_manifest_and_the_files",),
+             "--resume skips an item whose image is gone"),
+    Mutation("worklist-resume-manifest", RUNNER,
+             (("return finished and (src.item is None or manifest.complete(", "return finished or (", 1),),
+             (WORKLIST_TESTS + "test_resume_goes_by_the_manifest_and_the_files",),
+             "--resume skips an item by its record and file names alone"),
 )
 
 

@@ -44,9 +44,10 @@ def define_flags(cls) -> None:
             flags.DEFINE_string(field.name, config_lib.format_value(field.default), help)
 
 
-flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a folder of images, or a list file "
-                    "(.txt: one image per line, optionally followed by its seeds); a local path or a URL "
-                    "(gs://..., with the cloud extra). Empty: the CC0 gravel photo that ships inside the package "
+flags.DEFINE_string("input", "", "Source texture: an image (PNG, JPEG, ...), a folder of images, a list file "
+                    "(.txt: one image per line, optionally followed by its seeds), or a work file (.jsonl: one JSON "
+                    "object per line, with its seeds, name and settings); a local path or a URL (gs://..., with the "
+                    "cloud extra). Empty: the CC0 gravel photo that ships inside the package "
                     "(texsynth_jax/data/default_texture.png).")
 flags.DEFINE_string("seeds", "1", "A count N for seeds 0..N-1, or a comma list of seeds: 3,7,11, or 7, for the one "
                     "seed 7. The seeds of a source run together as one batch: rerunning with the same seeds list reproduces each "
@@ -250,7 +251,7 @@ def main(argv):
                          if not FLAGS[k].present and getattr(config, k) == v]
                 shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
                 log(f"paper mode (Gatys et al. 2015): {shown}")
-            work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds))
+            work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds), config)
             process = start_distributed()
             weights_path = resolve_weights(log if process == 0 else (lambda message: None))
             run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}

@@ -29,22 +29,37 @@ class SourcePlan(NamedTuple):
     seeds: list
     size: tuple  # (height, width) from the header
     names: dict  # output file names (outputs.final_names, with this host's record, sheet and checkpoint)
+    config: SynthesisConfig | None = None  # the job's, with the item's settings (jobs.item_config)
+    stem: str | None = None  # of the output names (jobs.output_stem)
+    item: jobs.WorkItem | None = None  # its work item, with this host's seeds, when the job keeps a manifest
 
 
 def plan_sources(work, config: SynthesisConfig, arch: str, process: int, processes: int) -> list[SourcePlan]:
-    """Check every source's header and size (no pixels decoded) and name its outputs."""
+    """Check every source's header and size against its item's settings (no pixels decoded) and name its
+    outputs."""
     plan = []
     suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
-    for path, seeds in work:
-        size = image_io.check_image(path)
-        coarse_to_fine.check_source(size, config, arch, f"input image {path}")
-        stem = jobs.stem(path)
-        names = outputs.final_names(stem, seeds, config.tileable, config.scale_sizes[:-1])
+    for work_item in work:
+        path, seeds = work_item[0], work_item[1]
+        item_config = jobs.item_config(work_item, config)
+        where = f"{jobs.where(work_item)}: " if item_config is not config else ""
+        try:
+            if item_config is not config:
+                item_config.check_network(arch)
+            size = image_io.check_image(path)
+            coarse_to_fine.check_source(size, item_config, arch, f"input image {path}")
+        except ValueError as e:
+            if not where:
+                raise
+            raise type(e)(f"{where}{e}") from None  # which line of the work file
+        stem = jobs.output_stem(work_item)
+        names = outputs.final_names(stem, seeds, item_config.tileable, item_config.scale_sizes[:-1])
         for key in ("sheet", "record", "loss_plot"):
             root, ext = os.path.splitext(names[key])
             names[key] = root + suffix + ext
         names["checkpoint"] = f"{stem}_ckpt{suffix}.npz"
-        plan.append(SourcePlan(path, seeds, size, names))
+        item = work_item if isinstance(work_item, jobs.WorkItem) else None
+        plan.append(SourcePlan(path, seeds, size, names, item_config, stem, item))
     return plan
 
 
@@ -75,7 +90,7 @@ def output_files(src: SourcePlan, config: SynthesisConfig, options: RunOptions, 
     coarse scale's images, sheet, record, loss plot, snapshots and checkpoint. The overwrite check, the
     folder's list of the product's files and the clean-up of stale temp files all go by this list."""
     total = config.total_iterations
-    snapshots = [outputs.seed_name(jobs.stem(src.path), seed, step, total)
+    snapshots = [outputs.seed_name(src.stem or jobs.stem(src.path), seed, step, total)
                  for step in snapshot_steps(total, options.save_every, steps_per_dispatch)
                  for seed in src.seeds]
     return [*src.names["images"], *src.names["tiled"], *(n for scale in src.names["scales"] for n in scale),

@@ -7,7 +7,9 @@
 `run_job` is the loop around the numerical core: the checks that write nothing when they fail (every
 source's header, size, judge and checkpoint, the output folder, memory), one engine for the whole job
 (weights placed and programs compiled once), then each source decoded in its turn and run with
-progress, snapshots, checkpoints, Ctrl-C, the judge and the record. Names, the fingerprint and the
+progress, snapshots, checkpoints, Ctrl-C, the judge and the record. Work items with settings of their own
+(jobs.WorkItem, a `.jsonl` work file) run in groups of one config, an engine per group, and each item
+finished adds a line to the results manifest (results.py). Names, the fingerprint and the
 record are records.py's; the folder's files and lock outputs.py's; memory budget.py's. Every problem
 found before synthesis is a ValueError with a one-line message naming the fix, raised before anything
 is written.
@@ -21,6 +23,7 @@ import jax
 import numpy as np
 
 from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records, storage
+from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig
 from texsynth_jax.interrupts import StopFlag
@@ -72,11 +75,13 @@ class _Job(NamedTuple):
 def run_job(work, weights_path: str | None, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
             process: int | None = None, processes: int | None = None, log: Callable[[str], None] | None = None,
             record_extra: dict | None = None, steps_per_dispatch: int | None = None,
-            should_stop: Callable[[], bool] | None = None) -> JobReport:
+            should_stop: Callable[[], bool] | None = None, merge_timeout: float | None = None) -> JobReport:
     """Synthesise every (source, seeds) of `work` that falls to this host, writing into options.output_dir.
 
     Args:
-      work: [(image path, [seed, ...])], e.g. from `jobs.read_sources`.
+      work: [(image path, [seed, ...])], e.g. from `jobs.read_sources`; or jobs.WorkItems, each with its own
+        output name and settings (a `.jsonl` work file): then every host keeps a results manifest
+        (results.py), which process 0 merges at the end, and --resume skips an item by it and its files.
       weights_path: a converted weights file (`weights_convert`); None: the default weights
         (`weights.default_weights_path`).
       config, options: what to synthesise, and how to run and write it.
@@ -87,6 +92,9 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
       should_stop: asked after every dispatch and during the judge; True stops the job there as a
         Ctrl-C does (saving what was reached, and a checkpoint when checkpoint_every is set): a time
         budget, a preemption notice.
+      merge_timeout: with a manifest and several hosts, how long process 0 waits at the end for the
+        others to finish before it merges what is there (default: as long as its own share took, at least
+        300 s: the shares are dealt evenly).
 
     Returns:
       a JobReport. Raises ValueError (one line, naming the fix) before anything is written when the
@@ -101,6 +109,18 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
 
     # 1. Everything that can fail is checked before anything is decoded, compiled or written.
     jobs.check_work(work)
+    itemised = any(isinstance(item, jobs.WorkItem) for item in work)  # a manifest is kept
+    if itemised:  # every item then has its line in the manifest
+        work = [item if isinstance(item, jobs.WorkItem) else jobs.WorkItem(*item) for item in work]
+
+    def finish(report: JobReport) -> JobReport:
+        """The manifests' end: each host says it is done (or stopped); process 0 merges them."""
+        if itemised:
+            timeout = merge_timeout if merge_timeout is not None else max(300.0, time.perf_counter() - t0)
+            manifest.finish(options.output_dir, work, process, processes, stopped=report.interrupted,
+                            timeout=timeout, say=say, should_stop=should_stop)
+        return report
+
     share = jobs.host_jobs(work, process, processes)
     weights_path = weights_path or weights.default_weights_path(say)
     params, spec, meta = weights.load_weights(weights_path)
@@ -108,20 +128,29 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
     config.check_network(spec.arch)
     plan = records.plan_sources(share, config, spec.arch, process, processes)
     if not plan:
-        return JobReport([], False)
-    records.check_snapshots(config, options, max(len(src.seeds) for src in plan))
+        return finish(JobReport([], False))
+    for group in _groups(plan).values():
+        records.check_snapshots(group[0].config, options, max(len(src.seeds) for src in group))
     from texsynth_jax import evaluate  # here, so `python -m texsynth_jax.evaluate` runs it fresh
 
     mesh = parallel.choose_mesh(options.mesh)
     spd = engine_lib.dispatch_steps(steps_per_dispatch)
-    files = lambda sources: [name for src in sources for name in records.output_files(src, config, options, spd)]
+    files = lambda sources: [name for src in sources for name in records.output_files(src, src.config, options, spd)]
     # No output may replace an input: the user's file beside the outputs, or a later source of this job.
-    outputs.check_inputs_kept([path for path, _ in work], options.output_dir, files(plan))
+    outputs.check_inputs_kept([item[0] for item in work], options.output_dir, files(plan))
+    if itemised:  # nor a manifest the work file
+        outputs.check_inputs_kept({item.file for item in work if item.file}, options.output_dir,
+                                  manifest.file_names(process))
+
+    def done(src: SourcePlan, lines: dict) -> bool:
+        """--resume: a finished run of this very request; a work item also by its manifest line and files."""
+        finished = records.finished(options.output_dir, src, src.config, weights_sha256, options.overwrite)
+        return finished and (src.item is None or manifest.complete(lines.get(src.stem), src, options.output_dir))
 
     def check_folder() -> list[SourcePlan]:
         """The sources to run, after the checks on the output folder's contents (no writes)."""
-        todo = [src for src in plan if not (options.resume and records.finished(
-            options.output_dir, src, config, weights_sha256, options.overwrite))]
+        lines = manifest.host_lines(options.output_dir, process) if itemised and options.resume else {}
+        todo = [src for src in plan if not (options.resume and done(src, lines))]
         if not options.resume and not options.overwrite:  # first, for its hint: --resume
             stale = [storage.join(options.output_dir, src.names["checkpoint"]) for src in todo]
             stale = [path for path in stale if storage.exists(path)]
@@ -133,51 +162,104 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
 
     todo = check_folder()
     if not todo:
-        return JobReport(_skipped(plan, todo, options.output_dir, say), False)
-    budget.check_job([(src.path, src.size, src.seeds) for src in todo], config, spec.arch, mesh, options.judge)
+        return finish(JobReport(_skipped(plan, todo, options.output_dir, say), False))
+    for group in _groups(todo).values():  # one engine at a time: each group's memory alone
+        budget.check_job([(src.path, src.size, src.seeds) for src in group], group[0].config, spec.arch, mesh,
+                         options.judge)
     if options.judge:  # a size the judge cannot take fails here, not after the images are written
         for src in plan:
             try:
-                evaluate.check_judgeable(src.size, config.size)
+                evaluate.check_judgeable(src.size, src.config.size)
             except ValueError as e:
                 raise ValueError(f"input image {src.path}: {e}") from None
-    engine = coarse_to_fine.CoarseToFine(params, spec, config, max(len(src.seeds) for src in plan), mesh, spd)
-    del params  # the engine holds them on the device(s)
-    job = _Job(engine, evaluate.load_judge() if options.judge else None, meta, weights_path, weights_sha256,
-               options, record_extra or {}, log, say, t0, should_stop, process)
+    # An engine per config (one for a job without per-item settings), sharing the weights placed once;
+    # building one compiles nothing yet, and each is dropped when its group is done.
+    engines, placed, by_config = {}, params, _groups(plan)
+    del params  # the engines hold them on the device(s)
+
+    def engine_for(group_config) -> coarse_to_fine.CoarseToFine:
+        nonlocal placed
+        if group_config not in engines:
+            batch = max(len(src.seeds) for src in by_config[group_config])
+            engines[group_config] = coarse_to_fine.CoarseToFine(placed, spec, group_config, batch, mesh, spd)
+            placed = engines[group_config].engines[0].params
+        return engines[group_config]
+
+    for group_config in _groups(todo):  # all now: an engine checks its settings against the mesh
+        engine_for(group_config)
+    job = _Job(engine_for(todo[0].config), evaluate.load_judge() if options.judge else None, meta, weights_path,
+               weights_sha256, options, record_extra or {}, log, say, t0, should_stop, process)
     if options.resume:  # every checkpoint of the job is read before the first source runs
         for src in todo:
-            _resume_point(job, src, image_io.load_image(src.path)[0])
+            _resume_point(job._replace(engine=engine_for(src.config)), src, image_io.load_image(src.path)[0])
     storage.makedirs(options.output_dir)
     with outputs.FolderLock(options.output_dir, process, log):
         todo = check_folder()  # again, now that no other run can write there: one may have, meanwhile
-        removed = outputs.remove_stale_temps(options.output_dir, files(plan))  # a killed save's, ours only
+        ours = files(plan) + (manifest.file_names(process) if itemised else [])
+        removed = outputs.remove_stale_temps(options.output_dir, ours)  # a killed save's, ours only
         if removed:
             log(f"removed {removed} temp file(s) left in {options.output_dir} by a killed save")
         results = _skipped(plan, todo, options.output_dir, say)
+        if itemised and options.resume:
+            _say_rerun(todo, options.output_dir, process, say)
         where = f"{jax.default_backend()}, {len(jax.local_devices())} device(s)"
         if processes > 1:
             where += f" per host, {processes} hosts"
-        say(f"{len(todo)} source(s), {progress.format_schedule(config)}, {spec.arch}, {where}, "
+        groups = _groups(todo)
+        schedule = progress.format_schedule(*groups) if len(groups) == 1 else f"{len(groups)} kinds of settings"
+        say(f"{len(todo)} source(s), {schedule}, {spec.arch}, {where}, "
             f"mesh {'none' if mesh is None else mesh.axis_names[0]}")
 
-        # 2. One source at a time, decoded when its turn comes.
-        for src in todo:
-            result = _run_source(job, src)
-            results.append(result)
-            if result.status in ("interrupted", "preempted"):
-                return JobReport(results, True, result.status == "preempted")
+        # 2. One group of sources with one config at a time, and in it one source at a time, decoded when its
+        # turn comes.
+        for number, (group_config, group) in enumerate(groups.items(), 1):
+            job = job._replace(engine=engine_for(group_config))
+            del engines[group_config]  # the job holds it alone: the last group's engine is freed
+            if len(groups) > 1:
+                say(f"settings {number}/{len(groups)}: {group_config.size[0]}x{group_config.size[1]}"
+                    f"{', tileable' if group_config.tileable else ''}, loss {','.join(group_config.loss)}, "
+                    f"{progress.format_schedule(group_config)}: {len(group)} source(s)")
+            for src in group:
+                t1 = time.perf_counter()
+                result = _run_source(job, src)
+                results.append(result)
+                if src.item is not None and result.status in ("complete", "stalled", "diverged"):
+                    manifest.save(options.output_dir, process, manifest.entry(
+                        src, result.status, result.record_path, time.perf_counter() - t1, process))
+                if result.status in ("interrupted", "preempted"):
+                    return finish(JobReport(results, True, result.status == "preempted"))
     failed = [r for r in results if r.status in ("diverged", "stalled")]
     say(f"done in {progress.format_duration(time.perf_counter() - t0)}: {len(todo) - len(failed)} source(s) in "
         f"{options.output_dir}" + (f"; {len(failed)} made nothing (diverged or stalled)" if failed else ""))
-    return JobReport(results, False)
+    return finish(JobReport(results, False))
+
+
+def _groups(sources) -> dict:
+    """{config: [source, ...]} in the order each config first appears: one engine serves each group."""
+    groups = {}
+    for src in sources:
+        groups.setdefault(src.config, []).append(src)
+    return groups
+
+
+def _say_rerun(todo, output_dir: str, process: int, say) -> None:
+    """Which items run again though their manifest line says complete: a file it lists is gone."""
+    lines = manifest.host_lines(output_dir, process)
+    for src in todo:
+        line = lines.get(src.stem)
+        if manifest.matches(line, src) and line.get("status") == "complete":
+            gone = manifest.missing(line, output_dir)
+            if gone:
+                say(f"{jobs.where(src.item)}: {src.stem}: {manifest.HOST_FILE.format(process=process)} says "
+                    f"complete, but {gone[0]} is missing: running it again (--resume)")
 
 
 def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
     results = []
     for src in plan:
         if src not in todo:
-            say(f"{src.path}: already done in {output_dir}, skipped (--resume)")
+            what = src.path if src.item is None else f"{jobs.where(src.item)}: {src.stem}"
+            say(f"{what}: already done in {output_dir}, skipped (--resume)")
             results.append(SourceResult(src.path, src.seeds, "skipped", storage.join(output_dir, src.names["record"])))
     return results
 
@@ -247,7 +329,7 @@ class _Hooks:
         if (shown or snapshot or keep) and not self.finite():
             return True
         if snapshot:
-            names = [outputs.seed_name(jobs.stem(src.path), s, step, total) for s in src.seeds]
+            names = [outputs.seed_name(src.stem or jobs.stem(src.path), s, step, total) for s in src.seeds]
             outputs.save_images(options.output_dir, names, jax.device_get(engine.images(state))[:len(src.seeds)])
         if keep:
             path = self.job.out(src.names["checkpoint"])

@@ -40,6 +40,7 @@ SYNTHESIS = "texsynth_jax/synthesis.py"
 RUNNER = "texsynth_jax/runner.py"
 RUNNER_TESTS = "tests/test_runner.py::"
 WORKLIST_TESTS = "tests/test_worklist.py::"
+CLOUD_TESTS = "tests/test_cloud.py::"
 
 MUTATIONS = (
     Mutation("precision", SYNTHESIS,
@@ -144,6 +145,26 @@ MUTATIONS = (
              (("return finished and (src.item is None or manifest.complete(", "return finished or (", 1),),
              (WORKLIST_TESTS + "test_resume_goes_by_the_manifest_and_the_files",),
              "--resume skips an item by its record and file names alone"),
+    Mutation("bucket-half-upload", "texsynth_jax/storage.py",
+             (("    target, contents = _epath(path), io.BytesIO()\n    yield contents\n",
+               "    target, contents = _epath(path), io.BytesIO()\n    try:\n        yield contents\n    finally:\n"
+               "        target.write_bytes(contents.getvalue())\n", 1),),
+             (CLOUD_TESTS + "test_storage_reads_writes_lists_and_never_leaves_half_an_object",),
+             "a write into a bucket that fails halfway uploads what it had"),
+    Mutation("bucket-probe", "texsynth_jax/outputs.py",
+             (("        return _check_bucket(path, names, overwrite)", "        return None", 1),),
+             (CLOUD_TESTS + "test_a_bucket_that_cannot_be_written_or_read_is_one_line_before_any_work",),
+             "a bucket that cannot be written is found only at the first write, after the work"),
+    Mutation("preempt-checkpoint", RUNNER,
+             (("(options.checkpoint_every or\n                                                                              "
+               "self.stop.preempted))", "options.checkpoint_every)", 1),),
+             ("tests/test_run_scale.py::test_preempted_then_killed_run_resumes_to_the_uninterrupted_result",),
+             "SIGTERM without --checkpoint_every leaves no checkpoint"),
+    Mutation("cluster-detection", "texsynth_jax/cli.py",
+             (("    return next((kind.name for kind in kinds if not kind.opt_in_only_method and kind.is_env_present()), "
+               "None)", "    return None", 1),),
+             ("tests/test_run_scale.py::test_two_processes_split_a_batch_job",),
+             "a process started by Slurm does not find its job"),
 )
 
 

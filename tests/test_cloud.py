@@ -98,10 +98,9 @@ def test_a_job_from_a_bucket_into_a_bucket_is_killed_and_resumes_from_its_checkp
     inputs, out = f"gs://{BUCKET}/job/in", f"gs://{BUCKET}/job/out"
     local_in = tmp_path / "in"
     local_in.mkdir()
-    for name, seed in (("a.png", 0), ("b.png", 1)):
-        upload_image(f"{inputs}/{name}", seed)
-        (local_in / name).write_bytes(storage.read_bytes(f"{inputs}/{name}"))
-    args = [f"--weights={weights_path}", "--size=32", "--seeds=2", "--coarse_iterations=", "--iterations=8",
+    upload_image(f"{inputs}/a.png", 0)
+    (local_in / "a.png").write_bytes(storage.read_bytes(f"{inputs}/a.png"))
+    args = [f"--weights={weights_path}", "--size=32", "--seeds=2", "--coarse_iterations=", "--iterations=6",
             "--log_every=1", "--judge=false"]
     straight = cli([*args, f"--input={local_in}", f"--output_dir={tmp_path / 'straight'}"], env, tmp_path)
     assert straight.returncode == 0, straight.stderr
@@ -112,7 +111,7 @@ def test_a_job_from_a_bucket_into_a_bucket_is_killed_and_resumes_from_its_checkp
     lines, deadline = [], time.time() + 240
     for line in proc.stderr:
         lines.append(line)
-        if re.match(rf"checkpoint: iteration 2/8 -> {out}/a_ckpt.npz", line) or time.time() > deadline:
+        if re.match(rf"checkpoint: iteration 2/6 -> {out}/a_ckpt.npz", line) or time.time() > deadline:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -121,9 +120,9 @@ def test_a_job_from_a_bucket_into_a_bucket_is_killed_and_resumes_from_its_checkp
 
     resumed = cli([*args, f"--input={inputs}", f"--output_dir={out}", "--resume"], env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert re.search(rf"resuming from {out}/a_ckpt.npz at iteration [2-7]\b", resumed.stderr), resumed.stderr
+    assert re.search(rf"resuming from {out}/a_ckpt.npz at iteration [2-5]\b", resumed.stderr), resumed.stderr
     assert "object store, which has no file locks" in resumed.stderr
-    for name in ("a_seed0.png", "a_seed1.png", "b_seed0.png", "b_seed1.png"):
+    for name in ("a_seed0.png", "a_seed1.png"):
         np.testing.assert_array_equal(read_png(f"{out}/{name}"), np.asarray(Image.open(tmp_path / "straight" / name)))
     record = json.loads(storage.read_bytes(f"{out}/a_run.json"))
     assert record["status"] == "complete" and record["input"]["path"] == f"{inputs}/a.png"
@@ -131,9 +130,9 @@ def test_a_job_from_a_bucket_into_a_bucket_is_killed_and_resumes_from_its_checkp
     names = storage.listdir(out)
     assert not any(n.endswith("_ckpt.npz") or n.startswith((".tmp-", ".texsynth-probe")) for n in names), names
 
-    # A rerun skips both sources by their records in the bucket; a folder used as input skips our outputs.
+    # A rerun skips the source by its record in the bucket.
     again = cli([*args, f"--input={inputs}", f"--output_dir={out}", "--resume"], env, tmp_path)
-    assert again.returncode == 0 and again.stderr.count("already done") == 2, again.stderr
+    assert again.returncode == 0 and again.stderr.count("already done") == 1, again.stderr
 
 
 def test_a_bucket_that_cannot_be_written_or_read_is_one_line_before_any_work(tmp_path, gcs, capsys, weights_path):

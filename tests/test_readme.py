@@ -19,11 +19,11 @@ def section(heading: str) -> str:
 
 def test_library_example_runs(tmp_path):
     """The example as a user runs it: a fresh process in an empty folder, the default weights converted into
-    the per-user cache ($TEXSYNTH_JAX_HOME here); shrunk to 64 px, one iteration per scale, two shallow layers
-    and no judge, so that it compiles in seconds."""
+    the per-user cache ($TEXSYNTH_JAX_HOME here); shrunk to 64 px, one scale of one iteration, two shallow
+    layers and no judge, so that it compiles in seconds."""
     code = re.search(r"```python\n(.*?)```", section("The library"), re.S).group(1)
     shrink = {"size, num_seeds = 256, 4\n": "size, num_seeds = 64, 1\n",
-              "SynthesisConfig(size=size": 'SynthesisConfig(coarse_iterations=(1, 1), iterations=1, '
+              "SynthesisConfig(size=size": 'SynthesisConfig(coarse_iterations=(), iterations=1, '
                                            'layers=("conv1_1", "pool1"), layer_weights=(1.0, 1.0), size=size',
               "RunOptions(output_dir=": "RunOptions(judge=False, output_dir="}
     for old, new in shrink.items():

@@ -165,6 +165,11 @@ MUTATIONS = (
                "None)", "    return None", 1),),
              ("tests/test_run_scale.py::test_two_processes_split_a_batch_job",),
              "a process started by Slurm does not find its job"),
+    Mutation("device-xla-account", RUNNER,
+             (("        budget.check_programs(engine_for(group_config), budget.device_memory_bytes(device),",
+               "        engine_for(group_config), (budget.device_memory_bytes(device),", 1),),
+             ("tests/test_hardening.py::test_on_a_device_with_memory_of_its_own_xla_account_decides",),
+             "on a GPU or TPU the job trusts the CPU-fitted model alone"),
 )
 
 

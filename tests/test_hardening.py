@@ -143,6 +143,29 @@ def test_the_memory_model_matches_xla(size, batch, remat, weights_path):
         assert xla <= model <= 1.2 * xla, (model, xla)
 
 
+def test_on_a_device_with_memory_of_its_own_xla_account_decides(tmp_path, weights_path, monkeypatch):
+    """Where JAX reports the device's memory (a GPU or TPU), the job compiles the finest scale's programs for the
+    analysis and refuses, in one line, one that does not fit by XLA's account; on the host's memory it does not."""
+    params, spec, _ = load_weights(weights_path)
+    engine = Engine(params, spec, CONFIG, 1)
+    need = max(engine_lib.memory_bytes(lowered) for lowered in engine.lower(programs=("targets", "init", "step")).values())
+    with pytest.raises(budget.BudgetError, match=r"^1 seed\(s\) at 32x32 need .* by XLA's account, more than the .* of "
+                                                 r"tpu device 0; use a smaller --size"):
+        budget.check_programs(engine, need - 1, "tpu device 0")
+    lines = []
+    budget.check_programs(engine, need, "tpu device 0", lines.append)
+    assert len(lines) == 1 and lines[0].startswith("memory: XLA's account of the "), lines
+    # run_job asks it with the device's limit: none on XLA:CPU, a refusal before anything is written where the
+    # device reports less than the programs need (here the model is told it fits: the model alone would pass).
+    monkeypatch.setattr(budget, "device_memory_bytes", lambda device: need - 1)
+    monkeypatch.setattr(budget, "check", lambda *args, **kwargs: None)
+    out = tmp_path / "out"
+    with pytest.raises(budget.BudgetError, match="by XLA's account"):
+        run_job([(source(tmp_path / "a.png"), [0])], weights_path, CONFIG, RunOptions(output_dir=str(out), mesh="none"),
+                log=lambda line: None)
+    assert not out.exists()
+
+
 # 2. Numbers.
 
 @pytest.mark.parametrize("flag", ["--init_scale=nan", "--layer_weights=inf,1", "--layer_weights=1,-inf"])

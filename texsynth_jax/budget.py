@@ -9,7 +9,9 @@ estimate exceeds the machine's memory, or the device's where JAX reports it, wit
 what would fit. The per-pixel constants are fitted to XLA's own account of the compiled programs
 (`Engine.step_memory_bytes`; tests/test_hardening.py keeps them checked against it). With `judge=True`
 the judge that follows each source counts too (evaluate.judge_memory_bytes: it runs after the step's
-buffers are gone, on one device, so the larger of the two is what must fit).
+buffers are gone, on one device, so the larger of the two is what must fit). On a device with memory of its
+own (GPU, TPU), where another compiler lays out the buffers, `check_programs` also holds XLA's own account
+of the finest scale's compiled programs to the device's memory.
 """
 
 import contextlib
@@ -116,12 +118,45 @@ def check_job(sources, config, arch: str, mesh, judge: bool = False) -> None:
     runner will place them (`mesh`, None for one device), with the judge after each when `judge`."""
     import jax
 
-    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+    device = device_of(mesh)
     check([(path, size) for path, size, _ in sources], config.size, max(len(seeds) for _, _, seeds in sources),
           config, arch, devices=1 if mesh is None else mesh.devices.size,
           split="none" if mesh is None else mesh.axis_names[0], backend=jax.default_backend(),
           device_limit=device_memory_bytes(device), device_name=f"{device.platform} device {device.id}",
           judge=judge)
+
+
+def check_programs(engine, device_limit: int | None, device_name: str, log=None) -> None:
+    """Where the device has memory of its own (a GPU or TPU: `device_memory_bytes` says how much), XLA's own
+    account of the finest scale's programs (targets, init, step), compiled for the analysis only
+    (engine.memory_bytes), must fit in it: the per-pixel model above is fitted to XLA:CPU, and another
+    compiler lays out other buffers. A compile of its own, so only where there is such a device (None:
+    nothing to do). BudgetError (one line) if a program does not fit.
+
+    engine: a coarse_to_fine.CoarseToFine (or an Engine)."""
+    if device_limit is None:
+        return
+    from texsynth_jax import engine as engine_lib
+
+    finest = getattr(engine, "engines", [engine])[-1]
+    need = {name: engine_lib.memory_bytes(lowered)
+            for name, lowered in finest.lower(programs=("targets", "init", "step")).items()}
+    name = max(need, key=need.get)
+    (h, w), seeds = finest.config.size, finest.batch_size
+    if log is not None:
+        log(f"memory: XLA's account of the {name} program at {h}x{w}, {seeds} seed(s): {gib(need[name])} of the "
+            f"{gib(device_limit)} of {device_name}")
+    if need[name] > device_limit:
+        raise BudgetError(f"{seeds} seed(s) at {h}x{w} need {gib(need[name])} in the {name} program by XLA's account, "
+                          f"more than the {gib(device_limit)} of {device_name}; use a smaller --size or fewer seeds "
+                          "per source")
+
+
+def device_of(mesh):
+    """The device whose memory bounds a job on this host's `mesh` (None: one device)."""
+    import jax
+
+    return jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
 
 
 def check(sources, out_size: tuple[int, int], batch: int, config, arch: str, *, devices: int = 1,

@@ -185,8 +185,10 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
             placed = engines[group_config].engines[0].params
         return engines[group_config]
 
+    device = budget.device_of(mesh)
     for group_config in _groups(todo):  # all now: an engine checks its settings against the mesh
-        engine_for(group_config)
+        budget.check_programs(engine_for(group_config), budget.device_memory_bytes(device),
+                              f"{device.platform} device {device.id}", say)
     job = _Job(engine_for(todo[0].config), evaluate.load_judge() if options.judge else None, meta, weights_path,
                weights_sha256, options, record_extra or {}, log, say, t0, should_stop, process)
     if options.resume:  # every checkpoint of the job is read before the first source runs

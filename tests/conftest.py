@@ -62,22 +62,3 @@ def weights_path():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of CPU (bench smoke runs of the heaviest scripts); "
                             "deselect with -m 'not slow'")
-
-
-# Test files, heaviest first: pytest-xdist deals whole files (--dist loadfile) to the two workers as they free
-# up, and by default in the order of their number of tests, which leaves the few-test, minute-long files (the
-# notebook, the bench smoke runs, the multi-process and bucket runs) to the end, where one worker runs them
-# while the other has finished: 140-215 s of one core idle in two timelines of the suite. Seconds in-suite,
-# from those timelines (AMD EPYC, 2 cores); files not listed follow, in xdist's usual order.
-HEAVY_FIRST = {"test_notebook.py": 150, "test_engine.py": 150, "test_coarse_to_fine.py": 155, "test_run.py": 145,
-               "test_synthesis.py": 125, "test_bench.py": 115, "test_evaluate.py": 105, "test_cloud.py": 95,
-               "test_run_scale.py": 90, "test_terms.py": 90, "test_padding.py": 85, "test_bench_slow.py": 80,
-               "test_hardening.py": 58, "test_lbfgs.py": 50, "test_effects.py": 50, "test_parallel.py": 45,
-               "test_readme.py": 45, "test_worklist.py": 40, "test_conv.py": 40}
-
-
-def pytest_collection_modifyitems(config, items):
-    count = {}
-    for item in items:
-        count[item.path.name] = count.get(item.path.name, 0) + 1
-    items.sort(key=lambda item: (-HEAVY_FIRST.get(item.path.name, 0), -count[item.path.name], item.path.name))

@@ -174,8 +174,7 @@ def atomic_path(path: str):
 def remove(path: str) -> None:
     """Delete `path`; a missing file is not an error."""
     if is_url(path):
-        if _epath(path).exists():
-            _epath(path).unlink()
+        _epath(path).unlink(missing_ok=True)
     else:
         try:
             os.unlink(path)

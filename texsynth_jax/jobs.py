@@ -178,7 +178,7 @@ def _read_list(path: str, default_seeds: list[int]) -> list[tuple[str, list[int]
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, seeds_text = _split_line(line, folder, f"{path}:{number}")
-        image = name if os.path.isabs(name) or storage.is_url(name) else storage.join(folder, name)
+        image = storage.resolve(folder, name)
         seeds = parse_seeds(seeds_text, f"{path}:{number}: seeds") if seeds_text is not None else default_seeds
         pairs += len(seeds)
         _check_pairs(path, pairs)  # line by line, before more lists are built
@@ -196,7 +196,7 @@ def _split_line(line: str, folder: str, where: str) -> tuple[str, str | None]:
     if '"' not in text and "'" not in text:
         if len(parts) == 1 or (len(parts) == 2 and set(parts[1]) <= set("0123456789,")):
             return parts[0], parts[1] if len(parts) == 2 else None  # the usual line: no look at the disk
-        exists = lambda name: storage.isfile(name if os.path.isabs(name) else storage.join(folder, name))
+        exists = lambda name: storage.isfile(storage.resolve(folder, name))
         head, _, tail = text.rpartition(" ")
         if exists(text):
             return text, None

@@ -51,6 +51,12 @@ def join(folder: str, *names: str) -> str:
     return os.path.join(folder, *names)
 
 
+def resolve(folder: str, name: str) -> str:
+    """`name` as written in a list or work file in `folder`: an absolute path or a URL as it is, else relative
+    to that folder."""
+    return name if os.path.isabs(name) or is_url(name) else join(folder, name)
+
+
 def parent(path: str) -> str:
     """The folder of `path` (for a local path, of its absolute form)."""
     if is_url(path):

@@ -16,7 +16,6 @@ anything runs, each reported as `path:line: problem; fix`.
 """
 
 import json
-import os
 
 from texsynth_jax import jobs, storage
 from texsynth_jax.config import SynthesisConfig
@@ -86,7 +85,7 @@ def parse_item(text: str, path: str, number: int, folder: str, default_seeds: li
     if not isinstance(source, str) or not source.strip():
         raise jobs.JobError(f'{where}: "source" is {"missing" if source is None else json.dumps(source)}; give the '
                             'image as a path, like "source": "bark.png" (relative to the work file\'s folder)')
-    image = source if os.path.isabs(source) or storage.is_url(source) else storage.join(folder, source)
+    image = storage.resolve(folder, source)
     if not storage.isfile(image):
         raise jobs.JobError(f"{where}: source {image} not found; check the path (a relative one is relative to "
                             "the work file's folder)")

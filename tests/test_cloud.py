@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_run import RUN_PY, cli, cli_env, in_process  # noqa: F401 (cli_env is a fixture)
+from test_run import RUN_PY, SHALLOW, cli, cli_env, in_process  # noqa: F401 (cli_env is a fixture)
 from texsynth_jax import storage
 
 BUCKET = "texsynth-tests"
@@ -101,7 +101,7 @@ def test_a_job_from_a_bucket_into_a_bucket_is_killed_and_resumes_from_its_checkp
     upload_image(f"{inputs}/a.png", 0)
     (local_in / "a.png").write_bytes(storage.read_bytes(f"{inputs}/a.png"))
     args = [f"--weights={weights_path}", "--size=32", "--seeds=2", "--coarse_iterations=", "--iterations=6",
-            "--log_every=1", "--judge=false"]
+            "--log_every=1", "--judge=false", SHALLOW]
     straight = cli([*args, f"--input={local_in}", f"--output_dir={tmp_path / 'straight'}"], env, tmp_path)
     assert straight.returncode == 0, straight.stderr
 

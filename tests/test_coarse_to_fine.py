@@ -15,7 +15,8 @@ from texsynth_jax.config import parse_value
 from test_engine import counted_compiles
 from test_run import in_process
 
-SHALLOW = dict(layers=("conv1_1", "pool1", "pool2", "pool3"), layer_weights=(1.0, 1.0, 1.0, 1.0))  # 8x: small sizes
+# 4 of VGG-16's 13 convolutions (half the compilation of the default's), and 4x downsampling: small sizes.
+SHALLOW = dict(layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0))
 
 
 def gravel(size):

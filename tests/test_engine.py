@@ -73,27 +73,37 @@ CONFIG = SynthesisConfig(size=(32, 32), layers=("conv1_1", "pool1", "pool2"), la
                          iterations=3, coarse_iterations=())
 
 
+SEEDS = ([0, 1], [5], [2, 3])  # a job's batches of 2, 1 (padded), 2
+
+
+@pytest.fixture(scope="module")
+def separate_runs(tmp_path_factory, weights_path):
+    """{(source stem, seed): uint8 image} of each source synthesised on its own with synthesize(), once for
+    both meshes below."""
+    params, spec, _ = load_weights(weights_path)
+    images = {}
+    for path, seeds in zip(make_sources(tmp_path_factory.mktemp("alone"), 3), SEEDS):
+        source, _ = image_io.load_image(path)
+        targets = compute_targets(params, source, spec, CONFIG)
+        alone, _ = synthesize(jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32)), targets, params, spec, CONFIG)
+        images.update({(path.rsplit("/", 1)[1][:-4], seed): image_io.to_uint8(image)
+                       for seed, image in zip(seeds, np.asarray(alone))})
+    return images
+
+
 @pytest.mark.parametrize("mesh", ["none", "seeds"])
-def test_a_job_compiles_once_and_equals_separate_runs(mesh, tmp_path, weights_path):
-    paths = make_sources(tmp_path, 3)
-    work = [(paths[0], [0, 1]), (paths[1], [5]), (paths[2], [2, 3])]  # batches of 2, 1 (padded), 2
-    options = RunOptions(output_dir=str(tmp_path / "out"), log_every=100, mesh=mesh)
+def test_a_job_compiles_once_and_equals_separate_runs(mesh, tmp_path, weights_path, separate_runs):
+    work = list(zip(make_sources(tmp_path, 3), SEEDS))
+    options = RunOptions(output_dir=str(tmp_path / "out"), log_every=100, mesh=mesh, judge=False)
     with counted_compiles() as compiles:
         report = run_job(work, weights_path, CONFIG, options, log=lambda line: None)
     assert [r.status for r in report.results] == ["complete"] * 3 and not report.interrupted
     assert compiles["step"] == 1 and compiles["init_state"] == 1, compiles
     assert compiles["compute_targets"] == 1, compiles  # the sources share one shape
-
-    params, spec, _ = load_weights(weights_path)
-    for path, seeds in work:
-        source, _ = image_io.load_image(path)
-        targets = compute_targets(params, source, spec, CONFIG)
-        keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
-        alone, _ = synthesize(keys, targets, params, spec, CONFIG)
-        stem = path.rsplit("/", 1)[1][:-4]
-        for seed, image in zip(seeds, np.asarray(alone)):
-            written = np.asarray(Image.open(tmp_path / "out" / f"{stem}_seed{seed}.png"), np.int16)
-            assert np.abs(written - image_io.to_uint8(image)).max() <= 1, (path, seed)
+    for (stem, seed), image in separate_runs.items():
+        written = np.asarray(Image.open(tmp_path / "out" / f"{stem}_seed{seed}.png"), np.int16)
+        assert np.abs(written - image).max() <= 1, (stem, seed)
+    assert len(separate_runs) == 5
 
 
 def test_engine_runs_many_sources_through_one_program():

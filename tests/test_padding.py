@@ -161,8 +161,10 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
     source = jnp.asarray(image_io.load_image(texture_path)[0])
     keys = jax.random.split(jax.random.key(0), 1)  # one seed: the run is the test's cost (the measures are four)
     ratios = {}
-    for tileable in (True, False):
-        config = SynthesisConfig(size=(64, 64), iterations=30, tileable=tileable, coarse_iterations=())
+    for tileable in (True, False):  # to pool2, a third of the default network's cost: circular padding is the
+        # same at every layer (test_circular_features_of_a_shifted_image_are_shifted holds all of them to it)
+        config = SynthesisConfig(size=(64, 64), iterations=30, tileable=tileable, coarse_iterations=(),
+                                 layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0))
         images, _ = synthesize(keys, engine.Engine(params, spec, config, 1).targets(source),
                                params, spec, config)
         images = np.asarray(images)
@@ -170,8 +172,8 @@ def test_tileable_seam_is_like_the_interior(weights_path, texture_path):
         features = np.stack([np.asarray(vgg.extract_features(params, jnp.asarray(r), spec, ("conv1_1",))["conv1_1"])
                              for r in repeat])
         ratios[tileable] = seam_ratios(images, features)
-    # Per measure (pixel rows, pixel columns, feature rows, feature columns); measured on seeds 0 and 1:
-    # tileable 0.65 ... 1.12, not tileable 1.7 ... 2.8 (with zero padding; reflect passes too).
+    # Per measure (pixel rows, pixel columns, feature rows, feature columns), measured with this key and two
+    # others: tileable 0.75 ... 1.38, not tileable 2.0 ... 3.6 (with zero padding).
     assert np.all(ratios[True] < 1.4) and 0.6 < ratios[True].mean() < 1.25, ratios
     assert np.all(ratios[False] > 1.4) and ratios[False].mean() > 1.5 * ratios[True].mean(), ratios
 

@@ -22,6 +22,8 @@ from texsynth_jax import cli as cli_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(REPO, "run.py")
+# 4 of VGG-16's 13 convolutions: half the compilation of the default's (pool4), for runs that test the job, not the network.
+SHALLOW = "--layers=conv1_1,pool1,pool2"
 TINY = ["--size=32", "--coarse_iterations=", "--iterations=2", "--seeds=1"]  # one scale: pool4 needs >= 16 px
 
 
@@ -127,7 +129,7 @@ def test_flagfile_builds_the_config(tmp_path, monkeypatch):
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, weights_path, cli_env):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, RUN_PY, "--size=32", "--seeds=2", "--coarse_iterations=", "--iterations=100000",
+    proc = subprocess.Popen([sys.executable, RUN_PY, "--size=32", "--seeds=2", "--coarse_iterations=", "--iterations=100000", SHALLOW,
                              "--log_every=1", f"--weights={weights_path}", f"--output_dir={out}"],
                             cwd=tmp_path, env=cli_env, stderr=subprocess.PIPE, text=True)
     lines, first_progress = [], threading.Event()
@@ -277,7 +279,7 @@ def test_other_image_modes_are_converted_and_logged(make, note, tmp_path, weight
     make(tmp_path / "in.png")
     out = tmp_path / "out"
     code, stderr = in_process(["--size=32", "--coarse_iterations=", "--iterations=1", "--seeds=1", f"--input={tmp_path / 'in.png'}",
-                               f"--weights={weights_path}", f"--output_dir={out}"], capsys)
+                               SHALLOW, "--judge=false", f"--weights={weights_path}", f"--output_dir={out}"], capsys)
     assert code == 0, stderr
     assert any(l.startswith("input:") and note in l for l in stderr.splitlines()), stderr
     with Image.open(out / "in_seed0.png") as img:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from test_run import RUN_PY, cli, cli_env  # noqa: F401 (cli_env is a fixture)
+from test_run import RUN_PY, SHALLOW, cli, cli_env  # noqa: F401 (cli_env is a fixture)
 
 
 def make_image(path, seed):
@@ -32,7 +32,7 @@ def test_preempted_then_killed_run_resumes_to_the_uninterrupted_result(tmp_path,
     checkpoint, then a second resume: the same images and losses as an uninterrupted run, bit for bit."""
     source = make_image(tmp_path / "src.png", 0)
     args = [f"--input={source}", f"--weights={weights_path}", "--size=32", "--seeds=2", "--coarse_iterations=",
-            "--iterations=10", "--log_every=1", "--judge=false"]
+            "--iterations=10", "--log_every=1", "--judge=false", SHALLOW]
     straight = cli([*args, f"--output_dir={tmp_path / 'straight'}"], cli_env, tmp_path)
     assert straight.returncode == 0, straight.stderr
     out, deadline = tmp_path / "out", time.time() + 240
@@ -106,7 +106,7 @@ def test_two_processes_split_a_batch_job(tmp_path, cli_env, weights_path):
     out = tmp_path / "out"
     port = free_port(SLURM_PORTS)
     common = [sys.executable, RUN_PY, f"--input={job}", f"--weights={weights_path}", "--size=32",
-              "--coarse_iterations=", "--iterations=2", f"--output_dir={out}"]
+              "--coarse_iterations=", "--iterations=2", SHALLOW, "--judge=false", f"--output_dir={out}"]
     slurm = dict(cli_env, SLURM_JOB_ID=str(port - SLURM_PORTS), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
                  SLURM_PROCID="1", SLURM_LOCALID="0")
     procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

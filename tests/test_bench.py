@@ -16,7 +16,7 @@ _spec = importlib.util.spec_from_file_location("bench_smoke", os.path.join(REPO,
 smoke_module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(smoke_module)  # only the standard library at import
 SCRIPTS = smoke_module.SCRIPTS
-SLOW = ("large", "scale", "losses", "schedules")  # each compiles a dozen or more programs
+SLOW = ("large", "scale", "losses", "schedules", "versus_paper")  # each compiles a dozen or more programs
 FAST = tuple(name for name in SCRIPTS if name not in SLOW)
 HELPERS = {"common", "torch_baseline", "smoke"}  # imported by the scripts, or the runner itself
 

@@ -45,7 +45,8 @@ def timed_paper(engine, source, keys, iterations):
     targets = engine.targets(source)
     jax.block_until_ready(engine.run(engine.init(keys, targets), targets, 2)[0])
     began = time.perf_counter()
-    state, _ = engine.run(engine.init(keys, engine.targets(source)), targets, iterations)
+    targets = engine.targets(source)  # timed, as in timed_default
+    state, _ = engine.run(engine.init(keys, targets), targets, iterations)
     images = np.asarray(engine.images(state))[:len(keys)]
     return images, time.perf_counter() - began
 
@@ -86,9 +87,9 @@ def main(argv=None):
     ratios = {}  # (size, set) -> [(distance, diversity, time) ratios per photo]
     for size in sizes:
         smoke = network(args)
-        default = ts.SynthesisConfig(size=(size, size), **smoke)
-        if args.smoke:  # one coarse scale of one iteration: 32 px has no room for two
-            default = ts.SynthesisConfig(size=(size, size), coarse_iterations=(1,), iterations=1, **smoke)
+        # With --smoke one coarse scale of one iteration: 32 px has no room for two.
+        schedule = dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}
+        default = ts.SynthesisConfig(size=(size, size), **schedule, **smoke)
         paper = ts.SynthesisConfig(**{**PAPER_MODE, **smoke, "size": (size, size), "iterations": args.iterations})
         engines = {"default": ts.make_engine(params, spec, default, args.seeds),
                    "paper": ts.Engine(params, spec, paper, args.seeds)}

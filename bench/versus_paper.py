@@ -2,6 +2,8 @@
 
     python bench/versus_paper.py --sizes 128,256 --seeds 4 --split checking
     python bench/versus_paper.py --sizes 128 --split held_out --skip_torch
+    python bench/versus_paper.py --split tuning --sizes 128 --sets default,torch --cache /tmp/vp_cache \
+        --candidate "last60=iterations=60" --candidate "single=coarse_iterations=;iterations=100"
     python bench/versus_paper.py --smoke     # seconds: 32 px, 2 seeds, 2 paper iterations, one photo
 
 For each photo and size, three sets of seeds, each scored by the built-in judge (distance to the source, lower is
@@ -9,7 +11,12 @@ better; diversity between the seeds, higher is more varied; the fraction of each
 - "default": SynthesisConfig's defaults (coarse to fine), what `texsynth --size=N` runs;
 - "paper": the paper mode (one scale, Gram loss, zero padding, grey start) run to --iterations (300);
 - "torch": the reference, a PyTorch implementation of the paper through scipy's L-BFGS-B (pixels bounded to
-  [0, 1], from uniform noise, each seed alone; bench/torch_baseline.py), also to --iterations.
+  [0, 1], from uniform noise, each seed alone; bench/torch_baseline.py), also to --iterations;
+- each --candidate NAME=SETTINGS: the default with SETTINGS ("field=value;field=value", SynthesisConfig's
+  fields as the flags spell them) changed, to tune on the tuning photos.
+--cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
+our settings; the machine that timed them is printed), and --out writes a picture per photo and size: the source,
+then a row of seeds per set.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
 is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
 set with its ratios to the reference, then per size the geometric means over the photos. The photos are read,
@@ -17,7 +24,9 @@ never copied (bench/common.py: the split).
 """
 
 import argparse
+import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
@@ -26,13 +35,17 @@ from common import (SMOKE_SIZE, add_weights_arg, add_smoke_arg, load_average, lo
                     smoke_texture, split_paths, texture_source, TEXTURES)
 from diversity import torch_synthesize
 
+SETS = ("default", "paper", "torch")
+
 
 def timed_default(engine, source, keys):
-    """(images, seconds) of the default settings, the batch of seeds together, compiled before the clock."""
+    """(images, seconds) of coarse-to-fine settings, the batch of seeds together, compiled before the clock
+    (a whole run the first time an engine is used: each scale compiles on first use)."""
     import jax
 
-    targets = engine.targets(source)
-    jax.block_until_ready(engine.synthesize(keys, targets)[0])  # compiles every scale's programs
+    if not getattr(engine, "warm", False):
+        jax.block_until_ready(engine.synthesize(keys, engine.targets(source))[0])
+        engine.warm = True
     began = time.perf_counter()
     images = np.asarray(engine.synthesize(keys, engine.targets(source))[0])
     return images, time.perf_counter() - began
@@ -51,6 +64,59 @@ def timed_paper(engine, source, keys, iterations):
     return images, time.perf_counter() - began
 
 
+def cached_reference(cache, name, size, seeds, iterations, compute):
+    """(images, seconds) of the PyTorch reference: from `cache` (a folder, or None for no cache) when it holds
+    this photo, size, seed count and iteration count, else computed by `compute()` and stored there."""
+    path = cache and os.path.join(cache, f"{os.path.splitext(name)[0]}_{size}px_{seeds}seeds_{iterations}its.npz")
+    if path and os.path.isfile(path):
+        with np.load(path) as stored:
+            print(f"({name} {size} px: the reference from {path}, timed on {stored['machine']})", flush=True)
+            return stored["images"], float(stored["seconds"])
+    images, seconds = compute()
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        temporary = path + ".partial.npz"
+        np.savez(temporary, images=np.asarray(images), seconds=seconds, machine=machine())
+        os.replace(temporary, path)
+    return images, seconds
+
+
+def parse_candidate(text: str) -> tuple[str, dict]:
+    """"NAME=field=value;field=value" -> (NAME, {field: value text}); exits with one line if malformed."""
+    name, _, settings = text.partition("=")
+    pairs = [item.partition("=") for item in settings.split(";") if item.strip()]
+    if not name or name in SETS or not pairs or any(not eq for _, eq, _ in pairs):
+        sys.exit(f"error: --candidate {text!r} is not NAME=field=value;field=value with a new NAME, like "
+                 "'last60=iterations=60'")
+    return name, {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def with_settings(config, settings: dict):
+    """`config` with {field: value text} changed, the text read as the field's flag is."""
+    from texsynth_jax.config import parse_value
+
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    unknown = next((key for key in settings if key not in fields), None)
+    if unknown:
+        sys.exit(f"error: --candidate names {unknown!r}, which is no SynthesisConfig field; use one like iterations")
+    return dataclasses.replace(config, **{key: parse_value(fields[key], value) for key, value in settings.items()})
+
+
+def save_sheet(path, source, rows) -> None:
+    """The source (tiled to the outputs' size) above one row of seeds per set, 4 px of white between."""
+    from PIL import Image
+
+    h, w = rows[0][0].shape[:2]
+    tiled = np.tile(source, (-(-h // source.shape[0]), -(-w // source.shape[1]), 1))[:h, :w]
+    cells = [[tiled], *[list(images) for images in rows]]
+    columns = max(len(r) for r in cells)
+    sheet = np.ones((len(cells) * (h + 4) - 4, columns * (w + 4) - 4, 3), np.float32)
+    for r, row in enumerate(cells):
+        for c, image in enumerate(row):
+            sheet[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = image
+    Image.fromarray((np.clip(sheet, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
 def geomean(values) -> float:
     return float(np.exp(np.mean(np.log(values))))
 
@@ -63,10 +129,21 @@ def main(argv=None):
     parser.add_argument("--split", default="checking", choices=("tuning", "checking", "held_out"))
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
     parser.add_argument("--skip_torch", action="store_true", help="no PyTorch reference: ratios to our paper mode")
+    parser.add_argument("--sets", default=",".join(SETS), help=f"which of {','.join(SETS)} to run (the reference "
+                        "always: the ratios need it)")
+    parser.add_argument("--candidate", action="append", default=[], help="NAME=field=value;field=value: the default "
+                        "with these settings changed (repeatable)")
+    parser.add_argument("--cache", default=None, help="folder keeping the PyTorch reference's results between runs")
+    parser.add_argument("--out", default=None, help="folder for a picture per photo and size (source, then seeds)")
     add_weights_arg(parser)
     add_smoke_arg(parser)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    candidates = dict(parse_candidate(c) for c in args.candidate)
+    reference = "paper" if args.skip_torch else "torch"
+    chosen = {*args.sets.split(","), reference}
+    if not chosen <= set(SETS):
+        sys.exit(f"error: --sets={args.sets} names an unknown set; use some of {','.join(SETS)}")
     paths = split_paths(args.split, args.textures) if not args.smoke else [smoke_texture()]
     if args.smoke:
         sizes, args.seeds, args.iterations = [SMOKE_SIZE], 2, 2
@@ -79,7 +156,6 @@ def main(argv=None):
     params, spec = load_weights(args.weights)
     judge_params = evaluate.load_judge()
     keys = jax.random.split(jax.random.key(0), args.seeds)
-    reference = "paper" if args.skip_torch else "torch"
     print(f"{machine()}; load average {load_average()}; split {args.split}, {args.seeds} seeds, paper and "
           f"reference {args.iterations} iterations", flush=True)
     print("\n| photo | size | set | seconds | distance | diversity | copied | distance / ref | diversity / ref "
@@ -91,20 +167,28 @@ def main(argv=None):
         schedule = dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}
         default = ts.SynthesisConfig(size=(size, size), **schedule, **smoke)
         paper = ts.SynthesisConfig(**{**PAPER_MODE, **smoke, "size": (size, size), "iterations": args.iterations})
-        engines = {"default": ts.make_engine(params, spec, default, args.seeds),
-                   "paper": ts.Engine(params, spec, paper, args.seeds)}
+        engines = {label: ts.make_engine(params, spec, with_settings(default, settings), args.seeds)
+                   for label, settings in [("default", {})] * ("default" in chosen) + list(candidates.items())}
+        if "paper" in chosen:
+            engines["paper"] = ts.Engine(params, spec, paper, args.seeds)
         model = None
-        if not args.skip_torch:
+        if "torch" in chosen:
             from torch_baseline import TorchGatys
 
             model = TorchGatys(params, spec, paper.layers, paper.layer_weights)
         for path in paths:
             name, source = os.path.basename(path), texture_source(path, (size, size))
-            runs = {"default": timed_default(engines["default"], source, keys),
-                    "paper": timed_paper(engines["paper"], source, keys, args.iterations)}
+            runs = {label: timed_paper(engine, source, keys, args.iterations) if label == "paper"
+                    else timed_default(engine, source, keys) for label, engine in engines.items()}
             if model is not None:
-                runs["torch"] = torch_synthesize(model, source, range(args.seeds), (size, size), [args.iterations],
-                                                 "uniform", 0.5)[args.iterations]
+                runs["torch"] = cached_reference(
+                    args.cache, name, size, args.seeds, args.iterations,
+                    lambda: torch_synthesize(model, source, range(args.seeds), (size, size), [args.iterations],
+                                             "uniform", 0.5)[args.iterations])
+            if args.out:
+                os.makedirs(args.out, exist_ok=True)
+                save_sheet(os.path.join(args.out, f"{os.path.splitext(name)[0]}_{size}.png"), source,
+                           [images for images, _ in runs.values()])
             scores = {label: evaluate.judge(judge_params, source, list(images)) for label, (images, _) in runs.items()}
             ref, ref_seconds = scores[reference], runs[reference][1]
             for label, verdict in scores.items():

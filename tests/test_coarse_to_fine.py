@@ -39,7 +39,7 @@ def test_scale_sizes_and_iterations():
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(coarse_iterations=(10, 0)), "at least one iteration"),
-    (dict(size=(32, 32), coarse_iterations=(1, 1), tileable=True), "too small for 2 coarser scales"),
+    (dict(size=(32, 32), coarse_iterations=(1, 1), tileable=True, coarse_min_view=0), "too small for 2 coarser scales"),
     (dict(upsample="sinc"), "upsample='sinc' is unknown"),
 ])
 def test_bad_schedules_are_refused(kwargs, words):
@@ -48,12 +48,34 @@ def test_bad_schedules_are_refused(kwargs, words):
 
 
 def test_the_coarsest_scale_must_reach_the_deepest_layer():
-    config = SynthesisConfig(size=(256, 256), coarse_iterations=(5, 5, 5, 5))  # 16 px outputs, fine for pool4 ...
+    config = SynthesisConfig(size=(256, 256), coarse_iterations=(5, 5, 5, 5), coarse_min_view=0)  # 16 px: pool4 ...
     config.check_network("vgg16")
     with pytest.raises(ValueError, match="128x128 shrinks to 8x8 .* too small for pool4; use fewer --coarse_iterations"):
         coarse_to_fine.check_source((128, 128), config, "vgg16", "input image x.png")  # ... but an 8 px source
     with pytest.raises(ValueError, match="an Engine runs one scale"):
         Engine({}, None, config, 1)
+
+
+def test_coarse_scales_the_deepest_layer_barely_sees_are_left_out(vgg, weights_path, tmp_path, capsys):
+    """coarse_min_view drops the coarsest scales where the deepest layer has fewer positions than it
+    asks, with their iterations: the scales a run makes and logs, and one Engine when none is left."""
+    default = SynthesisConfig(size=(128, 128))  # pool4 at 32 px: 2x2 positions
+    assert default.scale_sizes == [(64, 64), (128, 128)] and default.scale_iterations == [60, 20]
+    every = SynthesisConfig(size=(128, 128), coarse_min_view=0)
+    assert every.scale_sizes == [(32, 32), (64, 64), (128, 128)] and every.total_iterations == 180
+    assert SynthesisConfig(size=(192, 192)).scale_sizes == [(48, 48), (96, 96), (192, 192)]  # 3 positions: kept
+    assert SynthesisConfig(size=(192, 160)).scale_sizes == [(96, 80), (192, 160)]  # 40 px: 2 positions
+    shallow = SynthesisConfig(size=(32, 32), coarse_iterations=(4, 3), coarse_min_view=4, **SHALLOW)  # pool2: 4x
+    assert shallow.scale_sizes == [(16, 16), (32, 32)] and shallow.scale_iterations == [3, 20]
+    params, spec = vgg
+    assert isinstance(coarse_to_fine.make_engine(params, spec, SynthesisConfig(size=(48, 48)), 1), Engine)
+    with pytest.raises(ValueError, match="coarse_min_view=-1 is negative"):
+        SynthesisConfig(coarse_min_view=-1)
+    args = [f"--weights={weights_path}", f"--output_dir={tmp_path / 'out'}", "--seeds=1", "--size=64",
+            "--iterations=1", "--coarse_iterations=3,2", "--layers=conv1_1,pool1,pool2", "--judge=false",
+            "--coarse_min_view=5"]  # 16 px: 4 positions of pool2, left out
+    code, stderr = in_process(args, capsys)
+    assert code == 0 and "iterations 2 at 32x32, 1 at 64x64" in stderr, stderr
 
 
 def test_empty_flag_means_one_scale():
@@ -106,7 +128,7 @@ def test_a_job_resumes_at_a_coarse_scale_and_at_the_last(tmp_path, weights_path)
     checkpoint (a state of that scale's size) and ends with the images of an uninterrupted run."""
     path = tmp_path / "g.png"
     Image.fromarray((gravel(32) * 255).astype(np.uint8)).save(path)
-    config = SynthesisConfig(size=(32, 32), coarse_iterations=(4, 3), iterations=3, **SHALLOW)
+    config = SynthesisConfig(size=(32, 32), coarse_iterations=(4, 3), iterations=3, coarse_min_view=0, **SHALLOW)
     quiet = lambda line: None
     straight = tmp_path / "straight"
     run_job([(str(path), [0, 1])], weights_path, config, RunOptions(output_dir=str(straight), judge=False), log=quiet)
@@ -143,7 +165,7 @@ def test_cli_writes_each_scale_and_explains_a_small_source(tmp_path, weights_pat
     assert Image.open(out / "default_texture_seed0.png").size == (64, 64)
     small = tmp_path / "small.png"
     Image.fromarray((gravel(24) * 255).astype(np.uint8)).save(small)
-    code, stderr = in_process([*args, f"--input={small}", "--coarse_iterations=2,2,2"], capsys)
+    code, stderr = in_process([*args, f"--input={small}", "--coarse_iterations=2,2,2", "--coarse_min_view=0"], capsys)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and stderr.endswith(errors[0] + "\n"), stderr
     assert "shrinks to 3x3 at the coarsest of 4 scales, too small for pool2" in stderr, stderr

@@ -64,6 +64,7 @@ EFFECT_TESTS = {
     "projections": "test_terms.py::test_projections_fixed_keep_the_key_and_fresh_redraw_it",
     "coarse_iterations": "test_coarse_to_fine.py::test_a_texture_larger_than_its_source_runs_every_scale_once_compiled",
     "upsample": "test_effects.py::test_upsample_starts_the_next_scale",
+    "coarse_min_view": "test_coarse_to_fine.py::test_coarse_scales_the_deepest_layer_barely_sees_are_left_out",
 }
 
 

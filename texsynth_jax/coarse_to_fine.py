@@ -202,12 +202,13 @@ class CoarseToFine:
 
 def make_engine(params: Mapping, spec: vgg.NetworkSpec, config: SynthesisConfig, batch_size: int,
                 mesh: Mesh | None = None, steps_per_dispatch: int | None = None) -> Engine | CoarseToFine:
-    """The engine a config needs: an Engine for one scale, a CoarseToFine when it has coarse_iterations.
+    """The engine a config needs: an Engine for one scale, a CoarseToFine when it has coarse scales
+    (`config.scale_sizes`: coarse_iterations less those too small for coarse_min_view).
 
     Both take their own kind of targets from their `targets(source)` ({term: stats}, or a list of them
     per scale) and run with the same `on_step(state, step, losses)`. Arguments as Engine's.
     """
-    if config.coarse_iterations:
+    if len(config.scale_sizes) > 1:
         return CoarseToFine(params, spec, config, batch_size, mesh, steps_per_dispatch)
     return Engine(params, spec, config, batch_size, mesh, steps_per_dispatch)
 

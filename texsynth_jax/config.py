@@ -86,6 +86,9 @@ class SynthesisConfig:
         size relative to the output. Default (100, 60) with 20 `iterations`, measured by
         bench/schedules.py (docs/quality.md, "Coarse to fine: time to quality"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
+      coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
+        has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
+        left out with their iterations, so small outputs run fewer scales.
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.", example="256 or 256,384")
@@ -130,6 +133,10 @@ class SynthesisConfig:
                                                  "bench/schedules.py). Empty: one scale (the paper).",
                                                  example="100,60 (or empty for one scale)")
     upsample: str = setting("cubic", "How each coarse scale's result is enlarged to start the next.", UPSAMPLING)
+    coarse_min_view: int = setting(3, "Coarse scales at which the deepest layer would see fewer than this many "
+                                   "positions along the shorter side are left out, coarsest first, with their "
+                                   "iterations (at 128 px pool4 sees 2x2 at 32 px: too little to lay out a texture; "
+                                   "bench/versus_paper.py). 0 keeps every scale of --coarse_iterations.")
 
     def __post_init__(self):
         check_fields(self)
@@ -176,8 +183,11 @@ class SynthesisConfig:
                 f"units (not 0-255), at most {MAX_INIT_SCALE[self.init]:g} "
                 + ("(the whole [0, 1])" if self.init == "uniform" else "(beyond it the sigmoid saturates the start)")
                 + "; give one like 0.01")
+        if self.coarse_min_view < 0:
+            raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
+                             "or 0 to keep every coarse scale")
         if len(set(self.scale_sizes)) < len(self.scale_sizes):
-            raise ValueError(f"size {self.size[0]}x{self.size[1]} is too small for {len(self.coarse_iterations)} "
+            raise ValueError(f"size {self.size[0]}x{self.size[1]} is too small for {len(self.scale_sizes) - 1} "
                              "coarser scales (two would have the same size); give fewer coarse_iterations, or "
                              "coarse_iterations= (empty) for one scale")
         if self.tileable:
@@ -187,15 +197,25 @@ class SynthesisConfig:
     def scale_sizes(self) -> list[tuple[int, int]]:
         """Output (height, width) of every scale, coarsest first; the last is `size`. Each halves the next,
         rounded (tileable: to a multiple of the deepest downsampling, which circular pooling needs)."""
-        multiple = deepest_downsampling(self.layers) if self.tileable else 1
-        side = lambda s, halvings: max(multiple, round(s / 2**halvings / multiple) * multiple)
-        n = len(self.coarse_iterations)
-        return [(side(self.size[0], n - k), side(self.size[1], n - k)) for k in range(n)] + [tuple(self.size)]
+        return self._scales[0]
 
     @property
     def scale_iterations(self) -> list[int]:
         """Iterations of every scale, coarsest first."""
-        return [*self.coarse_iterations, self.iterations]
+        return self._scales[1]
+
+    @property
+    def _scales(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """(sizes, iterations) of the scales run: coarse_iterations' scales, less the coarsest ones at which
+        the deepest layer sees fewer than coarse_min_view positions, then `size`."""
+        factor = deepest_downsampling(self.layers)
+        multiple = factor if self.tileable else 1
+        side = lambda s, halvings: max(multiple, round(s / 2**halvings / multiple) * multiple)
+        n = len(self.coarse_iterations)
+        coarse = [((side(self.size[0], n - k), side(self.size[1], n - k)), iterations)
+                  for k, iterations in enumerate(self.coarse_iterations)]
+        kept = [(size, iterations) for size, iterations in coarse if min(size) // factor >= self.coarse_min_view]
+        return [size for size, _ in kept] + [tuple(self.size)], [n for _, n in kept] + [self.iterations]
 
     @property
     def total_iterations(self) -> int:
@@ -215,7 +235,7 @@ class SynthesisConfig:
                 raise ValueError(f"unknown layer {layer!r} for {arch}; use names like conv1_1, pool1 ... ({', '.join(names)})")
         for size in self.scale_sizes:
             check_size(size, arch, self.layers, "size" if size == tuple(self.size) else
-                       f"the coarsest scale ({len(self.coarse_iterations)} halvings of {self.size[0]}x{self.size[1]})")
+                       f"the coarsest scale ({len(self.scale_sizes) - 1} halvings of {self.size[0]}x{self.size[1]})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,7 +40,7 @@ from texsynth_jax.synthesis import SynthState
 STEPS_PER_DISPATCH = {"cpu": 1}
 
 # Settings that say how long a run goes on, not what a step computes: programs never see them.
-RUN_ONLY = ("iterations", "coarse_iterations")
+RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -53,8 +53,9 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
     """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=()), so that running longer never retraces or recompiles."""
-    return dataclasses.replace(config, iterations=1, coarse_iterations=())
+    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0), so that running longer never retraces or
+    recompiles."""
+    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0)
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
@@ -134,12 +135,12 @@ class Engine:
         Args:
           params: VGG weights {layer: {"kernel": HWIO, "bias": [O]}} (`load_weights`).
           spec: their network and input convention.
-          config: a single-scale config (no coarse_iterations; see coarse_to_fine.make_engine).
+          config: a single-scale config (no coarse scale in scale_sizes; see coarse_to_fine.make_engine).
           batch_size: seeds per batch, >= 1.
           mesh: None for the default device, or a parallel.SEEDS / parallel.SPACE mesh.
           steps_per_dispatch: iterations per dispatch; None: the backend's (dispatch_steps).
         """
-        if config.coarse_iterations:
+        if len(config.scale_sizes) > 1:
             raise ValueError("an Engine runs one scale, and this config has coarse scales (coarse_iterations, "
                              "on by default); use coarse_to_fine.make_engine (an Engine per scale), or "
                              "SynthesisConfig(coarse_iterations=()) for one scale")

@@ -65,6 +65,7 @@ EFFECT_TESTS = {
     "coarse_iterations": "test_coarse_to_fine.py::test_a_texture_larger_than_its_source_runs_every_scale_once_compiled",
     "upsample": "test_effects.py::test_upsample_starts_the_next_scale",
     "coarse_min_view": "test_coarse_to_fine.py::test_coarse_scales_the_deepest_layer_barely_sees_are_left_out",
+    "source_scale": "test_source_scale.py::test_source_scale_resizes_the_source_before_its_statistics",
 }
 
 

@@ -20,6 +20,7 @@ import os
 from typing import Callable
 
 from texsynth_jax import conv, vgg
+from texsynth_jax.config import scaled_size
 
 # Per convolution strategy: (step, targets) per-pixel factors relative to XLA's own convolution ("lax"),
 # and (step, targets) copies of the weights, measured on XLA:CPU at 64 and 128 px: im2col patches and
@@ -119,7 +120,9 @@ def check_job(sources, config, arch: str, mesh, judge: bool = False) -> None:
     import jax
 
     device = device_of(mesh)
-    check([(path, size) for path, size, _ in sources], config.size, max(len(seeds) for _, _, seeds in sources),
+    # A source enlarged by source_scale is that large on the device; decoded, it is its own size: the larger counts.
+    scaled = lambda size: tuple(max(a, b) for a, b in zip(size, scaled_size(size, config.source_scale)))
+    check([(path, scaled(size)) for path, size, _ in sources], config.size, max(len(seeds) for _, _, seeds in sources),
           config, arch, devices=1 if mesh is None else mesh.devices.size,
           split="none" if mesh is None else mesh.axis_names[0], backend=jax.default_backend(),
           device_limit=device_memory_bytes(device), device_name=f"{device.platform} device {device.id}",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from texsynth_jax import synthesis, vgg
-from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer
+from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_size
 from texsynth_jax.engine import Engine, check_keys
 from texsynth_jax.synthesis import SynthState
 
@@ -47,21 +47,18 @@ def source_sizes(source_size, config: SynthesisConfig) -> list[tuple[int, int]]:
 
 
 def check_source(source_size, config: SynthesisConfig, arch: str, what: str) -> None:
-    """Raise ValueError (one line) if the source, shrunk for the coarsest scale, leaves no pixel at the
-    deepest layer."""
+    """Raise ValueError (one line) if the source (`source_size` as read, before config.source_scale), shrunk
+    for the coarsest scale, leaves no pixel at the deepest layer."""
+    if config.source_scale != 1:
+        scaled = scaled_size(source_size, config.source_scale)
+        what = f"{what} ({source_size[0]}x{source_size[1]} at source_scale {config.source_scale:g})"
+        source_size = scaled
     check_size(source_size, arch, config.layers, what)
     coarsest = source_sizes(source_size, config)[0]
     if min(coarsest) < deepest_downsampling(config.layers):
         raise ValueError(f"{what} {source_size[0]}x{source_size[1]} shrinks to {coarsest[0]}x{coarsest[1]} at the "
                          f"coarsest of {len(config.scale_sizes)} scales, too small for {deepest_layer(config.layers)}; "
                          "use fewer --coarse_iterations or a larger source")
-
-
-def shrink(source: jax.Array, size) -> jax.Array:
-    """float32 [H, W, 3] in [0, 1] -> [*size, 3] (antialiased cubic, clipped to [0, 1])."""
-    if tuple(source.shape[:2]) == tuple(size):
-        return source
-    return jnp.clip(jax.image.resize(source, (*size, source.shape[2]), "cubic", antialias=True), 0.0, 1.0)
 
 
 class CoarseToFine:
@@ -95,13 +92,15 @@ class CoarseToFine:
             large enough to reach the deepest layer at the coarsest scale (check_source).
 
         Returns:
-          [{term: stats}] per scale, each from the source shrunk like the output (source_sizes).
+          [{term: stats}] per scale, each from the source resized by config.source_scale, then shrunk like
+          the output (source_sizes).
         """
         synthesis.check_image(source, "source image")
         check_source(np.shape(source)[:2], self.config, self.spec.arch, "source image")
-        source = jnp.asarray(source, jnp.float32)
+        source = synthesis.scale_source(jnp.asarray(source, jnp.float32), self.config)
         sizes = source_sizes(source.shape[:2], self.config)
-        return [engine._compute_targets(shrink(source, size)) for engine, size in zip(self.engines, sizes)]
+        return [engine._compute_targets(synthesis.resize_source(source, size))
+                for engine, size in zip(self.engines, sizes)]
 
     def check_targets(self, targets) -> None:
         """Raise ValueError (one line) unless `targets` are a list of every scale's {term: stats}, as

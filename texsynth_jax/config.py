@@ -42,6 +42,8 @@ MAX_INIT_SCALE = {"normal": 0.5, "uniform": 0.5}
 # per iteration and seed (host lists, the JSON record), L-BFGS settles within thousands, and 1,000,000 is
 # hours even on a GPU.
 MAX_HISTORY = 1000
+# source_scale enlarges at most 8x: beyond it the statistics are of interpolation, not of the photo.
+MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
 
 def setting(default, help: str, choices: tuple | None = None, example: str | None = None):
@@ -86,6 +88,8 @@ class SynthesisConfig:
         size relative to the output. Default (100, 60) with 20 `iterations`, measured by
         bench/schedules.py (docs/quality.md, "Coarse to fine: time to quality"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
+      source_scale: the source is resized by this factor before its statistics are taken
+        (synthesis.scale_source), so its texture elements come out that much smaller (< 1) or larger.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -133,6 +137,10 @@ class SynthesisConfig:
                                                  "bench/schedules.py). Empty: one scale (the paper).",
                                                  example="100,60 (or empty for one scale)")
     upsample: str = setting("cubic", "How each coarse scale's result is enlarged to start the next.", UPSAMPLING)
+    source_scale: float = setting(1.0, "Resize the source by this factor before its statistics are taken: texture "
+                                  "elements keep their size in source pixels, so 0.25 makes a 1024 px photo's "
+                                  "leaves a quarter as large in the output, and four times as many.",
+                                  example="0.5")
     coarse_min_view: int = setting(3, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (at 128 px pool4 sees 2x2 at 32 px: too little to lay out a texture; "
@@ -183,6 +191,9 @@ class SynthesisConfig:
                 f"units (not 0-255), at most {MAX_INIT_SCALE[self.init]:g} "
                 + ("(the whole [0, 1])" if self.init == "uniform" else "(beyond it the sigmoid saturates the start)")
                 + "; give one like 0.01")
+        if not 0 < self.source_scale <= MAX_SOURCE_SCALE:
+            raise ValueError(f"source_scale={self.source_scale:g} is out of range; give a factor in (0, "
+                             f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")
@@ -466,6 +477,11 @@ def check_tileable(size, layers) -> None:
         if side % factor:
             fix = -(-side // factor) * factor
             raise ValueError(f"size {side} is not a multiple of {factor} ({deepest}); use {fix} for --tileable")
+
+
+def scaled_size(size, scale: float) -> tuple[int, int]:
+    """A source's (height, width) after `source_scale`: each side times `scale`, rounded, at least 1."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def deepest_layer(layers) -> str | None:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from texsynth_jax import parallel, synthesis, vgg
-from texsynth_jax.config import SynthesisConfig, check_size
+from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
 from texsynth_jax.synthesis import SynthState
 
 # Iterations per dispatch (a lax.scan of that many steps in one program), per backend. On XLA:CPU a
@@ -39,8 +39,9 @@ from texsynth_jax.synthesis import SynthState
 # on other backends unmeasured so far, so 1 as well (a step costs far more than its dispatch).
 STEPS_PER_DISPATCH = {"cpu": 1}
 
-# Settings that say how long a run goes on, not what a step computes: programs never see them.
-RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view")
+# Settings the compiled programs never see: how long a run goes on, and how the source is resized before
+# its statistics are taken (on the way into the targets program, whose input shape it sets).
+RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -53,9 +54,9 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
     """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0), so that running longer never retraces or
-    recompiles."""
-    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0)
+    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1), so that running longer
+    or another source scale never retraces or recompiles."""
+    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0)
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
@@ -190,14 +191,19 @@ class Engine:
 
         Args:
           source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass
-            image / 255), any size that reaches the deepest layer. One compile per source shape.
+            image / 255), any size that reaches the deepest layer once resized by config.source_scale.
+            One compile per source shape.
 
         Returns:
           {term: stats}, as `synthesis.compute_targets`.
         """
         synthesis.check_image(source, "source image")
-        check_size(np.shape(source)[:2], self.spec.arch, self.config.layers, "source image")
-        return self._compute_targets(source)
+        size, what = np.shape(source)[:2], "source image"
+        if self.config.source_scale != 1:
+            what = f"source image ({size[0]}x{size[1]} at source_scale {self.config.source_scale:g})"
+            size = scaled_size(size, self.config.source_scale)
+        check_size(size, self.spec.arch, self.config.layers, what)
+        return self._compute_targets(synthesis.scale_source(source, self.config))
 
     def _compute_targets(self, source) -> dict[str, object]:
         source = jax.device_put(jnp.asarray(source, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)

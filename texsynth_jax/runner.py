@@ -22,10 +22,11 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records, storage
+from texsynth_jax import (budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records,
+                          storage, synthesis)
 from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
-from texsynth_jax.config import RunOptions, SynthesisConfig
+from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 from texsynth_jax.interrupts import StopFlag
 from texsynth_jax.records import SourcePlan
 
@@ -358,6 +359,9 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     image, notes = image_io.load_image(src.path)
     for note in notes:
         job.say(f"input: {src.path}: {note}")
+    hint = scale_hint(image.shape[:2], config)
+    if hint:
+        job.say(f"input: {src.path}: {hint}")
     job.say(f"synthesising {len(src.seeds)} x {config.size[0]}x{config.size[1]} from {src.path} "
             f"({image.shape[0]}x{image.shape[1]}), {progress.format_schedule(config)}")
     t1 = time.perf_counter()
@@ -403,7 +407,8 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
                    "scales_done": {str(k): s for k, s in sorted(hooks.scale_done.items())}}
         record, images = _write_images(job, src, state, status, image, notes, tracker, timings)
         if job.judge is not None and status in ("complete", "stalled"):
-            _judge(job, record, image, images, lambda: stop.requested or job.should_stop())
+            _judge(job, record, np.asarray(synthesis.scale_source(image, config)), images,
+                   lambda: stop.requested or job.should_stop())
         if status == "diverged":
             record["diverged_at"] = hooks.diverged_at
         outputs.save_record(job.out(src.names["record"]), record)  # last: its presence means the files are there
@@ -463,6 +468,30 @@ def _say_outcome(job: _Job, src: SourcePlan, status: str, step: int, diverged_at
         job.say(f"{src.path}: {job.out(src.names['sheet'])}, {job.out(src.names['record'])}")
 
 
+# A source this many times the output's size (per side, after source_scale) holds elements too large for it.
+TOO_LARGE = 4
+# Judge distances above this are far from the source: finished runs of the benchmark photos score 0.03-0.3,
+# the source blurred by 2 px 1.1 (docs/quality.md, the judge).
+FAR = 0.5
+
+
+def suggested_scale(source_size, config: SynthesisConfig) -> str:
+    """The source_scale that makes a source twice the output's size (per side), as text for a flag."""
+    ratio = min(a / b for a, b in zip(source_size, config.size))
+    return f"{min(1.0, 2 * config.source_scale / ratio):.2g}"
+
+
+def scale_hint(source_size, config: SynthesisConfig) -> str | None:
+    """One line when the source, after source_scale, is TOO_LARGE times the output or more, else None."""
+    scaled = scaled_size(source_size, config.source_scale)
+    ratio = min(a / b for a, b in zip(scaled, config.size))
+    if ratio < TOO_LARGE:
+        return None
+    return (f"{scaled[0]}x{scaled[1]} is {ratio:.3g}x the output's {config.size[0]}x{config.size[1]}: texture elements "
+            f"keep their size in source pixels, so the output holds few of them; for more, smaller ones try "
+            f"--source_scale={suggested_scale(source_size, config)}")
+
+
 def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
     """The judge's figures into `record` (and a line); a stop during it leaves {"stopped": true}."""
     from texsynth_jax import evaluate
@@ -479,3 +508,8 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
     job.say(f"judge: distance to the source {record['judge']['distance_mean']:.4g}, diversity "
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
+    if record["judge"]["distance_mean"] > FAR:
+        job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
+                f"0.03-0.3, a blurred copy of the source 1.1): if the texture's elements look too large, too few or "
+                f"washed out, try --source_scale={suggested_scale(image.shape[:2], job.engine.config)}; if they look "
+                "unfinished, more --iterations")

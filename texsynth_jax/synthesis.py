@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from texsynth_jax import conv as conv_lib
 from texsynth_jax import optimizers, terms, vgg
-from texsynth_jax.config import SynthesisConfig, check_size
+from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
 
 
 class SynthState(NamedTuple):
@@ -174,6 +174,19 @@ def restart(latent: jax.Array, key_data: jax.Array, targets: Mapping[str, object
     # from every later step's, and compile the step twice.
     opt_state = jax.tree.map(lambda leaf: jax.lax.convert_element_type(leaf, leaf.dtype), opt_state)
     return state._replace(opt_state=opt_state)
+
+
+def resize_source(source: jax.Array, size) -> jax.Array:
+    """float32 [H, W, 3] in [0, 1] -> [*size, 3] (antialiased cubic, clipped to [0, 1]); itself at its own size."""
+    if tuple(source.shape[:2]) == tuple(size):
+        return source
+    source = jnp.asarray(source, jnp.float32)
+    return jnp.clip(jax.image.resize(source, (*size, source.shape[2]), "cubic", antialias=True), 0.0, 1.0)
+
+
+def scale_source(source, config: SynthesisConfig):
+    """The source as its statistics see it: resized by config.source_scale (itself at 1)."""
+    return resize_source(source, scaled_size(np.shape(source)[:2], config.source_scale))
 
 
 def resize(image: jax.Array, size: tuple[int, int], method: str, periodic: bool = False) -> jax.Array:

@@ -84,23 +84,31 @@ class CoarseToFine:
         self.iterations = config.total_iterations
         self.steps_per_dispatch = self.engines[0].steps_per_dispatch
 
-    def targets(self, source) -> list[dict]:
+    def targets(self, source, source_scale: float | None = None) -> list[dict]:
         """Every scale's targets from a source, coarsest first.
 
         Args:
           source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass image / 255),
             large enough to reach the deepest layer at the coarsest scale (check_source).
+          source_scale: this source's factor instead of config.source_scale (a blended source's own).
 
         Returns:
           [{term: stats}] per scale, each from the source resized by config.source_scale, then shrunk like
           the output (source_sizes).
         """
         synthesis.check_image(source, "source image")
-        check_source(np.shape(source)[:2], self.config, self.spec.arch, "source image")
-        source = synthesis.scale_source(jnp.asarray(source, jnp.float32), self.config)
-        sizes = source_sizes(source.shape[:2], self.config)
+        config = self.config if source_scale is None else dataclasses.replace(self.config, source_scale=source_scale)
+        check_source(np.shape(source)[:2], config, self.spec.arch, "source image")
+        source = synthesis.scale_source(jnp.asarray(source, jnp.float32), config.source_scale)
+        sizes = source_sizes(source.shape[:2], config)
         return [engine._compute_targets(synthesis.resize_source(source, size))
                 for engine, size in zip(self.engines, sizes)]
+
+    def blend_targets(self, targets_list, weights) -> list[dict]:
+        """Several sources' `targets` as one, scale by scale (Engine.blend_targets)."""
+        for targets in targets_list:
+            self.check_targets(targets)
+        return [engine.blend_targets([t[k] for t in targets_list], weights) for k, engine in enumerate(self.engines)]
 
     def check_targets(self, targets) -> None:
         """Raise ValueError (one line) unless `targets` are a list of every scale's {term: stats}, as

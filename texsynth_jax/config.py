@@ -90,6 +90,9 @@ class SynthesisConfig:
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
       source_scale: the source is resized by this factor before its statistics are taken
         (synthesis.scale_source), so its texture elements come out that much smaller (< 1) or larger.
+      blend: further sources mixed into the main one's statistics, "path:weight[:source_scale]" items
+        (parse_blend); the main source keeps 1 less their weights (main_weight). Read by the job layer
+        (runner); from Python, mix targets with Engine.blend_targets.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -141,6 +144,10 @@ class SynthesisConfig:
                                   "elements keep their size in source pixels, so 0.25 makes a 1024 px photo's "
                                   "leaves a quarter as large in the output, and four times as many.",
                                   example="0.5")
+    blend: tuple[str, ...] = setting((), "Further sources whose statistics are mixed into the main source's, as "
+                                     "path:weight or path:weight:source_scale items; the main source keeps the rest "
+                                     "of the weight (b.png:0.3,c.png:0.2 leaves it 0.5).",
+                                     example="b.png:0.3,c.png:0.2")
     coarse_min_view: int = setting(3, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (at 128 px pool4 sees 2x2 at 32 px: too little to lay out a texture; "
@@ -194,6 +201,7 @@ class SynthesisConfig:
         if not 0 < self.source_scale <= MAX_SOURCE_SCALE:
             raise ValueError(f"source_scale={self.source_scale:g} is out of range; give a factor in (0, "
                              f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
+        parse_blend(self.blend)
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")
@@ -232,6 +240,17 @@ class SynthesisConfig:
     def total_iterations(self) -> int:
         """Iterations over all scales: what a run's progress, file names and record count to."""
         return sum(self.scale_iterations)
+
+    @property
+    def blend_sources(self) -> list[tuple[str, float, float]]:
+        """[(path, weight, source_scale)] of `blend`, a source's scale the config's where it gives none."""
+        return [(path, weight, self.source_scale if scale is None else scale)
+                for path, weight, scale in parse_blend(self.blend)]
+
+    @property
+    def main_weight(self) -> float:
+        """The main source's share of a blend: 1 less the blended sources' weights."""
+        return max(0.0, 1.0 - sum(weight for _, weight, _ in parse_blend(self.blend)))
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -279,6 +298,40 @@ class RunOptions:
             raise ValueError(f"--checkpoint_every={self.checkpoint_every} is negative; give 0 (off) or a count like 50")
         if self.mesh not in MESHES:
             raise ValueError(f"--mesh={self.mesh!r} is unknown; use one of {MESHES}")
+
+
+def parse_blend(items) -> list[tuple[str, float, float | None]]:
+    """[(path, weight, source_scale or None)] of "path:weight[:source_scale]" items, split at their last colons
+    (a URL keeps its own); ValueError naming the fix for anything else."""
+    out, example = [], "b.png:0.3 or b.png:0.3:0.5"
+    for item in items:
+        fields = item.rsplit(":", 2)
+        numbers = []
+        while len(fields) > 1 and len(numbers) < 2 and _number(fields[-1]) is not None:
+            numbers.insert(0, _number(fields.pop()))
+        path = ":".join(fields).strip()
+        if not path or not numbers:
+            raise ValueError(f"blend item {item!r} is not path:weight; give items like {example}")
+        weight, scale = numbers[0], numbers[1] if len(numbers) > 1 else None
+        if not 0 <= weight <= 1:
+            raise ValueError(f"blend weight {weight:g} of {path} is outside 0..1; give a share like {path}:0.3")
+        if scale is not None and not 0 < scale <= MAX_SOURCE_SCALE:
+            raise ValueError(f"blend source_scale {scale:g} of {path} is outside (0, {MAX_SOURCE_SCALE:g}]; give a "
+                             f"factor like {path}:{weight:g}:0.5")
+        out.append((path, weight, scale))
+    total = sum(weight for _, weight, _ in out)
+    if total > 1 + 1e-9:
+        raise ValueError(f"blend weights sum to {total:g}, past 1 (the main source keeps 1 less their sum); give "
+                         "smaller ones, like b.png:0.3,c.png:0.2")
+    return out
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_loss(items) -> dict[str, float]:

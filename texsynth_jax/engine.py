@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from texsynth_jax import parallel, synthesis, vgg
+from texsynth_jax import parallel, synthesis, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
 from texsynth_jax.synthesis import SynthState
 
@@ -39,9 +39,9 @@ from texsynth_jax.synthesis import SynthState
 # on other backends unmeasured so far, so 1 as well (a step costs far more than its dispatch).
 STEPS_PER_DISPATCH = {"cpu": 1}
 
-# Settings the compiled programs never see: how long a run goes on, and how the source is resized before
-# its statistics are taken (on the way into the targets program, whose input shape it sets).
-RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale")
+# Settings the compiled programs never see: how long a run goes on, and which sources make the targets and at
+# what size (resized on the way into the targets program, blended after it).
+RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -54,9 +54,10 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
     """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1), so that running longer
-    or another source scale never retraces or recompiles."""
-    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0)
+    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=()), so that running
+    longer, another source scale or another blend never retraces or recompiles."""
+    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0,
+                               blend=())
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
@@ -186,28 +187,37 @@ class Engine:
 
     # Inputs.
 
-    def targets(self, source) -> dict[str, object]:
+    def targets(self, source, source_scale: float | None = None) -> dict[str, object]:
         """The source's statistics for every term of `config.loss`, on the device(s).
 
         Args:
           source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass
             image / 255), any size that reaches the deepest layer once resized by config.source_scale.
             One compile per source shape.
+          source_scale: this source's factor instead of config.source_scale (a blended source's own).
 
         Returns:
           {term: stats}, as `synthesis.compute_targets`.
         """
         synthesis.check_image(source, "source image")
+        scale = self.config.source_scale if source_scale is None else source_scale
         size, what = np.shape(source)[:2], "source image"
-        if self.config.source_scale != 1:
-            what = f"source image ({size[0]}x{size[1]} at source_scale {self.config.source_scale:g})"
-            size = scaled_size(size, self.config.source_scale)
+        if scale != 1:
+            what = f"source image ({size[0]}x{size[1]} at source_scale {scale:g})"
+            size = scaled_size(size, scale)
         check_size(size, self.spec.arch, self.config.layers, what)
-        return self._compute_targets(synthesis.scale_source(source, self.config))
+        return self._compute_targets(synthesis.scale_source(source, scale))
 
     def _compute_targets(self, source) -> dict[str, object]:
         source = jax.device_put(jnp.asarray(source, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)
         return jax.device_put(self._targets(self._params_one, source, self.spec, self._program), self._shared)
+
+    def blend_targets(self, targets_list, weights) -> dict[str, object]:
+        """Several sources' `targets` as one ({term: stats}, the first's shapes), mixed by `weights`
+        (non-negative, summing to 1; terms.blend_targets): a change of targets, not of programs."""
+        for targets in targets_list:
+            self.check_targets(targets)
+        return terms.blend_targets(targets_list, weights)
 
     def check_targets(self, targets) -> None:
         """Raise ValueError (one line) unless `targets` are this engine's kind: {term: stats} of

@@ -348,6 +348,25 @@ def seam_ratio(image) -> tuple[float, float]:
     return float(line_ratios(image, 0)[-1]), float(line_ratios(image, 1)[-1])
 
 
+def distances(params: JudgeParams, source, outputs: Sequence) -> list[float]:
+    """The judge's distance of each output to `source` alone (as `judge` gives them, without the diversity and
+    copying figures): e.g. the outputs of a blend against each of its sources."""
+    return _distances(params, np.asarray(source, np.float32)[..., :3],
+                      [np.asarray(x, np.float32)[..., :3] for x in outputs], lambda: None)
+
+
+def _distances(params, source, outputs, step) -> list[float]:
+    features = jax.jit(alexnet, static_argnums=2)
+    depth = max(DISTANCE_LAYERS) + 1
+    src_moments = [moments(f) for f in features(params, source, depth)]
+    out = []
+    for output in outputs:
+        step()
+        out.append(float(np.mean([frechet_moments(*s, *moments(f)) / np.trace(s[1])
+                                  for s, f in zip(src_moments, features(params, output, depth))])))
+    return out
+
+
 def judge(params: JudgeParams, source, outputs: Sequence, should_stop: Callable[[], bool] | None = None) -> dict:
     """The judge's figures for `outputs` (each float [h, w, 3] in [0, 1]) of a `source` (float [H, W, 3]
     in [0, 1]); plain JSON-ready Python. Sizes: check_judgeable. Bounded in cost and memory
@@ -370,14 +389,7 @@ def judge(params: JudgeParams, source, outputs: Sequence, should_stop: Callable[
         problem = _problem(source.shape[:2], x.shape[:2])
         if problem:
             raise ValueError(f"{problem[0]}; {problem[2]}")
-    features = jax.jit(alexnet, static_argnums=2)
-    depth = max(DISTANCE_LAYERS) + 1
-    src_moments = [moments(f) for f in features(params, source, depth)]
-    distances = []
-    for out in outputs:
-        step()
-        distances.append(float(np.mean([frechet_moments(*s, *moments(f)) / np.trace(s[1])
-                                        for s, f in zip(src_moments, features(params, out, depth))])))
+    distances = _distances(params, source, outputs, step)
     pair = jax.jit(lpips)
     pairs = []
     for a, b in itertools.combinations(outputs, 2):

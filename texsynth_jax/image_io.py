@@ -74,11 +74,12 @@ def _orientation(img: Image.Image) -> int:
     return orientation if orientation in _ORIENTATIONS else 1
 
 
-def check_image(path: str) -> tuple[int, int]:
+def check_image(path: str, what: str = "input image", flag: str = "--input") -> tuple[int, int]:
     """(height, width) of an image file from its header, upright (EXIF orientation), after checking that it
-    can be read, without decoding its pixels (a batch job checks every source before it starts)."""
+    can be read, without decoding its pixels (a batch job checks every source before it starts). Errors
+    name the image as `what`, given with `flag`."""
     if not _exists(path):
-        raise ImageError(f"input image {path} not found; check the path given to --input")
+        raise ImageError(f"{what} {path} not found; check the path given to {flag}")
     try:
         with _opened(path) as img:
             size = img.size
@@ -88,7 +89,7 @@ def check_image(path: str) -> tuple[int, int]:
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
+        raise ImageError(f"{what} {path} cannot be read ({e}); give a PNG or JPEG file") from None
     return (size[0], size[1]) if turned else (size[1], size[0])
 
 

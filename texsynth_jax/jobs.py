@@ -28,7 +28,7 @@ class JobError(ValueError):
 
 
 # The SynthesisConfig fields a work item may set for itself; the others are the job's, shared by every item.
-ITEM_SETTINGS = ("size", "tileable", "loss", "iterations", "coarse_iterations", "source_scale")
+ITEM_SETTINGS = ("size", "tileable", "loss", "iterations", "coarse_iterations", "source_scale", "blend")
 
 
 class WorkItem(NamedTuple):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from texsynth_jax import coarse_to_fine, image_io, jobs, outputs, storage, weights
-from texsynth_jax.config import RunOptions, SynthesisConfig
+from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
 # the counts is refused before the list of names is built.
@@ -48,6 +48,10 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                 item_config.check_network(arch)
             size = image_io.check_image(path)
             coarse_to_fine.check_source(size, item_config, arch, f"input image {path}")
+            for blend_path, _, scale in item_config.blend_sources:
+                coarse_to_fine.check_source(image_io.check_image(blend_path, "blend image", "--blend"),
+                                            dataclasses.replace(item_config, source_scale=scale), arch,
+                                            f"blend image {blend_path}")
         except ValueError as e:
             if not where:
                 raise
@@ -121,7 +125,8 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
     differs = [what for what, same in (
         ("settings", field("config") == json.loads(json.dumps(dataclasses.asdict(config)))),
         ("seeds", field("seeds") == list(src.seeds)),
-        ("input", field("input", "sha256") == weights.file_sha256(src.path)),
+        ("input", field("input", "sha256") == weights.file_sha256(src.path) and [
+            b.get("sha256") for b in field("blend") or []] == [weights.file_sha256(p) for p, _, _ in config.blend_sources]),
         ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
     if not differs:
         return True
@@ -151,9 +156,13 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
                     "arch": meta.get("arch"), "source_name": meta.get("source_name"),
                     "source_sha256": meta.get("source_sha256")},
         "outputs": names,
+        **({"blend": [{"path": storage.absolute(path), "sha256": weights.file_sha256(path), "weight": weight,
+                       "source_scale": scale} for path, weight, scale in config.blend_sources],
+            "main_weight": config.main_weight} if config.blend else {}),
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
-                   for size, iterations, source_size in zip(config.scale_sizes, config.scale_iterations,
-                                                            coarse_to_fine.source_sizes(image.shape[:2], config))],
+                   for size, iterations, source_size in zip(
+                       config.scale_sizes, config.scale_iterations,
+                       coarse_to_fine.source_sizes(scaled_size(image.shape[:2], config.source_scale), config))],
         "final_loss": {str(s): finite(l[-1]) if len(l) else None for s, l in zip(seeds, losses)},
         "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},
         "timings_s": timings, "versions": outputs.versions(),

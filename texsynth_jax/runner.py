@@ -267,6 +267,26 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
     return results
 
 
+def _targets(job: _Job, image):
+    """(targets, pixels) of a source: its targets, blended with those of config.blend's sources (each decoded
+    in turn, at its own source_scale) by their weights; and every source's pixels, which a checkpoint's
+    fingerprint covers."""
+    engine = job.engine
+    config = engine.config
+    targets = engine.targets(image)
+    if not config.blend:
+        return targets, image
+    every, pixels = [targets], [np.ravel(image)]
+    for path, _, scale in config.blend_sources:
+        other, notes = image_io.load_image(path)
+        for note in notes:
+            job.say(f"blend: {path}: {note}")
+        every.append(engine.targets(other, scale))
+        pixels.append(np.ravel(other))
+    weights = [config.main_weight, *(weight for _, weight, _ in config.blend_sources)]
+    return engine.blend_targets(every, weights), np.concatenate(pixels)
+
+
 def _resume_point(job: _Job, src: SourcePlan, image):
     """(host state, record) of `src`'s checkpoint when it continues this very run, None when there is
     none; CheckpointError (one line) when it is unreadable or another run's."""
@@ -373,10 +393,11 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
                                                                              engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
-        targets = jax.block_until_ready(engine.targets(image))
+        targets, pixels = _targets(job, image)
+        targets = jax.block_until_ready(targets)
         t_targets = time.perf_counter() - t1
         state, done_before = None, []
-        resumed = _resume_point(job, src, image) if options.resume else None
+        resumed = _resume_point(job, src, pixels) if options.resume else None
         if resumed is not None:
             state, record = resumed
             done_before = [np.asarray(l, np.float32) for l in record["losses"]]
@@ -384,7 +405,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if state is None:
             state = engine.init(engine.keys(src.seeds), targets)
         tracker.begin(len(done_before), done_before)
-        hooks = _Hooks(job, src, tracker, stop, records.fingerprint(config, src.seeds, image, job.weights_sha256,
+        hooks = _Hooks(job, src, tracker, stop, records.fingerprint(config, src.seeds, pixels, job.weights_sha256,
                                                                    job.meta), len(done_before), t1)
         try:
             state, _ = engine.run(state, targets, hooks.on_step, hooks.on_scale)
@@ -407,7 +428,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
                    "scales_done": {str(k): s for k, s in sorted(hooks.scale_done.items())}}
         record, images = _write_images(job, src, state, status, image, notes, tracker, timings)
         if job.judge is not None and status in ("complete", "stalled"):
-            _judge(job, record, np.asarray(synthesis.scale_source(image, config)), images,
+            _judge(job, record, np.asarray(synthesis.scale_source(image, config.source_scale)), images,
                    lambda: stop.requested or job.should_stop())
         if status == "diverged":
             record["diverged_at"] = hooks.diverged_at
@@ -475,9 +496,10 @@ TOO_LARGE = 4
 FAR = 0.5
 
 
-def suggested_scale(source_size, config: SynthesisConfig) -> str:
-    """The source_scale that makes a source twice the output's size (per side), as text for a flag."""
-    ratio = min(a / b for a, b in zip(source_size, config.size))
+def suggested_scale(scaled, config: SynthesisConfig) -> str:
+    """The source_scale that makes a source (`scaled`: its size at config.source_scale) twice the output's
+    size (per side), as text for a flag."""
+    ratio = min(a / b for a, b in zip(scaled, config.size))
     return f"{min(1.0, 2 * config.source_scale / ratio):.2g}"
 
 
@@ -489,7 +511,7 @@ def scale_hint(source_size, config: SynthesisConfig) -> str | None:
         return None
     return (f"{scaled[0]}x{scaled[1]} is {ratio:.3g}x the output's {config.size[0]}x{config.size[1]}: texture elements "
             f"keep their size in source pixels, so the output holds few of them; for more, smaller ones try "
-            f"--source_scale={suggested_scale(source_size, config)}")
+            f"--source_scale={suggested_scale(scaled, config)}")
 
 
 def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
@@ -499,6 +521,13 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
     t3 = time.perf_counter()
     try:
         record["judge"] = evaluate.judge(job.judge, image, list(images), should_stop=should_stop)
+        if job.engine.config.blend:  # the outputs against each blended source too, each at its own scale
+            record["judge"]["blend_distances"] = {}
+            for path, _, scale in job.engine.config.blend_sources:
+                if should_stop():
+                    raise evaluate.Stopped("stopped while judging")
+                other = np.asarray(synthesis.scale_source(image_io.load_image(path)[0], scale))
+                record["judge"]["blend_distances"][path] = float(np.mean(evaluate.distances(job.judge, other, images)))
     except evaluate.Stopped:
         record["judge"] = {"stopped": True}
         job.log("judge stopped (Ctrl-C); the images are saved, the record has no judge figures")
@@ -508,8 +537,11 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
     job.say(f"judge: distance to the source {record['judge']['distance_mean']:.4g}, diversity "
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
-    if record["judge"]["distance_mean"] > FAR:
+    config = job.engine.config
+    if record["judge"]["distance_mean"] > FAR and not config.blend:  # a blend is meant to differ from its main source
+        scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale
         job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
-                f"0.03-0.3, a blurred copy of the source 1.1): if the texture's elements look too large, too few or "
-                f"washed out, try --source_scale={suggested_scale(image.shape[:2], job.engine.config)}; if they look "
-                "unfinished, more --iterations")
+                "0.03-0.3, a blurred copy of the source 1.1): "
+                + (f"if the texture's elements look too large or too few, try --source_scale={scale}; "
+                   if float(scale) < config.source_scale else "")
+                + "if they look unfinished, more --iterations or --coarse_iterations")

@@ -184,9 +184,9 @@ def resize_source(source: jax.Array, size) -> jax.Array:
     return jnp.clip(jax.image.resize(source, (*size, source.shape[2]), "cubic", antialias=True), 0.0, 1.0)
 
 
-def scale_source(source, config: SynthesisConfig):
-    """The source as its statistics see it: resized by config.source_scale (itself at 1)."""
-    return resize_source(source, scaled_size(np.shape(source)[:2], config.source_scale))
+def scale_source(source, scale: float):
+    """The source as its statistics see it: resized by `scale` (config.source_scale; itself at 1)."""
+    return resize_source(source, scaled_size(np.shape(source)[:2], scale))
 
 
 def resize(image: jax.Array, size: tuple[int, int], method: str, periodic: bool = False) -> jax.Array:

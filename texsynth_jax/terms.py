@@ -32,16 +32,25 @@ from typing import Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from texsynth_jax import losses
 
 
+def weighted_sum(stats_list, weights):
+    """The blend of statistics that are averages over positions (Grams, means): their weighted sum, the
+    statistics of the mixture. The default blend of a term."""
+    return jax.tree.map(lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)), *stats_list)
+
+
 class Term(NamedTuple):
-    """A loss term: the two pure functions of the module docstring, and whether its loss uses its key."""
+    """A loss term: the two pure functions of the module docstring, whether its loss uses its key, and
+    how several sources' statistics blend (`blend_targets`)."""
 
     stats: Callable  # (features {layer: [H, W, C]}, source [H, W, 3], layers, size) -> pytree
     loss: Callable  # (features, image [H, W, 3], stats, layer_weights {layer: w}, key) -> scalar
     random: bool = False  # whether the loss depends on `key` (a fresh key changes the loss)
+    blend: Callable = weighted_sum  # ([stats, ...], [weight, ...]) -> stats, the first source's shapes
 
 
 def _gram_stats(features, source, layers, size):
@@ -59,6 +68,31 @@ def _vector_stats(features, source, layers, size):
         vectors = features[name].reshape(-1, features[name].shape[-1]).astype(jnp.float32)
         out[name] = {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
     return out
+
+
+def _vector_blend(stats_list, weights):
+    """The mixture of the sources' feature distributions: as many of the first source's M rows as there
+    are, split between the sources by weight (largest remainders), each source's rows taken evenly spaced
+    over its image. A sample of the mixture, so its sorted projections are the mixture's quantiles; the
+    first source's shapes, so one compiled step serves every blend."""
+    out = {}
+    for name in stats_list[0]:
+        rows = stats_list[0][name]["vectors"].shape[0]
+        counts = _split(rows, weights)
+        parts = [stats[name]["vectors"][((np.arange(n) + 0.5) * stats[name]["vectors"].shape[0] / n).astype(int)]
+                 for stats, n in zip(stats_list, counts) if n]
+        out[name] = {"vectors": jnp.concatenate(parts) if len(parts) > 1 else parts[0],
+                     "scale": weighted_sum([stats[name]["scale"] for stats in stats_list], weights)}
+    return out
+
+
+def _split(rows: int, weights) -> list[int]:
+    """`rows` split in proportion to `weights` (summing to 1), whole numbers by largest remainders."""
+    exact = [w * rows for w in weights]
+    counts = [int(np.floor(x)) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])[:rows - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def _sliced_loss(directions_of):
@@ -99,17 +133,28 @@ def _spectrum_loss(features, image, stats, weights, key):
     return losses.spectrum_loss(image, stats)
 
 
+def _spectrum_blend(stats_list, weights):
+    """The power spectra mixed, |F|^2 = sum_i w_i |F_i|^2 (the expected power spectrum of a picture drawn
+    from each source with its weight; averaging the complex transforms would cancel their phases), with the
+    heaviest source's phases, which carry the offsets between the colour channels."""
+    heaviest = stats_list[int(np.argmax(weights))]
+    power = sum(w * jnp.square(jnp.abs(f)) for w, f in zip(weights, stats_list))
+    modulus = jnp.abs(heaviest)
+    return jnp.where(modulus > 0, heaviest * (jnp.sqrt(power) / jnp.where(modulus > 0, modulus, 1)), jnp.sqrt(power))
+
+
 # The registry: built-in terms first; `register` adds more. Programs look terms up by name when they
 # are traced, so a config (hashable, a static jit argument) names its terms and nothing else.
 _TERMS: dict[str, Term] = {
     "gram": Term(_gram_stats, _gram_loss),
-    "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True),
-    "hist": Term(_vector_stats, _sliced_loss(lambda key, c: jnp.eye(c, dtype=jnp.float32))),
-    "spectrum": Term(_spectrum_stats, _spectrum_loss),
+    "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True, blend=_vector_blend),
+    "hist": Term(_vector_stats, _sliced_loss(lambda key, c: jnp.eye(c, dtype=jnp.float32)), blend=_vector_blend),
+    "spectrum": Term(_spectrum_stats, _spectrum_loss, blend=_spectrum_blend),
 }
 
 
-def register(name: str, stats: Callable, loss: Callable, random: bool = False, *, replace: bool = False) -> Term:
+def register(name: str, stats: Callable, loss: Callable, random: bool = False, *, replace: bool = False,
+             blend: Callable = weighted_sum) -> Term:
     """Make a loss term usable by name in `SynthesisConfig.loss` (and `--loss`, after `--imports`).
 
     Args:
@@ -124,6 +169,8 @@ def register(name: str, stats: Callable, loss: Callable, random: bool = False, *
         iteration, and the optimiser re-evaluates its stored loss).
       replace: allow a name that is already registered; every compiled program is then dropped
         (jax.clear_caches), as a program traced with the old functions would otherwise be reused.
+      blend: ([stats, ...], [weight, ...]) -> stats: several sources' statistics as one (`--blend`),
+        with the first's shapes; the default, the weighted sum, is right for averages over positions.
 
     Returns:
       the registered Term. Raises ValueError (one line) for a bad name, a taken name, or arguments of
@@ -133,14 +180,14 @@ def register(name: str, stats: Callable, loss: Callable, random: bool = False, *
         raise ValueError(f"loss term name {name!r} is not an identifier; use letters, digits and _, like mean_colour")
     if name in _TERMS and not replace:
         raise ValueError(f"loss term {name!r} is already registered; choose another name, or pass replace=True")
-    for what, fn in (("stats", stats), ("loss", loss)):
+    for what, fn in (("stats", stats), ("loss", loss), ("blend", blend)):
         if not callable(fn):
             raise ValueError(f"{what} of loss term {name!r} is a {type(fn).__name__}, not a function; pass a function")
     if not isinstance(random, bool):
         raise ValueError(f"random={random!r} for loss term {name!r} is not a bool; pass True or False")
     if name in _TERMS:
         jax.clear_caches()
-    _TERMS[name] = Term(stats, loss, random)
+    _TERMS[name] = Term(stats, loss, random, blend)
     return _TERMS[name]
 
 
@@ -176,6 +223,26 @@ def source_stats(features, source, layers, size, weights: Mapping[str, float]) -
       {term: stats}, the targets of `total_loss`.
     """
     return {name: get(name).stats(features, source, layers, size) for name in weights}
+
+
+def blend_targets(targets_list, weights) -> dict:
+    """Several sources' targets as one: each term's statistics blended by its Term.blend.
+
+    Args:
+      targets_list: [{term: stats}] of the sources (`source_stats`, or an engine's `targets`), the main
+        source first: the blend has its shapes, so one compiled step serves any weights.
+      weights: one non-negative weight per source, summing to 1.
+
+    Returns:
+      {term: stats}. A weight of 1 on one source gives its targets unchanged.
+    """
+    weights = [float(w) for w in weights]
+    if len(weights) != len(targets_list) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"blend weights {weights} for {len(targets_list)} source(s); give one non-negative weight "
+                         "per source, summing to 1")
+    if 1.0 in weights:
+        return targets_list[weights.index(1.0)]
+    return {name: get(name).blend([t[name] for t in targets_list], weights) for name in targets_list[0]}
 
 
 def total_loss(features, image, targets, layer_weights, weights: Mapping[str, float], key) -> jax.Array:

@@ -9,7 +9,8 @@ so one job can hold different kinds of work.
 Keys: "source" (required; a relative path is relative to the work file's folder), "seeds" (a count, or a list
 of distinct seeds; default --seeds), "name" (the stem of the item's output files, default the source's, so one
 photo can appear twice with different settings), and the settings of jobs.ITEM_SETTINGS, which replace the job's
-(dataclasses.replace, so the config's own checks apply). Blank lines and lines whose first character (after
+(dataclasses.replace, so the config's own checks apply); "blend" names further weighted sources, like
+["b.png:0.3", "c.png:0.2:0.5"], relative to the work file's folder as "source" is. Blank lines and lines whose first character (after
 spaces) is `#` are skipped: JSON has no comments, and an item is always an object, `{...}`, so a `#` line
 cannot be one; a file with such lines is no longer strict JSON Lines. Every malformed line is found before
 anything runs, each reported as `path:line: problem; fix`.
@@ -18,7 +19,7 @@ anything runs, each reported as `path:line: problem; fix`.
 import json
 
 from texsynth_jax import jobs, storage
-from texsynth_jax.config import SynthesisConfig
+from texsynth_jax.config import SynthesisConfig, parse_blend
 
 KEYS = ("source", "seeds", "name", *jobs.ITEM_SETTINGS)
 EXAMPLE = '{"source": "bark.png", "seeds": 4}'
@@ -93,9 +94,32 @@ def parse_item(text: str, path: str, number: int, folder: str, default_seeds: li
     if "name" in value:
         jobs.check_name(value["name"], where)
     settings = {key: value[key] for key in jobs.ITEM_SETTINGS if key in value}
+    if "blend" in settings:
+        settings["blend"] = _blend(settings["blend"], folder, where)
     item = jobs.WorkItem(image, seeds, value.get("name"), settings or None, path, number)
     jobs.item_config(item, config)  # the config's own checks, named by the item's line
     return item
+
+
+def _blend(value, folder: str, where: str) -> tuple[str, ...]:
+    """An item's "blend" (a list of "path:weight[:source_scale]" texts, or one comma-separated text) with its
+    paths relative to the work file's folder, each found."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise jobs.JobError(f'{where}: blend {json.dumps(value)} is not a list of "path:weight" texts; give one like '
+                            '["b.png:0.3", "c.png:0.2"]')
+    try:
+        parsed = parse_blend(items)
+    except ValueError as e:
+        raise jobs.JobError(f"{where}: {e}") from None
+    out = []
+    for path, weight, scale in parsed:
+        image = storage.resolve(folder, path)
+        if not storage.isfile(image):
+            raise jobs.JobError(f"{where}: blend image {image} not found; check the path (a relative one is relative "
+                                "to the work file's folder)")
+        out.append(f"{image}:{weight:g}" + ("" if scale is None else f":{scale:g}"))
+    return tuple(out)
 
 
 def _object(pairs, where: str) -> dict:

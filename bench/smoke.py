@@ -25,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # emitters compile a fifth faster again. As tests/conftest.py does.
 FAST_COMPILE = ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false")
 SCRIPTS = ("speed", "profile", "large", "scale", "dispatch", "optimizer", "quality", "schedules", "losses",
-           "diversity", "convergence", "versus_paper", "tiles", "borders", "seed_batch", "throughput", "figures")
+           "diversity", "convergence", "versus_paper", "tiles", "borders", "seed_batch", "throughput", "steering",
+           "figures")
 
 
 def load(name: str):

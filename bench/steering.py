@@ -1,0 +1,128 @@
+"""Steering, measured by the judge on the benchmark photos (issue 26): blends and the source's scale.
+
+    python bench/steering.py --size 128 --seeds 2 --out /tmp/texsynth_steering
+    python bench/steering.py --only blend --pairs pebbles.png:lettuce.png
+    python bench/steering.py --smoke     # seconds: 32 px, one pair and one photo made from the shipped photo
+
+- blend: for each pair A:B, the default settings on blends of A's and B's statistics at 5 weights of B
+  (0, 0.25, 0.5, 0.75, 1; Engine.blend_targets, one compiled program for all), the judge's distance of the
+  seeds to A and to B at each: a blend works when the distance to A rises and to B falls along the sweep.
+  Writes <out>/blend_<A>_<B>.png, seed 0 at each weight in a row.
+- scale: for each photo (a 512 px copy), --source_scale 1, 0.5 and 0.25 at --size: the judge's distance to
+  the resized source, and <out>/scale_<photo>.png, seed 0 at each factor.
+The photos are read, never copied (bench/common.py).
+"""
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+
+from common import SMOKE_SIZE, TEXTURES, add_smoke_arg, add_weights_arg, load_average, load_weights, machine, network
+
+PAIRS = "pebbles.png:lettuce.png,bark.png:water.png,veins.png:ink.png"
+LARGE = "lettuce_512.png,bark_512.png,veins_512.png"
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SCALES = (1.0, 0.5, 0.25)
+
+
+def row(images) -> np.ndarray:
+    """Seed 0 of each setting side by side, 4 px of white between, as uint8."""
+    h = images[0].shape[0]
+    gap = np.ones((h, 4, 3), np.float32)
+    parts = [part for image in images for part in (image, gap)][:-1]
+    return (np.clip(np.concatenate(parts, axis=1), 0, 1) * 255).round().astype(np.uint8)
+
+
+def save(path: str, image: np.ndarray) -> None:
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def blend_sweep(engine, judge, a, b, keys) -> tuple[list, list, list]:
+    """(distances to A, to B, seed-0 images) at each of WEIGHTS."""
+    from texsynth_jax import evaluate
+
+    targets = [engine.targets(a), engine.targets(b)]
+    to_a, to_b, firsts = [], [], []
+    for w in WEIGHTS:
+        images = list(np.asarray(engine.synthesize(keys, engine.blend_targets(targets, [1 - w, w]))[0]))
+        to_a.append(float(np.mean(evaluate.distances(judge, a, images))))
+        to_b.append(float(np.mean(evaluate.distances(judge, b, images))))
+        firsts.append(images[0])
+    return to_a, to_b, firsts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--only", default="blend,scale", help="which of blend,scale to run")
+    parser.add_argument("--pairs", default=PAIRS, help="comma-separated A:B photo pairs for the blend sweeps")
+    parser.add_argument("--large", default=LARGE, help="comma-separated photos for the scale rows")
+    parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
+    parser.add_argument("--out", default="/tmp/texsynth_steering", help="folder for the pictures")
+    add_weights_arg(parser)
+    add_smoke_arg(parser)
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+
+    import jax
+    import texsynth_jax as ts
+    from texsynth_jax import evaluate
+    from common import smoke_texture, texture_source
+    import tempfile
+
+    size = SMOKE_SIZE if args.smoke else args.size
+    schedule = dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}
+    if args.smoke:
+        args.out = tempfile.mkdtemp(prefix="texsynth_smoke_out_")
+    params, spec = load_weights(args.weights)
+    judge = evaluate.load_judge()
+    keys = jax.random.split(jax.random.key(0), args.seeds)
+    config = ts.SynthesisConfig(size=(size, size), **schedule, **network(args))
+    engine = ts.make_engine(params, spec, config, args.seeds)
+    print(f"{machine()}; load average {load_average()}; {size} px, {args.seeds} seeds, the default settings")
+    if "blend" in parts:
+        print("\n| pair A:B | weight of B | distance to A | distance to B |\n|---|---|---|---|")
+        pairs = [p.split(":") for p in args.pairs.split(",")]
+        if args.smoke:
+            gravel = smoke_texture()
+            pairs = [(gravel, gravel)]
+        for a_name, b_name in pairs:
+            a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
+            b = texture_source(os.path.join(args.textures, b_name), (2 * size, 2 * size))
+            if args.smoke:
+                b = b[::-1, :, ::-1].copy()  # another texture of the same photo
+            to_a, to_b, firsts = blend_sweep(engine, judge, a, b, keys)
+            for w, da, db in zip(WEIGHTS, to_a, to_b):
+                print(f"| {os.path.basename(a_name)}:{os.path.basename(b_name)} | {w:g} | {da:.4f} | {db:.4f} |",
+                      flush=True)
+            monotone = bool(np.all(np.diff(to_a) > 0) and np.all(np.diff(to_b) < 0))
+            print(f"| (monotone: {'yes' if monotone else 'NO'}) | | | |")
+            stem = lambda n: os.path.splitext(os.path.basename(n))[0]
+            save(os.path.join(args.out, f"blend_{stem(a_name)}_{stem(b_name)}.png"), row(firsts))
+    if "scale" in parts:
+        print("\n| photo | --source_scale | distance to the resized source |\n|---|---|---|")
+        photos = [smoke_texture(4 * size)] if args.smoke else [os.path.join(args.textures, n)
+                                                                for n in args.large.split(",")]
+        for path in photos:
+            source = texture_source(path)
+            firsts = []
+            for scale in SCALES:
+                scaled = dataclasses.replace(config, source_scale=scale)
+                scaled_engine = ts.make_engine(params, spec, scaled, args.seeds)
+                images = list(np.asarray(scaled_engine.synthesize(keys, scaled_engine.targets(source))[0]))
+                reference = np.asarray(ts.synthesis.scale_source(source, scale))
+                distance = float(np.mean(evaluate.distances(judge, reference, images)))
+                print(f"| {os.path.basename(path)} | {scale:g} | {distance:.4f} |", flush=True)
+                firsts.append(images[0])
+            save(os.path.join(args.out, f"scale_{os.path.splitext(os.path.basename(path))[0]}.png"), row(firsts))
+    print(f"\npictures in {args.out}; load average {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,8 @@ MUTATIONS = (
              ("tests/test_blend.py::test_each_term_blends_as_it_documents",
               "tests/test_blend.py::test_a_sweep_of_weights_moves_the_outputs_from_one_source_to_the_other"),
              "Grams of the first source only"),
+    Mutation("colors-ignored", RUNNER, (("        if config.colors:  #", "        if False:  #", 1),),
+             ("tests/test_colors.py::test_cli_colors_from_a_palette_and_from_the_source",), "outputs as synthesised"),
     Mutation("off-cpu-sort", "texsynth_jax/losses.py",
              (("default=lambda x: jnp.sort(x, axis=0)", "default=lambda x: x", 1),),
              (EFFECTS + "test_off_cpu_sorts_sort",), "the XLA sort returns its input unsorted"),

@@ -67,6 +67,7 @@ EFFECT_TESTS = {
     "coarse_min_view": "test_coarse_to_fine.py::test_coarse_scales_the_deepest_layer_barely_sees_are_left_out",
     "source_scale": "test_source_scale.py::test_source_scale_resizes_the_source_before_its_statistics",
     "blend": "test_blend.py::test_cli_blend_weights_one_and_zero_are_a_single_source_run",
+    "colors": "test_colors.py::test_cli_colors_from_a_palette_and_from_the_source",
 }
 
 

@@ -323,6 +323,7 @@ EVERY_FIELD = {
     "coarse_iterations": ("2", [2]), "upsample": ("linear", "linear"), "coarse_min_view": ("2", 2),
     "source_scale": ("0.5", 0.5),
     "blend": ("texsynth_jax/data/default_texture.png:0.25", ["texsynth_jax/data/default_texture.png:0.25"]),
+    "colors": ("source", "source"),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
     "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }

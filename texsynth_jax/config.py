@@ -93,6 +93,9 @@ class SynthesisConfig:
       blend: further sources mixed into the main one's statistics, "path:weight[:source_scale]" items
         (parse_blend); the main source keeps 1 less their weights (main_weight). Read by the job layer
         (runner); from Python, mix targets with Engine.blend_targets.
+      colors: "" (as synthesised), "source" or a palette image's path: the final images' colours are
+        moved onto that image's distribution (colors.transfer), their structure kept. Read by the job
+        layer (runner); from Python, call colors.transfer on the images.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -148,6 +151,9 @@ class SynthesisConfig:
                                      "path:weight or path:weight:source_scale items; the main source keeps the rest "
                                      "of the weight (b.png:0.3,c.png:0.2 leaves it 0.5).",
                                      example="b.png:0.3,c.png:0.2")
+    colors: str = setting("", "Colours of the outputs, moved onto them after synthesis (colors.transfer): a palette "
+                          "image's whole colour distribution, or 'source' for the source's exact channel histograms "
+                          "(outputs that drifted in colour). Empty: as synthesised.", example="palette.png or source")
     coarse_min_view: int = setting(3, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (at 128 px pool4 sees 2x2 at 32 px: too little to lay out a texture; "

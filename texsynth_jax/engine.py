@@ -39,9 +39,9 @@ from texsynth_jax.synthesis import SynthState
 # on other backends unmeasured so far, so 1 as well (a step costs far more than its dispatch).
 STEPS_PER_DISPATCH = {"cpu": 1}
 
-# Settings the compiled programs never see: how long a run goes on, and which sources make the targets and at
-# what size (resized on the way into the targets program, blended after it).
-RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend")
+# Settings the compiled programs never see: how long a run goes on, which sources make the targets and at what
+# size (resized on the way into the targets program, blended after it), and the colours given to the results.
+RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend", "colors")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -54,10 +54,10 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
     """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=()), so that running
-    longer, another source scale or another blend never retraces or recompiles."""
+    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=(), colors=""), so that
+    running longer, another source scale, blend or palette never retraces or recompiles."""
     return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0,
-                               blend=())
+                               blend=(), colors="")
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:

@@ -28,7 +28,8 @@ class JobError(ValueError):
 
 
 # The SynthesisConfig fields a work item may set for itself; the others are the job's, shared by every item.
-ITEM_SETTINGS = ("size", "tileable", "loss", "iterations", "coarse_iterations", "source_scale", "blend")
+ITEM_SETTINGS = ("size", "tileable", "loss", "iterations", "coarse_iterations", "source_scale", "blend",
+                 "colors")
 
 
 class WorkItem(NamedTuple):

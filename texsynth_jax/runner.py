@@ -22,8 +22,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import (budget, checkpoint, coarse_to_fine, image_io, jobs, outputs, parallel, progress, records,
-                          storage, synthesis)
+from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, image_io, jobs, outputs, parallel, progress,
+                          records, storage, synthesis)
 from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
@@ -453,6 +453,9 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
         names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
     else:
         images = np.asarray(jax.device_get(engine.images(state)))[:len(src.seeds)]
+        if config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
+            palette = image if config.colors == "source" else image_io.load_image(config.colors)[0]
+            images = np.stack([colors.transfer(x, palette) for x in images])
         outputs.save_images(options.output_dir, names["images"], images)
         shown = images
         if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
@@ -538,7 +541,8 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
     config = job.engine.config
-    if record["judge"]["distance_mean"] > FAR and not config.blend:  # a blend is meant to differ from its main source
+    # A blend or a palette is meant to differ from the main source.
+    if record["judge"]["distance_mean"] > FAR and not config.blend and config.colors in ("", "source"):
         scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale
         job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
                 "0.03-0.3, a blurred copy of the source 1.1): "

@@ -96,6 +96,11 @@ def parse_item(text: str, path: str, number: int, folder: str, default_seeds: li
     settings = {key: value[key] for key in jobs.ITEM_SETTINGS if key in value}
     if "blend" in settings:
         settings["blend"] = _blend(settings["blend"], folder, where)
+    if isinstance(settings.get("colors"), str) and settings["colors"] not in ("", "source"):
+        settings["colors"] = storage.resolve(folder, settings["colors"])
+        if not storage.isfile(settings["colors"]):
+            raise jobs.JobError(f"{where}: palette image {settings['colors']} not found; check the path (a relative "
+                                "one is relative to the work file's folder), or give \"source\"")
     item = jobs.WorkItem(image, seeds, value.get("name"), settings or None, path, number)
     jobs.item_config(item, config)  # the config's own checks, named by the item's line
     return item

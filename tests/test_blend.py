@@ -51,7 +51,7 @@ def all_terms(**kwargs):
 def test_each_term_blends_as_it_documents(vgg):
     params, spec = vgg
     engine = Engine(params, spec, all_terms(), 1)
-    a, b = engine.targets(gravel(48)), engine.targets(stripes(64))
+    a, b = engine.targets(gravel(32)), engine.targets(stripes(40))
     half = terms.blend_targets([a, b], [0.25, 0.75])
     # Grams: the weighted sum (the second moments of the mixture), each layer.
     for layer in a["gram"]:

@@ -5,7 +5,6 @@ structure kept: histogram distances, the judge on luminance, the exact channel h
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from texsynth_jax import colors, evaluate
@@ -36,11 +35,11 @@ def test_match_channels_and_the_distance_against_direct_computation():
         np.linalg.norm(np.random.default_rng(1234).standard_normal((3, 64)), axis=0)))) < 1e-6
 
 
-@pytest.mark.parametrize("palette", [warm, cool])
-def test_transfer_takes_the_palette_and_keeps_the_structure(palette):
-    """On the shipped photo (real structure): colour distance to the palette at most a fifth of the
-    distance to the photo's own colours, and the luminance's structure unchanged by the judge."""
-    image, palette = gravel(96), palette(80)
+def test_transfer_takes_the_palette_and_keeps_the_structure():
+    """On the shipped photo (real structure): colour distance to the palette (a blue negative of it; the
+    command-line test takes a warm one) at most a fifth of the distance to the photo's own colours, and the
+    luminance's structure unchanged by the judge."""
+    image, palette = gravel(96), cool(80)
     out = colors.transfer(image, palette)
     assert out.shape == image.shape and out.dtype == np.float32
     assert colors.histogram_distance(out, palette) <= colors.histogram_distance(out, image) / 5

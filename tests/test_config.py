@@ -197,9 +197,11 @@ def test_unknown_layer_is_named_at_construction():
 # Messages: every field through bad values, from the command line's text and from Python.
 
 BAD = ["", ",", "a,b", "-1", "1e400", "nan", "1,,2", " "]
-# (field, text) that are valid settings, not mistakes: an empty schedule is one scale, and any text but an
-# empty one is a folder name (an unusable folder is the runner's to refuse, when it creates it).
-VALID = {("coarse_iterations", ""), ("coarse_iterations", " ")} | {("output_dir", t) for t in BAD if t.strip()}
+# (field, text) that are valid settings, not mistakes: an empty schedule is one scale and an empty blend none,
+# and any text but an empty one is a folder name (an unusable folder is the runner's to refuse, when it creates
+# it), as any text is a palette's path for colors (the empty one: none).
+VALID = ({("coarse_iterations", ""), ("coarse_iterations", " "), ("blend", ""), ("blend", " ")}
+         | {("output_dir", t) for t in BAD if t.strip()} | {("colors", t) for t in BAD})
 
 
 def construct(name, value):

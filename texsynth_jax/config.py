@@ -154,10 +154,11 @@ class SynthesisConfig:
     colors: str = setting("", "Colours of the outputs, moved onto them after synthesis (colors.transfer): a palette "
                           "image's whole colour distribution, or 'source' for the source's exact channel histograms "
                           "(outputs that drifted in colour). Empty: as synthesised.", example="palette.png or source")
-    coarse_min_view: int = setting(3, "Coarse scales at which the deepest layer would see fewer than this many "
+    coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
-                                   "iterations (at 128 px pool4 sees 2x2 at 32 px: too little to lay out a texture; "
-                                   "bench/versus_paper.py). 0 keeps every scale of --coarse_iterations.")
+                                   "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
+                                   "default, keeps every scale: on the tuning photos at 128 px the 32 px scale "
+                                   "helps (bench/versus_paper.py, docs/quality.md).")
 
     def __post_init__(self):
         check_fields(self)

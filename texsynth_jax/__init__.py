@@ -18,7 +18,7 @@
                          texsynth_jax.RunOptions(output_dir="out", checkpoint_every=50))   # files, resume, record
 """
 
-from texsynth_jax import colors, terms
+from texsynth_jax import terms
 from texsynth_jax._version import __version__
 from texsynth_jax.coarse_to_fine import CoarseToFine, make_engine, synthesize
 from texsynth_jax.config import RunOptions, SynthesisConfig

@@ -255,6 +255,11 @@ class SynthesisConfig:
                 for path, weight, scale in parse_blend(self.blend)]
 
     @property
+    def palette(self) -> str | None:
+        """The palette image's path of `colors`, or None ("" or "source")."""
+        return None if self.colors in ("", "source") else self.colors
+
+    @property
     def main_weight(self) -> float:
         """The main source's share of a blend: 1 less the blended sources' weights."""
         return max(0.0, 1.0 - sum(weight for _, weight, _ in parse_blend(self.blend)))

@@ -48,8 +48,8 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                 item_config.check_network(arch)
             size = image_io.check_image(path)
             coarse_to_fine.check_source(size, item_config, arch, f"input image {path}")
-            if item_config.colors not in ("", "source"):
-                image_io.check_image(item_config.colors, "palette image", "--colors")
+            if item_config.palette:
+                image_io.check_image(item_config.palette, "palette image", "--colors")
             for blend_path, _, scale in item_config.blend_sources:
                 coarse_to_fine.check_source(image_io.check_image(blend_path, "blend image", "--blend"),
                                             dataclasses.replace(item_config, source_scale=scale), arch,
@@ -129,8 +129,7 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
         ("seeds", field("seeds") == list(src.seeds)),
         ("input", field("input", "sha256") == weights.file_sha256(src.path) and [
             b.get("sha256") for b in field("blend") or []] == [weights.file_sha256(p) for p, _, _ in config.blend_sources]
-         and field("colors", "sha256") == (weights.file_sha256(config.colors)
-                                           if config.colors not in ("", "source") else None)),
+         and field("colors", "sha256") == (weights.file_sha256(config.palette) if config.palette else None)),
         ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
     if not differs:
         return True
@@ -163,8 +162,8 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
         **({"blend": [{"path": storage.absolute(path), "sha256": weights.file_sha256(path), "weight": weight,
                        "source_scale": scale} for path, weight, scale in config.blend_sources],
             "main_weight": config.main_weight} if config.blend else {}),
-        **({"colors": {"path": storage.absolute(config.colors), "sha256": weights.file_sha256(config.colors)}}
-           if config.colors not in ("", "source") else {}),
+        **({"colors": {"path": storage.absolute(config.palette), "sha256": weights.file_sha256(config.palette)}}
+           if config.palette else {}),
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
                    for size, iterations, source_size in zip(
                        config.scale_sizes, config.scale_iterations,

@@ -454,7 +454,7 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
     else:
         images = np.asarray(jax.device_get(engine.images(state)))[:len(src.seeds)]
         if config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
-            palette = image if config.colors == "source" else image_io.load_image(config.colors)[0]
+            palette = image_io.load_image(config.palette)[0] if config.palette else image
             images = np.stack([colors.transfer(x, palette) for x in images])
         outputs.save_images(options.output_dir, names["images"], images)
         shown = images
@@ -542,7 +542,7 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
             f"{record['judge']['copy_fraction_max']:.3f}")
     config = job.engine.config
     # A blend or a palette is meant to differ from the main source.
-    if record["judge"]["distance_mean"] > FAR and not config.blend and config.colors in ("", "source"):
+    if record["judge"]["distance_mean"] > FAR and not config.blend and not config.palette:
         scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale
         job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
                 "0.03-0.3, a blurred copy of the source 1.1): "

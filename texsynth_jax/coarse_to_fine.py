@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from texsynth_jax import synthesis, vgg
-from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_size
+from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_source
 from texsynth_jax.engine import Engine, check_keys
 from texsynth_jax.synthesis import SynthState
 
@@ -49,10 +49,7 @@ def source_sizes(source_size, config: SynthesisConfig) -> list[tuple[int, int]]:
 def check_source(source_size, config: SynthesisConfig, arch: str, what: str) -> None:
     """Raise ValueError (one line) if the source (`source_size` as read, before config.source_scale), shrunk
     for the coarsest scale, leaves no pixel at the deepest layer."""
-    if config.source_scale != 1:
-        scaled = scaled_size(source_size, config.source_scale)
-        what = f"{what} ({source_size[0]}x{source_size[1]} at source_scale {config.source_scale:g})"
-        source_size = scaled
+    source_size, what = scaled_source(source_size, config.source_scale, what)
     check_size(source_size, arch, config.layers, what)
     coarsest = source_sizes(source_size, config)[0]
     if min(coarsest) < deepest_downsampling(config.layers):

@@ -549,6 +549,13 @@ def scaled_size(size, scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def scaled_source(size, scale: float, what: str) -> tuple[tuple[int, int], str]:
+    """(size after source_scale, how messages name it): a source of `size` called `what`, resized by `scale`."""
+    if scale == 1:
+        return tuple(size), what
+    return scaled_size(size, scale), f"{what} ({size[0]}x{size[1]} at source_scale {scale:g})"
+
+
 def deepest_layer(layers) -> str | None:
     """The most downsampled of `layers` (the same in every VGG; vgg19 names every layer of vgg16, and a
     name it lacks is reported by check_network), or None if none is known."""

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from texsynth_jax import parallel, synthesis, terms, vgg
-from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
+from texsynth_jax.config import SynthesisConfig, check_size, scaled_source
 from texsynth_jax.synthesis import SynthState
 
 # Iterations per dispatch (a lax.scan of that many steps in one program), per backend. On XLA:CPU a
@@ -201,10 +201,7 @@ class Engine:
         """
         synthesis.check_image(source, "source image")
         scale = self.config.source_scale if source_scale is None else source_scale
-        size, what = np.shape(source)[:2], "source image"
-        if scale != 1:
-            what = f"source image ({size[0]}x{size[1]} at source_scale {scale:g})"
-            size = scaled_size(size, scale)
+        size, what = scaled_source(np.shape(source)[:2], scale, "source image")
         check_size(size, self.spec.arch, self.config.layers, what)
         return self._compute_targets(synthesis.scale_source(source, scale))
 

@@ -37,6 +37,8 @@ def define_flags(cls) -> None:
         help, choices = field.metadata["help"], field.metadata["choices"]
         if choices:
             flags.DEFINE_enum(field.name, field.default, choices, help)
+        elif field.metadata.get("repeatable"):  # --region=a --region=b: every one counts, none is lost
+            flags.DEFINE_multi_string(field.name, None, help + " Repeatable, or comma separated.")
         elif field.type in (bool, int, float):
             define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}[field.type]
             define(field.name, field.default, help)
@@ -117,12 +119,17 @@ def import_modules(names) -> None:
                              "module is in the current folder or on PYTHONPATH") from None
 
 
+def flag_text(value):
+    """A flag's value as parse_value takes it: a repeatable flag's list joined with commas."""
+    return ",".join(value) if isinstance(value, list) else value
+
+
 def from_flags(cls):
     """The frozen dataclass `cls` built from its flags, field by field (ValueError, one line, if invalid).
     With --paper, a SynthesisConfig field whose flag is not given takes config.PAPER_MODE's value."""
     paper = config_lib.PAPER_MODE if cls is SynthesisConfig and FLAGS.paper else {}
     values = {f.name: paper[f.name] if f.name in paper and not FLAGS[f.name].present
-              else config_lib.parse_value(f, FLAGS[f.name].value) for f in dataclasses.fields(cls)}
+              else config_lib.parse_value(f, flag_text(FLAGS[f.name].value)) for f in dataclasses.fields(cls)}
     if cls is SynthesisConfig and FLAGS["layers"].present and not FLAGS["layer_weights"].present:
         values["layer_weights"] = (1.0,) * len(values["layers"])  # --layers alone: every layer weighs 1
     return cls(**values)

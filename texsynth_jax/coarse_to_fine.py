@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from texsynth_jax import synthesis, vgg
+from texsynth_jax import guide, synthesis, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_source
-from texsynth_jax.engine import Engine, check_keys
+from texsynth_jax.engine import Engine, check_keys, check_source_mask
 from texsynth_jax.synthesis import SynthState
 
 
@@ -81,13 +81,15 @@ class CoarseToFine:
         self.iterations = config.total_iterations
         self.steps_per_dispatch = self.engines[0].steps_per_dispatch
 
-    def targets(self, source, source_scale: float | None = None) -> list[dict]:
+    def targets(self, source, source_scale: float | None = None, mask=None) -> list[dict]:
         """Every scale's targets from a source, coarsest first.
 
         Args:
           source: float32 [H, W, 3], RGB in [0, 1] (uint8 or 0-255 values are refused: pass image / 255),
             large enough to reach the deepest layer at the coarsest scale (check_source).
           source_scale: this source's factor instead of config.source_scale (a blended source's own).
+          mask: None, or float32 [H, W] for the statistics of part of the source (Engine.targets), shrunk
+            with it.
 
         Returns:
           [{term: stats}] per scale, each from the source resized by config.source_scale, then shrunk like
@@ -96,10 +98,26 @@ class CoarseToFine:
         synthesis.check_image(source, "source image")
         config = self.config if source_scale is None else dataclasses.replace(self.config, source_scale=source_scale)
         check_source(np.shape(source)[:2], config, self.spec.arch, "source image")
+        if mask is not None:
+            mask = check_source_mask(mask, np.shape(source)[:2])
         source = synthesis.scale_source(jnp.asarray(source, jnp.float32), config.source_scale)
         sizes = source_sizes(source.shape[:2], config)
-        return [engine._compute_targets(synthesis.resize_source(source, size))
+        return [engine._compute_targets(synthesis.resize_source(source, size),
+                                        None if mask is None else guide.resize_masks(mask, size))
                 for engine, size in zip(self.engines, sizes)]
+
+    def guided_targets(self, region_targets, masks, names=None) -> list[dict]:
+        """Every scale's targets of a guided output (Engine.guided_targets): `masks` [R, H, W] at config.size,
+        area-resized to each scale (where a small region may cover less than a position of the deepest
+        layer: its loss there weighs less, terms.coverage); region_targets from `targets(source)` each."""
+        if not region_targets:
+            raise ValueError("no region targets; pass one CoarseToFine.targets(source) per region of the masks")
+        for targets in region_targets:
+            self.check_targets(targets)
+        masks = guide.check_masks(masks, len(region_targets), self.config.size, self.config.layers, self.spec.arch,
+                                  names)
+        return [engine._guided([t[k] for t in region_targets], guide.resize_masks(masks, engine.config.size))
+                for k, engine in enumerate(self.engines)]
 
     def blend_targets(self, targets_list, weights) -> list[dict]:
         """Several sources' `targets` as one, scale by scale (Engine.blend_targets)."""

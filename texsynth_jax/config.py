@@ -12,7 +12,7 @@ import math
 import numbers
 import typing
 
-from texsynth_jax import optimizers, terms, vgg
+from texsynth_jax import guide, optimizers, terms, vgg
 
 POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
@@ -46,11 +46,13 @@ MAX_HISTORY = 1000
 MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
 
-def setting(default, help: str, choices: tuple | None = None, example: str | None = None):
+def setting(default, help: str, choices: tuple | None = None, example: str | None = None, repeatable: bool = False):
     """A dataclass field with the help text (and choices) of its command-line flag: cli.py defines one
     flag per field by walking the fields, so a new setting cannot be left out of the CLI. `example`: a
-    valid value as flag text, for error messages (default: the default)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "example": example})
+    valid value as flag text, for error messages (default: the default). `repeatable`: a tuple field whose
+    flag may be given several times, each adding items."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "example": example,
+                                                        "repeatable": repeatable})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +156,14 @@ class SynthesisConfig:
     colors: str = setting("", "Colours of the outputs, moved onto them after synthesis (colors.transfer): a palette "
                           "image's whole colour distribution, or 'source' for the source's exact channel histograms "
                           "(outputs that drifted in colour). Empty: as synthesised.", example="palette.png or source")
+    guide: str = setting("", "Guided synthesis: a map of the output (any size, resized to --size by nearest "
+                         "neighbour), one flat colour per region; each region matches its own source's statistics "
+                         "(--region, --source_guide; colours without one take --input). Empty: no guide.",
+                         example="map.png")
+    region: tuple[str, ...] = setting((), "A guide colour's source, RRGGBB:path or RRGGBB:path:source_scale.",
+                                      example="4a7a2c:grass.png", repeatable=True)
+    source_guide: str = setting("", "A map of --input in the colours of --guide: a colour found in it takes its "
+                                "statistics from that part of the input photo.", example="input_map.png")
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
@@ -209,6 +219,10 @@ class SynthesisConfig:
             raise ValueError(f"source_scale={self.source_scale:g} is out of range; give a factor in (0, "
                              f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
         parse_blend(self.blend)
+        guide.parse_regions(self.region)
+        if (self.region or self.source_guide) and not self.guide:
+            given = "--region" if self.region else "--source_guide"
+            raise ValueError(f"{given} is given without --guide; give the output's map with --guide=map.png")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")
@@ -258,6 +272,12 @@ class SynthesisConfig:
     def palette(self) -> str | None:
         """The palette image's path of `colors`, or None ("" or "source")."""
         return None if self.colors in ("", "source") else self.colors
+
+    @property
+    def region_sources(self) -> list[tuple[tuple[int, int, int], str, float]]:
+        """[(colour, path, source_scale)] of `region`, a source's scale the config's where it gives none."""
+        return [(colour, path, self.source_scale if scale is None else scale)
+                for colour, path, scale in guide.parse_regions(self.region)]
 
     @property
     def main_weight(self) -> float:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from texsynth_jax import parallel, synthesis, terms, vgg
+from texsynth_jax import guide, parallel, synthesis, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_source
 from texsynth_jax.synthesis import SynthState
 
@@ -41,7 +41,8 @@ STEPS_PER_DISPATCH = {"cpu": 1}
 
 # Settings the compiled programs never see: how long a run goes on, which sources make the targets and at what
 # size (resized on the way into the targets program, blended after it), and the colours given to the results.
-RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend", "colors")
+RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend", "colors", "guide", "region",
+            "source_guide")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -54,10 +55,11 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
     """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=(), colors=""), so that
-    running longer, another source scale, blend or palette never retraces or recompiles."""
+    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=(), colors="", no guide),
+    so that running longer, another source scale, blend, palette or guide map never retraces or recompiles (a
+    guide's masks are in the targets)."""
     return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0,
-                               blend=(), colors="")
+                               blend=(), colors="", guide="", region=(), source_guide="")
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
@@ -68,6 +70,18 @@ def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
     factor = max(vgg.downsampling(arch, layer) for layer in config.layers)
     for size in config.scale_sizes:
         parallel.check_spatial(mesh, size, factor)
+
+
+def check_source_mask(mask, size) -> np.ndarray:
+    """float32 [H, W] mask of a source of `size` (H, W), shares in [0, 1] with some pixel in it; ValueError
+    (one line) otherwise."""
+    m = np.asarray(mask, np.float32)
+    if m.shape != tuple(size):
+        raise ValueError(f"source mask has shape {m.shape}, not the source's {tuple(size)}; pass one share per "
+                         "source pixel")
+    if not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1 or m.max() == 0:
+        raise ValueError("source mask is empty or has values outside [0, 1]; pass each pixel's share in the region")
+    return m
 
 
 def check_keys(keys) -> jax.Array:
@@ -187,7 +201,7 @@ class Engine:
 
     # Inputs.
 
-    def targets(self, source, source_scale: float | None = None) -> dict[str, object]:
+    def targets(self, source, source_scale: float | None = None, mask=None) -> dict[str, object]:
         """The source's statistics for every term of `config.loss`, on the device(s).
 
         Args:
@@ -195,6 +209,8 @@ class Engine:
             image / 255), any size that reaches the deepest layer once resized by config.source_scale.
             One compile per source shape.
           source_scale: this source's factor instead of config.source_scale (a blended source's own).
+          mask: None for the whole source; float32 [H, W], each pixel's share in [0, 1], for the
+            statistics of that part of it (a guided region's, `guided_targets`).
 
         Returns:
           {term: stats}, as `synthesis.compute_targets`.
@@ -203,11 +219,43 @@ class Engine:
         scale = self.config.source_scale if source_scale is None else source_scale
         size, what = scaled_source(np.shape(source)[:2], scale, "source image")
         check_size(size, self.spec.arch, self.config.layers, what)
-        return self._compute_targets(synthesis.scale_source(source, scale))
+        mask = None if mask is None else guide.resize_masks(check_source_mask(mask, np.shape(source)[:2]), size)
+        return self._compute_targets(synthesis.scale_source(source, scale), mask)
 
-    def _compute_targets(self, source) -> dict[str, object]:
-        source = jax.device_put(jnp.asarray(source, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)
-        return jax.device_put(self._targets(self._params_one, source, self.spec, self._program), self._shared)
+    def _compute_targets(self, source, mask=None) -> dict[str, object]:
+        place = lambda x: jax.device_put(jnp.asarray(x, jnp.float32), jax.tree.leaves(self._params_one)[0].sharding)
+        if mask is None:
+            targets = self._targets(self._params_one, place(source), self.spec, self._program)
+        else:
+            targets = synthesis.masked_targets(self._params_one, place(source), place(mask), self.spec, self._program)
+        return jax.device_put(targets, self._shared)
+
+    def guided_targets(self, region_targets, masks, names=None) -> dict[str, object]:
+        """Targets of a guided output (guide.py): each region of `masks` matched to its own targets.
+
+        Args:
+          region_targets: [{term: stats}] per region, from `targets(source)` (or `targets(source, mask=...)`
+            for part of a photo).
+          masks: float32 [R, H, W] at config.size (guide.masks of a map), shares in [0, 1]; each region must
+            cover one position of the deepest layer. Arguments of the programs: any map of this size and R
+            runs the same compiled step.
+          names: how errors name the regions (e.g. their colours); default region 0, 1, ...
+
+        Returns:
+          {GUIDE: {layer: [R, H_l, W_l]}, term: [stats] * R, ...} (terms.guided_targets), on the device(s).
+        """
+        if not region_targets:
+            raise ValueError("no region targets; pass one engine.targets(source) per region of the masks")
+        masks = guide.check_masks(masks, len(region_targets), self.config.size, self.config.layers, self.spec.arch,
+                                  names)
+        return self._guided(region_targets, masks)
+
+    def _guided(self, region_targets, masks) -> dict[str, object]:
+        """guided_targets without the mass check: a coarse scale's masks may cover less than a position."""
+        for targets in region_targets:
+            self.check_targets(targets)
+        layer_masks = guide.layer_masks(jnp.asarray(masks), self.config.layers, self.spec.arch)
+        return jax.device_put(terms.guided_targets(region_targets, layer_masks), self._shared)
 
     def blend_targets(self, targets_list, weights) -> dict[str, object]:
         """Several sources' `targets` as one ({term: stats}, the first's shapes), mixed by `weights`
@@ -224,11 +272,25 @@ class Engine:
                     else f"a {type(targets).__name__}")
             raise ValueError(f"targets are {kind}; this Engine runs one scale: pass its {{term: stats}}, "
                              "engine.targets(source)")
-        terms = list(self.config.loss_weights)
-        if sorted(targets) != sorted(terms):
-            raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(terms)}; pass "
+        names = list(self.config.loss_weights)
+        guided = terms.GUIDE in targets
+        if sorted(set(targets) - {terms.GUIDE}) != sorted(names):
+            raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(names)}; pass "
                              "engine.targets(source) ({term: stats}; style_loss's {layer: gram} go under 'gram')")
-        if jax.tree.structure(targets) != jax.tree.structure(self._targets_like):
+        like = self._targets_like
+        if guided:
+            masks = targets[terms.GUIDE]
+            shapes = {layer: np.shape(m)[1:] for layer, m in masks.items()} if isinstance(masks, Mapping) else None
+            regions = {np.shape(m)[0] for m in masks.values()} if shapes else set()
+            if shapes != {layer: (self.config.size[0] // vgg.downsampling(self.spec.arch, layer),
+                                  self.config.size[1] // vgg.downsampling(self.spec.arch, layer))
+                          for layer in self.config.layers} or len(regions) != 1:
+                raise ValueError("guided targets' masks are not of this engine's size and layers; pass "
+                                 "engine.guided_targets(region_targets, masks)")
+            count = regions.pop()
+            like = {terms.GUIDE: masks, **{name: [like[name]] * count if terms.get(name).masked_loss else like[name]
+                                           for name in names}}
+        if jax.tree.structure(targets) != jax.tree.structure(like):
             raise ValueError("targets are not of this engine's layers and terms (another config's?); pass "
                              "engine.targets(source)")
 

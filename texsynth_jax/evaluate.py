@@ -355,6 +355,26 @@ def distances(params: JudgeParams, source, outputs: Sequence) -> list[float]:
                       [np.asarray(x, np.float32)[..., :3] for x in outputs], lambda: None)
 
 
+def region_distances(params: JudgeParams, source, outputs: Sequence, mask) -> list[float | None]:
+    """The judge's distance to `source` of one region of each output (a guided run's): only the feature
+    positions whose pixel block lies wholly inside `mask` (bool or shares [H, W] at the outputs' size) count
+    on the output side. None for an output where the region leaves fewer than 2 positions at a layer."""
+    from texsynth_jax import guide  # the library's resampling; evaluate stays importable on its own otherwise
+
+    features = jax.jit(alexnet, static_argnums=2)
+    depth = max(DISTANCE_LAYERS) + 1
+    src_moments = [moments(f) for f in features(params, np.asarray(source, np.float32)[..., :3], depth)]
+    out = []
+    for output in outputs:
+        figures = []
+        for s, f in zip(src_moments, features(params, np.asarray(output, np.float32)[..., :3], depth)):
+            inside = np.asarray(guide.resize_masks(np.asarray(mask, np.float32), f.shape[:2])) >= 0.999
+            rows = np.asarray(f)[inside]
+            figures.append(None if len(rows) < 2 else frechet_moments(*s, *moments(rows)) / np.trace(s[1]))
+        out.append(None if None in figures else float(np.mean(figures)))
+    return out
+
+
 def _distances(params, source, outputs, step) -> list[float]:
     features = jax.jit(alexnet, static_argnums=2)
     depth = max(DISTANCE_LAYERS) + 1

@@ -44,6 +44,21 @@ def _gram_jvp(primals, tangents):
     return gram_matrix(primals[0]), half + half.T
 
 
+def masked_gram(features: jax.Array, mask: jax.Array) -> jax.Array:
+    """Gram matrix of a region of a feature map: sum_m t_m f_m f_m^T / sum_m t_m.
+
+    Args:
+      features: [H, W, C].
+      mask: [H, W], each position's share in the region (guide.layer_masks); all ones gives gram_matrix.
+
+    Returns:
+      float32 [C, C], the mask-weighted mean of f f^T (the region's second moments, whatever its size). The
+      features are weighted by sqrt(t) and go through gram_matrix, whose gradient is the cheaper one.
+    """
+    weighted = features * jnp.sqrt(mask).astype(features.dtype)[..., None]
+    return gram_matrix(weighted) * (mask.size / jnp.maximum(jnp.sum(mask), 1e-6))
+
+
 def layer_loss(gram: jax.Array, target: jax.Array) -> jax.Array:
     """sum((G - A)^2) / (4 N^2) for one layer's [N, N] Grams.
 
@@ -100,6 +115,29 @@ def sliced_wasserstein(features: jax.Array, source: jax.Array, directions: jax.A
         src = src[((np.arange(m) + 0.5) * m_s / m).astype(np.int32)]
     matched = jnp.take_along_axis(src, rank_columns(jax.lax.stop_gradient(out)), axis=0)
     return jnp.mean(jnp.square(out - matched))
+
+
+def masked_sliced_wasserstein(features: jax.Array, mask: jax.Array, source: jax.Array,
+                              directions: jax.Array) -> jax.Array:
+    """sliced_wasserstein of a region of the features: each position weighs its share `mask` [H, W].
+
+    A position's quantile within the region is the share of the region at or below it along each direction
+    (the mid-point of its own share); it is compared with the source's value at that quantile. All ones gives
+    sliced_wasserstein (quantile (i + 1/2) / M of the i-th smallest). Returns the mask-weighted mean over
+    positions and directions of the squared differences (0 for a region with no positions).
+    """
+    flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
+    t = mask.reshape(-1).astype(jnp.float32)
+    mass = jnp.maximum(jnp.sum(t), 1e-6)
+    out = jnp.matmul(flat, directions, precision=HIGHEST)
+    src = sort_columns(jax.lax.stop_gradient(jnp.matmul(source.astype(jnp.float32), directions, precision=HIGHEST)))
+    ranks = rank_columns(jax.lax.stop_gradient(out))  # [M, D]
+    columns = jnp.arange(out.shape[1])[None, :]
+    in_order = jnp.zeros(out.shape, jnp.float32).at[ranks, columns].set(jnp.broadcast_to(t[:, None], out.shape))
+    quantile = (jnp.cumsum(in_order, axis=0) - in_order / 2) / mass  # [M, D], by rank
+    index = jnp.clip(jnp.floor(quantile * src.shape[0]).astype(jnp.int32), 0, src.shape[0] - 1)
+    matched = jnp.take_along_axis(jnp.take_along_axis(src, index, axis=0), ranks, axis=0)
+    return jnp.sum(t[:, None] * jnp.square(out - matched)) / (mass * out.shape[1])
 
 
 # XLA:CPU sorts with a generic comparator, ~15x slower than numpy's sort (1M floats: 300 ms against

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from texsynth_jax import coarse_to_fine, image_io, jobs, outputs, storage, weights
+from texsynth_jax import coarse_to_fine, guide, image_io, jobs, outputs, storage, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
@@ -54,6 +54,8 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                 coarse_to_fine.check_source(image_io.check_image(blend_path, "blend image", "--blend"),
                                             dataclasses.replace(item_config, source_scale=scale), arch,
                                             f"blend image {blend_path}")
+            if item_config.guide:
+                check_guide(item_config, arch)
         except ValueError as e:
             if not where:
                 raise
@@ -103,11 +105,57 @@ def output_files(src: SourcePlan, config: SynthesisConfig, options: RunOptions, 
             src.names["sheet"], src.names["record"], src.names["loss_plot"], *snapshots, src.names["checkpoint"]]
 
 
+def read_map(path: str, what: str, flag: str):
+    """(labels, colours) of a guide map file (guide.read_map); ImageError or ValueError, one line."""
+    image_io.check_image(path, what, flag)
+    return guide.read_map(image_io.load_image(path)[0], f"{what} {path}")
+
+
+def check_guide(config: SynthesisConfig, arch: str) -> None:
+    """A guided run's maps and region photos, before anything runs: readable, every colour with a source,
+    every region photo large enough, every region of the map large enough for the deepest layer."""
+    labels, colours = read_map(config.guide, "guide map", "--guide")
+    source_colours = read_map(config.source_guide, "source guide", "--source_guide")[1] if config.source_guide else None
+    guide.assign(colours, config.region_sources, source_colours)
+    for _, path, scale in config.region_sources:
+        coarse_to_fine.check_source(image_io.check_image(path, "region image", "--region"),
+                                    dataclasses.replace(config, source_scale=scale), arch, f"region image {path}")
+    guide.check_masks(guide.masks(labels, len(colours), config.size), len(colours), config.size, config.layers, arch,
+                      [f"guide colour {guide.hex_colour(c)} of {config.guide}" for c in colours])
+
+
+def guide_record(config: SynthesisConfig) -> dict | None:
+    """The files of a guided run (maps, region photos) with their sha256, as the record holds them; None unguided."""
+    if not config.guide:
+        return None
+    file = lambda path: {"path": storage.absolute(path), "sha256": weights.file_sha256(path)}
+    return {"map": file(config.guide), **({"source_guide": file(config.source_guide)} if config.source_guide else {}),
+            "regions": [{"colour": guide.hex_colour(colour), **file(path), "source_scale": scale}
+                        for colour, path, scale in config.region_sources]}
+
+
+def _shas(tree) -> list[str]:
+    """Every "sha256" in a record's part, in order: what makes two runs' files the same."""
+    if isinstance(tree, dict):
+        return [v for k, v in sorted(tree.items()) if k == "sha256"] + [s for k, v in sorted(tree.items())
+                                                                          for s in _shas(v)]
+    return [s for v in tree for s in _shas(v)] if isinstance(tree, list) else []
+
+
+def target_files(config: SynthesisConfig) -> list[str]:
+    """The files besides the input whose content the targets depend on: blended sources, guide maps, region
+    photos."""
+    return [*(path for path, _, _ in config.blend_sources),
+            *([config.guide] if config.guide else []), *([config.source_guide] if config.source_guide else []),
+            *(path for _, path, _ in config.region_sources)]
+
+
 def fingerprint(config: SynthesisConfig, seeds, image, weights_sha256: str, meta: dict) -> str:
-    """What a checkpoint must match to be continued: settings, seeds, source pixels, and the converted
-    weights (their file's content and their convention)."""
+    """What a checkpoint must match to be continued: settings, seeds, source pixels, the content of every
+    other file the targets come from, and the converted weights (their file's content and their convention)."""
+    others = [weights.file_sha256(path) for path in target_files(config)]  # none: as before they were counted
     text = json.dumps([dataclasses.asdict(config), list(seeds), weights_sha256,
-                       {k: meta.get(k) for k in ("arch", "channel_order", "scale", "mean", "std")}],
+                       {k: meta.get(k) for k in ("arch", "channel_order", "scale", "mean", "std")}, *([others] if others else [])],
                       sort_keys=True)
     return hashlib.sha256(text.encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
@@ -129,7 +177,8 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
         ("seeds", field("seeds") == list(src.seeds)),
         ("input", field("input", "sha256") == weights.file_sha256(src.path) and [
             b.get("sha256") for b in field("blend") or []] == [weights.file_sha256(p) for p, _, _ in config.blend_sources]
-         and field("colors", "sha256") == (weights.file_sha256(config.palette) if config.palette else None)),
+         and field("colors", "sha256") == (weights.file_sha256(config.palette) if config.palette else None)
+         and _shas(field("guide")) == _shas(guide_record(config))),
         ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
     if not differs:
         return True
@@ -164,6 +213,7 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
             "main_weight": config.main_weight} if config.blend else {}),
         **({"colors": {"path": storage.absolute(config.palette), "sha256": weights.file_sha256(config.palette)}}
            if config.palette else {}),
+        **({"guide": guide_record(config)} if config.guide else {}),
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
                    for size, iterations, source_size in zip(
                        config.scale_sizes, config.scale_iterations,

@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, image_io, jobs, outputs, parallel, progress,
+from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, guide, image_io, jobs, outputs, parallel, progress,
                           records, storage, synthesis)
 from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
@@ -268,23 +268,45 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
 
 
 def _targets(job: _Job, image):
-    """(targets, pixels) of a source: its targets, blended with those of config.blend's sources (each decoded
-    in turn, at its own source_scale) by their weights; and every source's pixels, which a checkpoint's
-    fingerprint covers."""
+    """A source's targets, blended with those of config.blend's sources (each decoded in turn, at its own
+    source_scale) by their weights, and guided by config.guide's map."""
     engine = job.engine
     config = engine.config
     targets = engine.targets(image)
-    if not config.blend:
-        return targets, image
-    every, pixels = [targets], [np.ravel(image)]
-    for path, _, scale in config.blend_sources:
-        other, notes = image_io.load_image(path)
-        for note in notes:
-            job.say(f"blend: {path}: {note}")
-        every.append(engine.targets(other, scale))
-        pixels.append(np.ravel(other))
-    weights = [config.main_weight, *(weight for _, weight, _ in config.blend_sources)]
-    return engine.blend_targets(every, weights), np.concatenate(pixels)
+    if config.blend:
+        every = [targets, *(engine.targets(_load(job, path, "blend"), scale) for path, _, scale in config.blend_sources)]
+        targets = engine.blend_targets(every, [config.main_weight, *(w for _, w, _ in config.blend_sources)])
+    if config.guide:
+        targets = _guided(job, image, targets)
+    return targets
+
+
+def _load(job: _Job, path: str, role: str):
+    image, notes = image_io.load_image(path)
+    for note in notes:
+        job.say(f"{role}: {path}: {note}")
+    return image
+
+
+def _guided(job: _Job, image, main):
+    """Targets of a guided run: each colour of config.guide matched to its source (guide.assign): a --region
+    photo, the part of the input the source guide paints in that colour, or the input (`main`, blended)."""
+    engine, config = job.engine, job.engine.config
+    labels, colours = guide.read_map(_load(job, config.guide, "guide"), f"guide map {config.guide}")
+    source_masks = source_colours = None
+    if config.source_guide:
+        source_labels, source_colours = guide.read_map(_load(job, config.source_guide, "source guide"))
+        source_masks = guide.masks(source_labels, len(source_colours), image.shape[:2])
+    regions = config.region_sources
+    every = []
+    for kind, index in guide.assign(colours, regions, source_colours):
+        if kind == "region":
+            other = _load(job, regions[index][1], "region")
+            every.append(engine.targets(other, regions[index][2]))
+        else:
+            every.append(main if kind == "input" else engine.targets(image, mask=source_masks[index]))
+    names = [f"guide colour {guide.hex_colour(c)} of {config.guide}" for c in colours]
+    return engine.guided_targets(every, guide.masks(labels, len(colours), config.size), names)
 
 
 def _resume_point(job: _Job, src: SourcePlan, image):
@@ -393,11 +415,11 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
                                                                              engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
-        targets, pixels = _targets(job, image)
+        targets = _targets(job, image)
         targets = jax.block_until_ready(targets)
         t_targets = time.perf_counter() - t1
         state, done_before = None, []
-        resumed = _resume_point(job, src, pixels) if options.resume else None
+        resumed = _resume_point(job, src, image) if options.resume else None
         if resumed is not None:
             state, record = resumed
             done_before = [np.asarray(l, np.float32) for l in record["losses"]]
@@ -405,7 +427,7 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         if state is None:
             state = engine.init(engine.keys(src.seeds), targets)
         tracker.begin(len(done_before), done_before)
-        hooks = _Hooks(job, src, tracker, stop, records.fingerprint(config, src.seeds, pixels, job.weights_sha256,
+        hooks = _Hooks(job, src, tracker, stop, records.fingerprint(config, src.seeds, image, job.weights_sha256,
                                                                    job.meta), len(done_before), t1)
         try:
             state, _ = engine.run(state, targets, hooks.on_step, hooks.on_scale)
@@ -517,6 +539,29 @@ def scale_hint(source_size, config: SynthesisConfig) -> str | None:
             f"--source_scale={suggested_scale(scaled, config)}")
 
 
+def _region_distances(job: _Job, image, images, should_stop) -> dict:
+    """{colour: the judge's mean distance of that region of the outputs to its own source}: a --region photo
+    (at its source_scale) or the input (also for a part of it that a source guide names); None where the
+    region is too thin for the judge."""
+    from texsynth_jax import evaluate
+
+    config = job.engine.config
+    labels, colours = guide.read_map(image_io.load_image(config.guide)[0])
+    masks = guide.masks(labels, len(colours), config.size)
+    by_colour = {colour: (path, scale) for colour, path, scale in config.region_sources}
+    out = {}
+    for colour, mask in zip(colours, masks):
+        if should_stop():
+            raise evaluate.Stopped("stopped while judging")
+        source = image
+        if colour in by_colour:
+            path, scale = by_colour[colour]
+            source = np.asarray(synthesis.scale_source(image_io.load_image(path)[0], scale))
+        figures = [d for d in evaluate.region_distances(job.judge, source, images, mask) if d is not None]
+        out[guide.hex_colour(colour)] = float(np.mean(figures)) if figures else None
+    return out
+
+
 def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
     """The judge's figures into `record` (and a line); a stop during it leaves {"stopped": true}."""
     from texsynth_jax import evaluate
@@ -531,6 +576,8 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
                     raise evaluate.Stopped("stopped while judging")
                 other = np.asarray(synthesis.scale_source(image_io.load_image(path)[0], scale))
                 record["judge"]["blend_distances"][path] = float(np.mean(evaluate.distances(job.judge, other, images)))
+        if job.engine.config.guide:
+            record["judge"]["region_distances"] = _region_distances(job, image, images, should_stop)
     except evaluate.Stopped:
         record["judge"] = {"stopped": True}
         job.log("judge stopped (Ctrl-C); the images are saved, the record has no judge figures")
@@ -541,8 +588,8 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
     config = job.engine.config
-    # A blend or a palette is meant to differ from the main source.
-    if record["judge"]["distance_mean"] > FAR and not config.blend and not config.palette:
+    # A blend, a palette or a guide's other regions are meant to differ from the main source.
+    if record["judge"]["distance_mean"] > FAR and not config.blend and not config.palette and not config.guide:
         scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale
         job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
                 "0.03-0.3, a blurred copy of the source 1.1): "

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from texsynth_jax import conv as conv_lib
-from texsynth_jax import optimizers, terms, vgg
+from texsynth_jax import guide, optimizers, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
 
 
@@ -103,6 +103,17 @@ def _source_stats(params, source, spec, config):
     # The source is a photo, not a torus: its statistics use config.padding even when tileable.
     features = _features(params, source, spec, config, config.padding)
     return terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def masked_targets(params: Mapping, source: jax.Array, mask: jax.Array, spec: vgg.NetworkSpec,
+                   config: SynthesisConfig) -> dict[str, object]:
+    """`compute_targets` of the part of `source` inside `mask` (float32 [H, W], each pixel's share in
+    [0, 1], at the source's size): a guided region's statistics from part of a photo (--source_guide).
+    Terms without a masked form take the whole source's (terms.masked_source_stats)."""
+    features = _features(params, source, spec, config, config.padding)
+    masks = guide.layer_masks(mask, config.layers, spec.arch)
+    return terms.masked_source_stats(features, source, config.layers, config.size, config.loss_weights, masks)
 
 
 def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mapping,

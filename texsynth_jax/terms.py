@@ -44,13 +44,22 @@ def weighted_sum(stats_list, weights):
 
 
 class Term(NamedTuple):
-    """A loss term: the two pure functions of the module docstring, whether its loss uses its key, and
-    how several sources' statistics blend (`blend_targets`)."""
+    """A loss term: the two pure functions of the module docstring, whether its loss uses its key, how
+    several sources' statistics blend (`blend_targets`), and optionally its masked form (guide.py).
+
+    A term with a masked form matches each region of a guided output to its own statistics: masked_stats
+    takes a region's statistics from part of a source (its masks {layer: [H_l, W_l]}, shares in [0, 1]), and
+    masked_loss is the loss of an image whose regions (masks {layer: [R, H_l, W_l]}) each match their own
+    stats (a list of R). A term without one sees the regions' statistics blended by area (Term.blend) over
+    the whole image.
+    """
 
     stats: Callable  # (features {layer: [H, W, C]}, source [H, W, 3], layers, size) -> pytree
     loss: Callable  # (features, image [H, W, 3], stats, layer_weights {layer: w}, key) -> scalar
     random: bool = False  # whether the loss depends on `key` (a fresh key changes the loss)
     blend: Callable = weighted_sum  # ([stats, ...], [weight, ...]) -> stats, the first source's shapes
+    masked_stats: Callable | None = None  # (features, source, layers, size, masks {layer: [H, W]}) -> stats
+    masked_loss: Callable | None = None  # (features, image, [stats] * R, masks {layer: [R, H, W]}, weights, key)
 
 
 def _gram_stats(features, source, layers, size):
@@ -61,11 +70,43 @@ def _gram_loss(features, image, stats, weights, key):
     return losses.style_loss(features, stats, weights)
 
 
+def _masked_gram_stats(features, source, layers, size, masks):
+    return {name: losses.masked_gram(features[name], masks[name]) for name in layers}
+
+
+def _masked_gram_loss(features, image, stats_list, masks, weights, key):
+    def region(r):
+        return sum(weights[name] * coverage(masks[name][r]) *
+                   losses.layer_loss(losses.masked_gram(features[name], masks[name][r]), target)
+                   for name, target in stats_list[r].items())
+    return sum(region(r) for r in range(len(stats_list))) / len(stats_list)
+
+
+def coverage(mask) -> jax.Array:
+    """min(1, positions a region covers at a layer): where a region covers less than one position (a coarse
+    scale), its loss there weighs that fraction, not a whole region's (its statistics there are a guess)."""
+    return jnp.minimum(1.0, jnp.sum(mask))
+
+
 def _vector_stats(features, source, layers, size):
     """Each layer's source features as [M, C] vectors, and their mean square (the layer's scale)."""
     out = {}
     for name in layers:
         vectors = features[name].reshape(-1, features[name].shape[-1]).astype(jnp.float32)
+        out[name] = {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
+    return out
+
+
+def _masked_vector_stats(features, source, layers, size, masks):
+    """_vector_stats of a region: as many rows as the layer has positions, drawn by the inverse of the mask's
+    cumulative share in raster order (evenly spaced over the region, each position as often as its share):
+    the region's distribution, with the shapes of the whole source's, so one program serves any mask."""
+    out = {}
+    for name in layers:
+        flat = features[name].reshape(-1, features[name].shape[-1]).astype(jnp.float32)
+        share = jnp.cumsum(masks[name].reshape(-1))
+        rows = (jnp.arange(flat.shape[0]) + 0.5) * (share[-1] / flat.shape[0])
+        vectors = flat[jnp.minimum(jnp.searchsorted(share, rows), flat.shape[0] - 1)]
         out[name] = {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
     return out
 
@@ -106,6 +147,18 @@ def _sliced_loss(directions_of):
     return loss
 
 
+def _masked_sliced_loss(directions_of):
+    def loss(features, image, stats_list, masks, weights, key):
+        total = jnp.zeros((), jnp.float32)
+        for i, name in enumerate(stats_list[0]):
+            directions = directions_of(jax.random.fold_in(key, i), stats_list[0][name]["vectors"].shape[1])
+            for stats, mask in zip(stats_list, masks[name]):
+                distance = losses.masked_sliced_wasserstein(features[name], mask, stats[name]["vectors"], directions)
+                total = total + weights[name] * coverage(mask) * distance / stats[name]["scale"]
+        return total / len(stats_list)
+    return loss
+
+
 def random_directions(key: jax.Array, channels: int) -> jax.Array:
     """Random projection directions of the swd term.
 
@@ -143,18 +196,25 @@ def _spectrum_blend(stats_list, weights):
     return jnp.where(modulus > 0, heaviest * (jnp.sqrt(power) / jnp.where(modulus > 0, modulus, 1)), jnp.sqrt(power))
 
 
+def _identity(key, channels):  # hist's directions: each channel alone
+    return jnp.eye(channels, dtype=jnp.float32)
+
+
 # The registry: built-in terms first; `register` adds more. Programs look terms up by name when they
 # are traced, so a config (hashable, a static jit argument) names its terms and nothing else.
 _TERMS: dict[str, Term] = {
-    "gram": Term(_gram_stats, _gram_loss),
-    "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True, blend=_vector_blend),
-    "hist": Term(_vector_stats, _sliced_loss(lambda key, c: jnp.eye(c, dtype=jnp.float32)), blend=_vector_blend),
+    "gram": Term(_gram_stats, _gram_loss, masked_stats=_masked_gram_stats, masked_loss=_masked_gram_loss),
+    "swd": Term(_vector_stats, _sliced_loss(random_directions), random=True, blend=_vector_blend,
+                masked_stats=_masked_vector_stats, masked_loss=_masked_sliced_loss(random_directions)),
+    "hist": Term(_vector_stats, _sliced_loss(_identity), blend=_vector_blend, masked_stats=_masked_vector_stats,
+                 masked_loss=_masked_sliced_loss(_identity)),
     "spectrum": Term(_spectrum_stats, _spectrum_loss, blend=_spectrum_blend),
 }
 
 
 def register(name: str, stats: Callable, loss: Callable, random: bool = False, *, replace: bool = False,
-             blend: Callable = weighted_sum) -> Term:
+             blend: Callable = weighted_sum, masked_stats: Callable | None = None,
+             masked_loss: Callable | None = None) -> Term:
     """Make a loss term usable by name in `SynthesisConfig.loss` (and `--loss`, after `--imports`).
 
     Args:
@@ -171,6 +231,8 @@ def register(name: str, stats: Callable, loss: Callable, random: bool = False, *
         (jax.clear_caches), as a program traced with the old functions would otherwise be reused.
       blend: ([stats, ...], [weight, ...]) -> stats: several sources' statistics as one (`--blend`),
         with the first's shapes; the default, the weighted sum, is right for averages over positions.
+      masked_stats, masked_loss: the term's masked form for guided runs (both or neither; see Term). Without
+        one, a guided run gives the term its regions' statistics blended by area.
 
     Returns:
       the registered Term. Raises ValueError (one line) for a bad name, a taken name, or arguments of
@@ -180,14 +242,17 @@ def register(name: str, stats: Callable, loss: Callable, random: bool = False, *
         raise ValueError(f"loss term name {name!r} is not an identifier; use letters, digits and _, like mean_colour")
     if name in _TERMS and not replace:
         raise ValueError(f"loss term {name!r} is already registered; choose another name, or pass replace=True")
-    for what, fn in (("stats", stats), ("loss", loss), ("blend", blend)):
+    if (masked_stats is None) != (masked_loss is None):
+        raise ValueError(f"loss term {name!r} has one of masked_stats and masked_loss; give both, or neither")
+    for what, fn in (("stats", stats), ("loss", loss), ("blend", blend), ("masked_stats", masked_stats or len),
+                     ("masked_loss", masked_loss or len)):
         if not callable(fn):
             raise ValueError(f"{what} of loss term {name!r} is a {type(fn).__name__}, not a function; pass a function")
     if not isinstance(random, bool):
         raise ValueError(f"random={random!r} for loss term {name!r} is not a bool; pass True or False")
     if name in _TERMS:
         jax.clear_caches()
-    _TERMS[name] = Term(stats, loss, random, blend)
+    _TERMS[name] = Term(stats, loss, random, blend, masked_stats, masked_loss)
     return _TERMS[name]
 
 
@@ -225,6 +290,42 @@ def source_stats(features, source, layers, size, weights: Mapping[str, float]) -
     return {name: get(name).stats(features, source, layers, size) for name in weights}
 
 
+def masked_source_stats(features, source, layers, size, weights: Mapping[str, float], masks) -> dict:
+    """`source_stats` of the part of a source inside `masks` ({layer: [H_l, W_l]}, shares in [0, 1]): each
+    term's masked_stats, or its whole-source stats where it has no masked form."""
+    return {name: get(name).masked_stats(features, source, layers, size, masks) if get(name).masked_stats
+            else get(name).stats(features, source, layers, size) for name in weights}
+
+
+# The key under which guided targets carry their masks ({layer: [R, H_l, W_l]}), beside the terms' statistics.
+GUIDE = "guide"
+
+
+def guided_targets(region_targets, layer_masks) -> dict:
+    """Targets of a guided output: each region matched to its own statistics.
+
+    Args:
+      region_targets: [{term: stats}] per region (`source_stats`, or an engine's `targets`), in the order
+        of the masks; all of one kind (the same terms and layers).
+      layer_masks: {layer: [R, H_l, W_l]} of the output (guide.layer_masks), shares in [0, 1].
+
+    Returns:
+      {GUIDE: layer_masks, term: [stats] * R} for terms with a masked form; for a term without one, its
+      regions' statistics blended by their area at the first layer (Term.blend over the whole image).
+    """
+    first = next(iter(layer_masks.values()))
+    areas = np.asarray(first.sum(axis=(-2, -1)), np.float64)
+    shares = areas / areas.sum()
+    out = {GUIDE: layer_masks}
+    for name in region_targets[0]:
+        stats = [t[name] for t in region_targets]
+        if get(name).masked_loss is not None:
+            out[name] = stats
+        else:
+            out[name] = stats[0] if len(stats) == 1 else get(name).blend(stats, shares.tolist())
+    return out
+
+
 def blend_targets(targets_list, weights) -> dict:
     """Several sources' targets as one: each term's statistics blended by its Term.blend.
 
@@ -251,7 +352,7 @@ def total_loss(features, image, targets, layer_weights, weights: Mapping[str, fl
     Args:
       features: {layer: [H_l, W_l, C_l]} of the image.
       image: float32 [H, W, 3], RGB in [0, 1].
-      targets: {term: stats} from `source_stats`.
+      targets: {term: stats} from `source_stats`, or a guided output's (`guided_targets`).
       layer_weights: {layer: w}.
       weights: {term: weight}.
       key: PRNG key of random terms.
@@ -259,4 +360,11 @@ def total_loss(features, image, targets, layer_weights, weights: Mapping[str, fl
     Returns:
       float32 scalar.
     """
-    return sum(w * get(name).loss(features, image, targets[name], layer_weights, key) for name, w in weights.items())
+    masks = targets.get(GUIDE)
+
+    def term_loss(name):
+        term = get(name)
+        if masks is not None and term.masked_loss is not None:
+            return term.masked_loss(features, image, targets[name], masks, layer_weights, key)
+        return term.loss(features, image, targets[name], layer_weights, key)
+    return sum(w * term_loss(name) for name, w in weights.items())

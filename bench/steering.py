@@ -1,4 +1,4 @@
-"""Steering, measured by the judge on the benchmark photos (issue 26): blends and the source's scale.
+"""Steering, measured by the judge on the benchmark photos (issue 26): blends, the source's scale, guides.
 
     python bench/steering.py --size 128 --seeds 2 --out /tmp/texsynth_steering
     python bench/steering.py --only blend --pairs pebbles.png:lettuce.png
@@ -10,6 +10,9 @@
   Writes <out>/blend_<A>_<B>.png, seed 0 at each weight in a row.
 - scale: for each photo (a 512 px copy), --source_scale 1, 0.5 and 0.25 at --size: the judge's distance to
   the resized source, and <out>/scale_<photo>.png, seed 0 at each factor.
+- guide: for each pair A:B, a map with a diagonal path of B through A (path_map) at --size: the judge's distance
+  of each region to its own photo and to the other (evaluate.region_distances); a guide works when each region
+  is far nearer its own. Writes <out>/guide_<A>_<B>.png: the map, then seed 0 of each.
 The photos are read, never copied (bench/common.py).
 """
 
@@ -56,11 +59,30 @@ def blend_sweep(engine, judge, a, b, keys) -> tuple[list, list, list]:
     return to_a, to_b, firsts
 
 
+def path_map(size: int) -> np.ndarray:
+    """Labels [size, size] of a guide: 1 on a diagonal path 36% of the side wide, 0 around it."""
+    y, x = np.mgrid[:size, :size]
+    return (np.abs(y - 0.7 * x - 0.15 * size) < 0.18 * size).astype(np.int32)
+
+
+def guided(engine, judge, a, b, keys, size) -> tuple[list, list]:
+    """([(distance to own, to other)] of the path's surroundings (A) and of the path (B), seed images)."""
+    from texsynth_jax import evaluate, guide
+
+    masks = guide.masks(path_map(size), 2, (size, size))
+    images = engine.synthesize(keys, engine.guided_targets([engine.targets(a), engine.targets(b)], masks))[0]
+    images = list(np.asarray(images))
+    figures = [(float(np.mean(evaluate.region_distances(judge, own, images, mask))),
+                float(np.mean(evaluate.region_distances(judge, other, images, mask))))
+               for own, other, mask in ((a, b, masks[0]), (b, a, masks[1]))]
+    return figures, images
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--only", default="blend,scale", help="which of blend,scale to run")
+    parser.add_argument("--only", default="blend,scale,guide", help="which of blend,scale,guide to run")
     parser.add_argument("--pairs", default=PAIRS, help="comma-separated A:B photo pairs for the blend sweeps")
     parser.add_argument("--large", default=LARGE, help="comma-separated photos for the scale rows")
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
@@ -121,6 +143,24 @@ def main(argv=None):
                 print(f"| {os.path.basename(path)} | {scale:g} | {distance:.4f} |", flush=True)
                 firsts.append(images[0])
             save(os.path.join(args.out, f"scale_{os.path.splitext(os.path.basename(path))[0]}.png"), row(firsts))
+    if "guide" in parts:
+        print("\n| pair A:B | region | distance to own photo | to the other | ratio |\n|---|---|---|---|---|")
+        pairs = [p.split(":") for p in args.pairs.split(",")]
+        if args.smoke:
+            pairs = [(smoke_texture(), smoke_texture())]
+        for a_name, b_name in pairs:
+            a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
+            b = texture_source(os.path.join(args.textures, b_name), (2 * size, 2 * size))
+            if args.smoke:
+                b = b[::-1, :, ::-1].copy()
+            figures, images = guided(engine, judge, a, b, keys, size)
+            names = [os.path.basename(a_name), os.path.basename(b_name)]
+            for what, name, (own, other) in zip(("around the path", "the path"), names, figures):
+                print(f"| {names[0]}:{names[1]} | {what} ({name}) | {own:.4f} | {other:.4f} | {own / other:.2f} |",
+                      flush=True)
+            stem = lambda n: os.path.splitext(os.path.basename(n))[0]
+            shown = np.repeat(path_map(size)[..., None], 3, axis=2).astype(np.float32) * 0.5 + 0.25
+            save(os.path.join(args.out, f"guide_{stem(a_name)}_{stem(b_name)}.png"), row([shown, *images]))
     print(f"\npictures in {args.out}; load average {load_average()}")
 
 

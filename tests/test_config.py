@@ -200,8 +200,9 @@ BAD = ["", ",", "a,b", "-1", "1e400", "nan", "1,,2", " "]
 # (field, text) that are valid settings, not mistakes: an empty schedule is one scale and an empty blend none,
 # and any text but an empty one is a folder name (an unusable folder is the runner's to refuse, when it creates
 # it), as any text is a palette's path for colors (the empty one: none).
-VALID = ({("coarse_iterations", ""), ("coarse_iterations", " "), ("blend", ""), ("blend", " ")}
-         | {("output_dir", t) for t in BAD if t.strip()} | {("colors", t) for t in BAD})
+VALID = ({("coarse_iterations", ""), ("coarse_iterations", " "), ("blend", ""), ("blend", " "), ("region", ""),
+          ("region", " ")}
+         | {("output_dir", t) for t in BAD if t.strip()} | {("colors", t) for t in BAD} | {(name, t) for t in BAD for name in ("guide", "source_guide")})
 
 
 def construct(name, value):

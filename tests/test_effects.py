@@ -68,6 +68,9 @@ EFFECT_TESTS = {
     "source_scale": "test_source_scale.py::test_source_scale_resizes_the_source_before_its_statistics",
     "blend": "test_blend.py::test_cli_blend_weights_one_and_zero_are_a_single_source_run",
     "colors": "test_colors.py::test_cli_colors_from_a_palette_and_from_the_source",
+    "guide": "test_guide.py::test_two_photos_in_two_regions_each_near_its_own",
+    "region": "test_guide.py::test_cli_regions_source_guide_record_and_errors",
+    "source_guide": "test_guide.py::test_cli_regions_source_guide_record_and_errors",
 }
 
 

@@ -324,6 +324,8 @@ EVERY_FIELD = {
     "source_scale": ("0.5", 0.5),
     "blend": ("texsynth_jax/data/default_texture.png:0.25", ["texsynth_jax/data/default_texture.png:0.25"]),
     "colors": ("source", "source"),
+    "guide": ("{tmp}/map.png", "{tmp}/map.png"), "source_guide": ("{tmp}/map.png", "{tmp}/map.png"),
+    "region": ("808080:texsynth_jax/data/default_texture.png", ["808080:texsynth_jax/data/default_texture.png"]),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
     "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }
@@ -338,14 +340,18 @@ def test_every_flag_reaches_the_config_and_the_record(tmp_path, weights_path, ca
         default = fields[name].default
         assert (list(default) if isinstance(default, tuple) else default) != expected, name
     out = tmp_path / "out"
+    labels = np.zeros((32, 40), int)
+    labels[:, 20:] = 1  # a guide map (and the source's) of two colours
+    Image.fromarray(np.array([(74, 122, 44), (128, 128, 128)], np.uint8)[labels]).save(tmp_path / "map.png")
+    at_tmp = lambda value: json.loads(json.dumps(value).replace("{tmp}", str(tmp_path)))
     code, stderr = in_process([f"--weights={weights_path}", f"--output_dir={out}", "--seeds=1",
-                               *(f"--{name}={text}" for name, (text, _) in EVERY_FIELD.items())], capsys)
+                               *(f"--{name}={at_tmp(text)}" for name, (text, _) in EVERY_FIELD.items())], capsys)
     assert code == 0, stderr
     record = json.loads((out / "default_texture_run.json").read_text())
     recorded = {**record["config"], **record["options"]}
     assert recorded["output_dir"] == str(out)
     for name, (_, expected) in EVERY_FIELD.items():
-        assert recorded[name] == expected, name
+        assert recorded[name] == at_tmp(expected), name
     assert record["flags"]["remat"] is True and record["flags"]["optimizer"] == "optax"
 
 

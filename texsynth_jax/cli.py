@@ -121,7 +121,7 @@ def import_modules(names) -> None:
 
 def flag_text(value):
     """A flag's value as parse_value takes it: a repeatable flag's list joined with commas."""
-    return ",".join(value) if isinstance(value, list) else value
+    return ",".join(value or ()) if isinstance(value, list) or value is None else value
 
 
 def from_flags(cls):

@@ -220,9 +220,6 @@ class SynthesisConfig:
                              f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
         parse_blend(self.blend)
         guide.parse_regions(self.region)
-        if (self.region or self.source_guide) and not self.guide:
-            given = "--region" if self.region else "--source_guide"
-            raise ValueError(f"{given} is given without --guide; give the output's map with --guide=map.png")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")

@@ -54,7 +54,7 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                 coarse_to_fine.check_source(image_io.check_image(blend_path, "blend image", "--blend"),
                                             dataclasses.replace(item_config, source_scale=scale), arch,
                                             f"blend image {blend_path}")
-            if item_config.guide:
+            if item_config.guide or item_config.region or item_config.source_guide:
                 check_guide(item_config, arch)
         except ValueError as e:
             if not where:
@@ -114,6 +114,9 @@ def read_map(path: str, what: str, flag: str):
 def check_guide(config: SynthesisConfig, arch: str) -> None:
     """A guided run's maps and region photos, before anything runs: readable, every colour with a source,
     every region photo large enough, every region of the map large enough for the deepest layer."""
+    if not config.guide:
+        given = "--region" if config.region else "--source_guide"
+        raise ValueError(f"{given} is given without --guide; give the output's map, like --guide=map.png")
     labels, colours = read_map(config.guide, "guide map", "--guide")
     source_colours = read_map(config.source_guide, "source guide", "--source_guide")[1] if config.source_guide else None
     guide.assign(colours, config.region_sources, source_colours)

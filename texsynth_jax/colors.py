@@ -60,9 +60,19 @@ def histogram_distance(a, b, directions: int = 64) -> float:
     d = rng.standard_normal((3, directions))
     d /= np.linalg.norm(d, axis=0, keepdims=True)
     pa, pb = (np.asarray(x, np.float64).reshape(-1, 3) @ d for x in (a, b))
-    n = 4096
-    qa, qb = (np.quantile(p, (np.arange(n) + 0.5) / n, axis=0) for p in (pa, pb))
+    qa, qb = (_quantiles(p, 4096) for p in (pa, pb))
     return float(np.mean(np.abs(qa - qb)))
+
+
+def _quantiles(values: np.ndarray, n: int) -> np.ndarray:
+    """np.quantile(values, (arange(n) + 0.5) / n, axis=0) (its linear interpolation), from one sort per column:
+    np.quantile with thousands of levels took 10 s on a 96 px image, this a few ms."""
+    ordered = np.sort(values, axis=0)
+    position = (np.arange(n) + 0.5) / n * (len(ordered) - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(ordered) - 1)
+    frac = (position - low)[:, None]
+    return ordered[low] * (1 - frac) + ordered[high] * frac
 
 
 def luminance(image) -> np.ndarray:

@@ -39,7 +39,7 @@ def test_stored_with_its_outputs():
     assert counts == list(range(1, len(counts) + 1)), "store it run top to bottom: python examples/execute.py"
     assert not any(out.output_type == "error" for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     text, figures = outputs_of(nb)
-    assert RESULT.search(text) and "CUSTOM gram_+_mean_colour" in text and figures >= 7, figures
+    assert RESULT.search(text) and "CUSTOM gram_+_mean_colour" in text and "GUIDED" in text and figures >= 8, figures
 
 
 def test_walkthrough_runs(weights_path, tmp_path, monkeypatch):
@@ -70,3 +70,6 @@ def test_walkthrough_runs(weights_path, tmp_path, monkeypatch):
     # The registered term is used: it brings the output's mean colour closer to the source's.
     gaps = dict(re.findall(r"CUSTOM (\S+) gap=(\S+)", text))
     assert float(gaps["gram_+_mean_colour"]) < float(gaps["gram_alone"]) / 2, gaps
+    # The guided target built by hand: the disc takes the blue negative's colours, the rest the photo's.
+    disc, rest = (float(v) for v in re.search(r"GUIDED disc_blue=(\S+) rest_blue=(\S+)", text).groups())
+    assert disc > rest + 0.1, (disc, rest)

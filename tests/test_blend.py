@@ -140,7 +140,7 @@ def test_a_sweep_of_weights_moves_the_outputs_from_one_source_to_the_other(vgg, 
     other falls at every step (two seeds a weight, one compiled program). (Against a drawn texture, such as
     stripes(), 40 iterations leave the pure stripes further from their source than a 3:1 blend is.)"""
     params, spec = vgg
-    config = SynthesisConfig(size=(48, 48), coarse_iterations=(), iterations=40, **SHALLOW)
+    config = SynthesisConfig(size=(48, 48), coarse_iterations=(), iterations=25, **SHALLOW)
     engine = Engine(params, spec, config, 2)
     a_image, b_image = gravel(64), other(64)
     a, b = engine.targets(a_image), engine.targets(b_image)

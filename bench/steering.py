@@ -72,8 +72,9 @@ def guided(engine, judge, a, b, keys, size) -> tuple[list, list]:
     masks = guide.masks(path_map(size), 2, (size, size))
     images = engine.synthesize(keys, engine.guided_targets([engine.targets(a), engine.targets(b)], masks))[0]
     images = list(np.asarray(images))
-    figures = [(float(np.mean(evaluate.region_distances(judge, own, images, mask))),
-                float(np.mean(evaluate.region_distances(judge, other, images, mask))))
+    mean = lambda figures: float(np.mean([f for f in figures if f is not None] or [np.nan]))  # None: too thin
+    figures = [(mean(evaluate.region_distances(judge, own, images, mask)),
+                mean(evaluate.region_distances(judge, other, images, mask)))
                for own, other, mask in ((a, b, masks[0]), (b, a, masks[1]))]
     return figures, images
 

@@ -13,6 +13,11 @@
 - guide: for each pair A:B, a map with a diagonal path of B through A (path_map) at --size: the judge's distance
   of each region to its own photo and to the other (evaluate.region_distances); a guide works when each region
   is far nearer its own. Writes <out>/guide_<A>_<B>.png: the map, then seed 0 of each.
+- colors: for each pair A:P, A's structure with P's colours three ways: the default run then colors.transfer
+  (what --colors does), the paper's way (Gatys et al. 2017: synthesis from A's luminance alone, then the
+  transfer), and no transfer but a colour-histogram loss term (gram on A, a sliced Wasserstein distance of the
+  pixels' RGB to P's, weight 1 and 10): the colour histogram distance to P (colors.histogram_distance) and the
+  judge's distance of the rank-equalised luminance to A's (the structure). Writes <out>/colors_<A>_<P>.png.
 The photos are read, never copied (bench/common.py).
 """
 
@@ -28,6 +33,7 @@ PAIRS = "pebbles.png:lettuce.png,bark.png:water.png,veins.png:ink.png"
 LARGE = "lettuce_512.png,bark_512.png,veins_512.png"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SCALES = (1.0, 0.5, 0.25)
+COLOUR_PAIRS = "lettuce.png:water.png,bark.png:ink.png,veins.png:pebbles.png"
 
 
 def row(images) -> np.ndarray:
@@ -79,11 +85,72 @@ def guided(engine, judge, a, b, keys, size) -> tuple[list, list]:
     return figures, images
 
 
+def equalised_luminance(image) -> np.ndarray:
+    """Luma as ranks in [0, 1], grey RGB: the structure of the luminance whatever its tones."""
+    from texsynth_jax import colors
+
+    luma = colors.luminance(image)[..., 0]
+    ranks = np.argsort(np.argsort(luma.ravel(), kind="stable")).reshape(luma.shape) / (luma.size - 1)
+    return np.repeat(ranks[..., None], 3, -1).astype(np.float32)
+
+
+def register_rgb_term():
+    """A colour-histogram loss term "rgb": the sliced Wasserstein distance of the image's RGB pixels to the
+    source's (here: the palette's), 16 fixed directions."""
+    import jax
+    import jax.numpy as jnp
+    from texsynth_jax import losses, terms
+
+    directions = terms.random_directions(jax.random.key(7), 16)[:3]  # [3, 16], not unit: rescaled below
+    directions = directions / jnp.linalg.norm(directions, axis=0, keepdims=True)
+
+    def stats(features, source, layers, size):
+        return source.reshape(-1, 3)
+
+    def loss(features, image, pixels, layer_weights, key):
+        return losses.sliced_wasserstein(image, pixels, directions)
+
+    terms.register("rgb", stats, loss, replace=True)
+
+
+def colour_ways(params, spec, config, judge, a, palette, keys) -> list[tuple[str, float, float, np.ndarray]]:
+    """[(way, colour distance to the palette, structure distance to A, seed-0 image)] of each way."""
+    import dataclasses as dc
+    import texsynth_jax as ts
+    from texsynth_jax import colors, evaluate
+
+    def figures(way, images):
+        images = [np.asarray(x) for x in images]
+        colour = float(np.mean([colors.histogram_distance(x, palette) for x in images]))
+        structure = float(np.mean(evaluate.distances(judge, equalised_luminance(a), [equalised_luminance(x)
+                                                                                      for x in images])))
+        return way, colour, structure, images[0]
+
+    engine = ts.make_engine(params, spec, config, len(keys))
+    plain = np.asarray(engine.synthesize(keys, engine.targets(a))[0])
+    out = [figures("as synthesised", plain),
+           figures("then transfer (--colors)", [colors.transfer(x, palette) for x in plain])]
+    grey = np.repeat(colors.luminance(a), 3, -1).astype(np.float32)
+    luminance_only = np.asarray(engine.synthesize(keys, engine.targets(grey))[0])
+    out.append(figures("luminance only, then transfer", [colors.transfer(x, palette) for x in luminance_only]))
+    register_rgb_term()
+    for weight in (1, 10):
+        with_term = dc.replace(config, loss=("gram:1", f"rgb:{weight}"))
+        term_engine = ts.make_engine(params, spec, with_term, len(keys))
+        targets = term_engine.targets(a)
+        palette_targets = term_engine.targets(palette)
+        mixed = ([{"gram": t["gram"], "rgb": p["rgb"]} for t, p in zip(targets, palette_targets)]
+                 if isinstance(targets, list) else {"gram": targets["gram"], "rgb": palette_targets["rgb"]})
+        out.append(figures(f"colour term rgb:{weight}", term_engine.synthesize(keys, mixed)[0]))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--only", default="blend,scale,guide", help="which of blend,scale,guide to run")
+    parser.add_argument("--only", default="blend,scale,guide,colors", help="which of blend,scale,guide,colors to run")
+    parser.add_argument("--palettes", default=COLOUR_PAIRS, help="comma-separated A:P pairs for the colour rows")
     parser.add_argument("--pairs", default=PAIRS, help="comma-separated A:B photo pairs for the blend sweeps")
     parser.add_argument("--large", default=LARGE, help="comma-separated photos for the scale rows")
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
@@ -162,6 +229,23 @@ def main(argv=None):
             stem = lambda n: os.path.splitext(os.path.basename(n))[0]
             shown = np.repeat(path_map(size)[..., None], 3, axis=2).astype(np.float32) * 0.5 + 0.25
             save(os.path.join(args.out, f"guide_{stem(a_name)}_{stem(b_name)}.png"), row([shown, *images]))
+    if "colors" in parts:
+        print("\n| structure A : palette P | way | colour distance to P | luminance structure distance to A |\n"
+              "|---|---|---|---|")
+        pairs = [p.split(":") for p in args.palettes.split(",")]
+        if args.smoke:
+            pairs = [(smoke_texture(), smoke_texture())]
+        for a_name, p_name in pairs:
+            a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
+            palette = texture_source(os.path.join(args.textures, p_name), (2 * size, 2 * size))
+            if args.smoke:
+                palette = palette[..., ::-1].copy()
+            rows = colour_ways(params, spec, config, judge, a, palette, keys)
+            for way, colour, structure, _ in rows:
+                print(f"| {os.path.basename(a_name)} : {os.path.basename(p_name)} | {way} | {colour:.4f} | "
+                      f"{structure:.4f} |", flush=True)
+            stem = lambda n: os.path.splitext(os.path.basename(n))[0]
+            save(os.path.join(args.out, f"colors_{stem(a_name)}_{stem(p_name)}.png"), row([r[3] for r in rows]))
     print(f"\npictures in {args.out}; load average {load_average()}")
 
 

@@ -130,6 +130,7 @@ def test_cli_regions_source_guide_record_and_errors(tmp_path, weights_path, caps
     record = json.loads((tmp_path / "out" / "two_run.json").read_text())
     assert record["guide"]["regions"][0]["colour"] == "4a7a2c" and record["guide"]["source_guide"]["sha256"]
     assert set(record["judge"]["region_distances"]) == {"4a7a2c", "808080"}
+    assert "judge: each region's distance to its own source: 4a7a2c " in stderr, stderr
     write_map(tmp_path / "many.png", np.arange(40 * 40).reshape(40, 40) % 20, [(i, 0, 0) for i in range(20)])
     write_map(tmp_path / "dot.png", np.pad(np.ones((2, 2), int), ((0, 38), (0, 38))), [green, grey])
     bad = {"region colour ff0000 is not in the guide map": [f"--region=ff0000:{other}"],

@@ -588,6 +588,10 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
     config = job.engine.config
+    if config.guide:
+        job.say("judge: each region's distance to its own source: " + ", ".join(
+            f"{colour} {'n/a (too thin)' if d is None else f'{d:.4g}'}"
+            for colour, d in record["judge"]["region_distances"].items()))
     # A blend, a palette or a guide's other regions are meant to differ from the main source.
     if record["judge"]["distance_mean"] > FAR and not config.blend and not config.palette and not config.guide:
         scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale

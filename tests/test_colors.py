@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from texsynth_jax import colors, evaluate
+from texsynth_jax import Engine, SynthesisConfig, colors, evaluate, load_weights
 from test_blend import cool, warm
 from test_coarse_to_fine import gravel
 from test_run import in_process
@@ -50,8 +50,8 @@ def test_transfer_takes_the_palette_and_keeps_the_structure():
 
 def test_cli_colors_from_a_palette_and_from_the_source(tmp_path, weights_path, capsys):
     photo, palette = tmp_path / "gravel.png", tmp_path / "palette.png"
-    Image.fromarray((gravel(64) * 255).round().astype(np.uint8)).save(photo)
-    Image.fromarray((warm(64) * 255).round().astype(np.uint8)).save(palette)
+    Image.fromarray((warm(64) * 255).round().astype(np.uint8)).save(photo)  # a coloured photo (its luminance
+    Image.fromarray((cool(64) * 255).round().astype(np.uint8)).save(palette)  # is not itself), a blue palette
     args = [f"--weights={weights_path}", f"--input={photo}", "--seeds=2", "--size=32", "--iterations=6",
             "--coarse_iterations=", "--layers=conv1_1,pool1,pool2", "--judge=false"]
     read = lambda folder, s: np.asarray(Image.open(tmp_path / folder / f"gravel_seed{s}.png"), np.float32) / 255
@@ -69,6 +69,18 @@ def test_cli_colors_from_a_palette_and_from_the_source(tmp_path, weights_path, c
         quantiles = np.sort(source.reshape(-1, 3), axis=0)[((np.arange(32 * 32) + 0.5) * 4).astype(int)]
         np.testing.assert_allclose(np.sort(kept.reshape(-1, 3), axis=0), quantiles, atol=0.5 / 255)
         assert not np.allclose(np.sort(plain.reshape(-1, 3), axis=0), quantiles, atol=0.5 / 255)
+    # With a palette the structure comes from the photo's luminance alone, then the transfer: as from Python.
+    params, spec, _ = load_weights(weights_path)
+    config = SynthesisConfig(size=(32, 32), iterations=6, coarse_iterations=(), layers=("conv1_1", "pool1", "pool2"),
+                             layer_weights=(1.0, 1.0, 1.0))
+    engine = Engine(params, spec, config, 2)
+    keys = engine.keys([0, 1])
+    from_grey, _ = engine.synthesize(keys, engine.targets(colors.grey(source)))
+    from_colour, _ = engine.synthesize(keys, engine.targets(source))
+    for s in (0, 1):
+        # The transfer ranks pixels, so float noise moves a few of them by a level or two: compared on average.
+        gap = lambda images: np.mean(np.abs(read("palette", s) - colors.transfer(np.asarray(images[s]), colours)))
+        assert gap(from_grey) < 1 / 255 and gap(from_colour) > 4 * gap(from_grey), (gap(from_grey), gap(from_colour))
     record = json.loads((tmp_path / "palette" / "gravel_run.json").read_text())
     assert record["config"]["colors"] == str(palette) and record["colors"]["sha256"]
     (tmp_path / "bad.png").write_bytes(b"not an image")

@@ -96,8 +96,9 @@ class SynthesisConfig:
         (parse_blend); the main source keeps 1 less their weights (main_weight). Read by the job layer
         (runner); from Python, mix targets with Engine.blend_targets.
       colors: "" (as synthesised), "source" or a palette image's path: the final images' colours are
-        moved onto that image's distribution (colors.transfer), their structure kept. Read by the job
-        layer (runner); from Python, call colors.transfer on the images.
+        moved onto that image's distribution (colors.transfer), their structure kept; with a palette the
+        sources' statistics are of their luminance (colors.grey). Read by the job layer (runner); from
+        Python, synthesise from colors.grey(source) and call colors.transfer on the images.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -154,7 +155,8 @@ class SynthesisConfig:
                                      "of the weight (b.png:0.3,c.png:0.2 leaves it 0.5).",
                                      example="b.png:0.3,c.png:0.2")
     colors: str = setting("", "Colours of the outputs, moved onto them after synthesis (colors.transfer): a palette "
-                          "image's whole colour distribution, or 'source' for the source's exact channel histograms "
+                          "image's whole colour distribution (the structure then synthesised from the sources' "
+                          "luminance), or 'source' for the source's exact channel histograms "
                           "(outputs that drifted in colour). Empty: as synthesised.", example="palette.png or source")
     guide: str = setting("", "Guided synthesis: a map of the output (any size, resized to --size by nearest "
                          "neighbour), one flat colour per region; each region matches its own source's statistics "

@@ -269,12 +269,17 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
 
 def _targets(job: _Job, image):
     """A source's targets, blended with those of config.blend's sources (each decoded in turn, at its own
-    source_scale) by their weights, and guided by config.guide's map."""
+    source_scale) by their weights, and guided by config.guide's map; of every source's luminance alone when
+    config.colors names a palette."""
     engine = job.engine
     config = engine.config
+    # With a palette the outputs' colours come from it: the structure is synthesised from luminance alone.
+    statistics = colors.grey if config.palette else lambda x: x
+    image = statistics(image)
     targets = engine.targets(image)
     if config.blend:
-        every = [targets, *(engine.targets(_load(job, path, "blend"), scale) for path, _, scale in config.blend_sources)]
+        every = [targets, *(engine.targets(statistics(_load(job, path, "blend")), scale)
+                            for path, _, scale in config.blend_sources)]
         targets = engine.blend_targets(every, [config.main_weight, *(w for _, w, _ in config.blend_sources)])
     if config.guide:
         targets = _guided(job, image, targets)
@@ -292,6 +297,7 @@ def _guided(job: _Job, image, main):
     """Targets of a guided run: each colour of config.guide matched to its source (guide.assign): a --region
     photo, the part of the input the source guide paints in that colour, or the input (`main`, blended)."""
     engine, config = job.engine, job.engine.config
+    statistics = colors.grey if config.palette else lambda x: x
     labels, colours = guide.read_map(_load(job, config.guide, "guide"), f"guide map {config.guide}")
     source_masks = source_colours = None
     if config.source_guide:
@@ -301,7 +307,7 @@ def _guided(job: _Job, image, main):
     every = []
     for kind, index in guide.assign(colours, regions, source_colours):
         if kind == "region":
-            other = _load(job, regions[index][1], "region")
+            other = statistics(_load(job, regions[index][1], "region"))
             every.append(engine.targets(other, regions[index][2]))
         else:
             every.append(main if kind == "input" else engine.targets(image, mask=source_masks[index]))

@@ -7,7 +7,7 @@ import numpy as np
 import jax
 import pytest
 
-from texsynth_jax import parallel, synthesis, synthesize
+from texsynth_jax import guide, parallel, synthesis, synthesize, terms
 from test_synthesis import make_problem
 
 
@@ -69,6 +69,26 @@ def test_spatially_split_loss_and_gradient_equal_unsplit(problem):
     loss, grad = value_and_grad(image, targets, params, spec, config)
     split = jax.device_put(image, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.SPACE)))
     split_loss, split_grad = value_and_grad(split, targets, params, spec, config)
+    assert len(split_grad.sharding.device_set) == 4
+    np.testing.assert_allclose(split_loss, loss, rtol=1e-5)
+    np.testing.assert_allclose(split_grad, grad, rtol=1e-4, atol=1e-5 * float(np.abs(grad).max()))
+
+
+def test_a_guided_loss_splits_over_strips_too(problem):
+    """Guide masks are replicated targets beside image strips: the guided loss and gradient equal the unsplit ones."""
+    params, spec, config, targets, _ = problem
+    mesh = parallel.make_mesh(parallel.SPACE, cpu_devices(4))
+    rng = np.random.default_rng(6)
+    other = synthesis.compute_targets(params, rng.uniform(size=(32, 32, 3)).astype(np.float32), spec, config)
+    labels = np.zeros((32, 32), int)
+    labels[:, 12:] = 1  # a boundary across every strip
+    guided = terms.guided_targets([targets, other], guide.layer_masks(guide.masks(labels, 2, (32, 32)), config.layers,
+                                                                      spec.arch))
+    image = rng.uniform(size=(32, 32, 3)).astype(np.float32)
+    value_and_grad = jax.jit(jax.value_and_grad(synthesis.texture_loss), static_argnums=(3, 4))
+    loss, grad = value_and_grad(image, guided, params, spec, config)
+    split = jax.device_put(image, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.SPACE)))
+    split_loss, split_grad = value_and_grad(split, guided, params, spec, config)
     assert len(split_grad.sharding.device_set) == 4
     np.testing.assert_allclose(split_loss, loss, rtol=1e-5)
     np.testing.assert_allclose(split_grad, grad, rtol=1e-4, atol=1e-5 * float(np.abs(grad).max()))

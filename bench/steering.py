@@ -145,6 +145,18 @@ def colour_ways(params, spec, config, judge, a, palette, keys) -> list[tuple[str
     return out
 
 
+def photo_pairs(text: str, args, size: int, other_in_smoke):
+    """(name A, name B, A, B) of each "A:B" pair of `text`, both photos at twice `size`; in a smoke run one pair of
+    the shipped photo, B made another texture by `other_in_smoke`."""
+    from common import smoke_texture, texture_source
+
+    pairs = [(smoke_texture(), smoke_texture())] if args.smoke else [p.split(":") for p in text.split(",")]
+    for a_name, b_name in pairs:
+        a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
+        b = texture_source(os.path.join(args.textures, b_name), (2 * size, 2 * size))
+        yield a_name, b_name, a, (np.ascontiguousarray(other_in_smoke(b)) if args.smoke else b)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
@@ -213,14 +225,7 @@ def main(argv=None):
             save(os.path.join(args.out, f"scale_{os.path.splitext(os.path.basename(path))[0]}.png"), row(firsts))
     if "guide" in parts:
         print("\n| pair A:B | region | distance to own photo | to the other | ratio |\n|---|---|---|---|---|")
-        pairs = [p.split(":") for p in args.pairs.split(",")]
-        if args.smoke:
-            pairs = [(smoke_texture(), smoke_texture())]
-        for a_name, b_name in pairs:
-            a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
-            b = texture_source(os.path.join(args.textures, b_name), (2 * size, 2 * size))
-            if args.smoke:
-                b = b[::-1, :, ::-1].copy()
+        for a_name, b_name, a, b in photo_pairs(args.pairs, args, size, lambda b: b[::-1, :, ::-1]):
             figures, images = guided(engine, judge, a, b, keys, size)
             names = [os.path.basename(a_name), os.path.basename(b_name)]
             for what, name, (own, other) in zip(("around the path", "the path"), names, figures):
@@ -232,14 +237,7 @@ def main(argv=None):
     if "colors" in parts:
         print("\n| structure A : palette P | way | colour distance to P | luminance structure distance to A |\n"
               "|---|---|---|---|")
-        pairs = [p.split(":") for p in args.palettes.split(",")]
-        if args.smoke:
-            pairs = [(smoke_texture(), smoke_texture())]
-        for a_name, p_name in pairs:
-            a = texture_source(os.path.join(args.textures, a_name), (2 * size, 2 * size))
-            palette = texture_source(os.path.join(args.textures, p_name), (2 * size, 2 * size))
-            if args.smoke:
-                palette = palette[..., ::-1].copy()
+        for a_name, p_name, a, palette in photo_pairs(args.palettes, args, size, lambda p: p[..., ::-1]):
             rows = colour_ways(params, spec, config, judge, a, palette, keys)
             for way, colour, structure, _ in rows:
                 print(f"| {os.path.basename(a_name)} : {os.path.basename(p_name)} | {way} | {colour:.4f} | "

@@ -282,7 +282,7 @@ def _targets(job: _Job, image):
                             for path, _, scale in config.blend_sources)]
         targets = engine.blend_targets(every, [config.main_weight, *(w for _, w, _ in config.blend_sources)])
     if config.guide:
-        targets = _guided(job, image, targets)
+        targets = _guided(job, image, targets, statistics)
     return targets
 
 
@@ -293,11 +293,11 @@ def _load(job: _Job, path: str, role: str):
     return image
 
 
-def _guided(job: _Job, image, main):
+def _guided(job: _Job, image, main, statistics):
     """Targets of a guided run: each colour of config.guide matched to its source (guide.assign): a --region
-    photo, the part of the input the source guide paints in that colour, or the input (`main`, blended)."""
+    photo (as `statistics` sees it), the part of the input the source guide paints in that colour, or the input
+    (`main`, blended)."""
     engine, config = job.engine, job.engine.config
-    statistics = colors.grey if config.palette else lambda x: x
     labels, colours = guide.read_map(_load(job, config.guide, "guide"), f"guide map {config.guide}")
     source_masks = source_colours = None
     if config.source_guide:

@@ -37,7 +37,7 @@ class SourcePlan(NamedTuple):
 def plan_sources(work, config: SynthesisConfig, arch: str, process: int, processes: int) -> list[SourcePlan]:
     """Check every source's header and size against its item's settings (no pixels decoded) and name its
     outputs."""
-    plan = []
+    plan, guides_checked = [], set()  # a guide is checked once per settings, not once per source of a work list
     suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
     for work_item in work:
         path, seeds = work_item[0], work_item[1]
@@ -54,8 +54,10 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                 coarse_to_fine.check_source(image_io.check_image(blend_path, "blend image", "--blend"),
                                             dataclasses.replace(item_config, source_scale=scale), arch,
                                             f"blend image {blend_path}")
-            if item_config.guide or item_config.region or item_config.source_guide:
+            if (item_config.guide or item_config.region or item_config.source_guide) and \
+                    item_config not in guides_checked:
                 check_guide(item_config, arch)
+                guides_checked.add(item_config)
         except ValueError as e:
             if not where:
                 raise

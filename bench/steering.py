@@ -113,8 +113,10 @@ def register_rgb_term():
     terms.register("rgb", stats, loss, replace=True)
 
 
-def colour_ways(params, spec, config, judge, a, palette, keys) -> list[tuple[str, float, float, np.ndarray]]:
-    """[(way, colour distance to the palette, structure distance to A, seed-0 image)] of each way."""
+def colour_ways(params, spec, config, judge, a, palette, keys, term_weights=(1, 10)
+                ) -> list[tuple[str, float, float, np.ndarray]]:
+    """[(way, colour distance to the palette, structure distance to A, seed-0 image)] of each way; the colour term
+    at each of `term_weights` (each its own compiled programs)."""
     import dataclasses as dc
     import texsynth_jax as ts
     from texsynth_jax import colors, evaluate
@@ -134,7 +136,7 @@ def colour_ways(params, spec, config, judge, a, palette, keys) -> list[tuple[str
     luminance_only = np.asarray(engine.synthesize(keys, engine.targets(grey))[0])
     out.append(figures("luminance only, then transfer", [colors.transfer(x, palette) for x in luminance_only]))
     register_rgb_term()
-    for weight in (1, 10):
+    for weight in term_weights:
         with_term = dc.replace(config, loss=("gram:1", f"rgb:{weight}"))
         term_engine = ts.make_engine(params, spec, with_term, len(keys))
         targets = term_engine.targets(a)
@@ -238,7 +240,7 @@ def main(argv=None):
         print("\n| structure A : palette P | way | colour distance to P | luminance structure distance to A |\n"
               "|---|---|---|---|")
         for a_name, p_name, a, palette in photo_pairs(args.palettes, args, size, lambda p: p[..., ::-1]):
-            rows = colour_ways(params, spec, config, judge, a, palette, keys)
+            rows = colour_ways(params, spec, config, judge, a, palette, keys, (1,) if args.smoke else (1, 10))
             for way, colour, structure, _ in rows:
                 print(f"| {os.path.basename(a_name)} : {os.path.basename(p_name)} | {way} | {colour:.4f} | "
                       f"{structure:.4f} |", flush=True)

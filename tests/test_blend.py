@@ -153,3 +153,20 @@ def test_a_sweep_of_weights_moves_the_outputs_from_one_source_to_the_other(vgg, 
         to_a.append(np.mean(evaluate.distances(judge, a_image, images)))
         to_b.append(np.mean(evaluate.distances(judge, b_image, images)))
     assert np.all(np.diff(to_a) > 0) and np.all(np.diff(to_b) < 0), (to_a, to_b)
+
+
+def test_a_checkpoint_fingerprint_covers_the_blended_files(tmp_path):
+    """A checkpoint continues only the run that wrote it: the fingerprint changes with a blended photo's content
+    (and is computed from the input's pixels alone otherwise, the same before the run and during it)."""
+    from texsynth_jax import records
+
+    other = tmp_path / "b.png"
+    Image.fromarray((stripes(32) * 255).astype(np.uint8)).save(other)
+    config = SynthesisConfig(size=(32, 32), coarse_iterations=(), blend=(f"{other}:0.3",))
+    image = gravel(32)
+    first = records.fingerprint(config, [0], image, "w", {})
+    assert records.fingerprint(config, [0], image, "w", {}) == first
+    Image.fromarray((stripes(32, period=5.0) * 255).astype(np.uint8)).save(other)
+    assert records.fingerprint(config, [0], image, "w", {}) != first
+    plain = SynthesisConfig(size=(32, 32), coarse_iterations=())
+    assert records.fingerprint(plain, [0], image, "w", {}) != records.fingerprint(plain, [0], image * 0.5, "w", {})

@@ -110,8 +110,6 @@ class CoarseToFine:
         """Every scale's targets of a guided output (Engine.guided_targets): `masks` [R, H, W] at config.size,
         area-resized to each scale (where a small region may cover less than a position of the deepest
         layer: its loss there weighs less, terms.coverage); region_targets from `targets(source)` each."""
-        if not region_targets:
-            raise ValueError("no region targets; pass one CoarseToFine.targets(source) per region of the masks")
         for targets in region_targets:
             self.check_targets(targets)
         masks = guide.check_masks(masks, len(region_targets), self.config.size, self.config.layers, self.spec.arch,

@@ -244,8 +244,6 @@ class Engine:
         Returns:
           {GUIDE: {layer: [R, H_l, W_l]}, term: [stats] * R, ...} (terms.guided_targets), on the device(s).
         """
-        if not region_targets:
-            raise ValueError("no region targets; pass one engine.targets(source) per region of the masks")
         masks = guide.check_masks(masks, len(region_targets), self.config.size, self.config.layers, self.spec.arch,
                                   names)
         return self._guided(region_targets, masks)

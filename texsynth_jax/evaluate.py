@@ -359,31 +359,27 @@ def region_distances(params: JudgeParams, source, outputs: Sequence, mask) -> li
     """The judge's distance to `source` of one region of each output (a guided run's): only the feature
     positions whose pixel block lies wholly inside `mask` (bool or shares [H, W] at the outputs' size) count
     on the output side. None for an output where the region leaves fewer than 2 positions at a layer."""
+    return _distances(params, np.asarray(source, np.float32)[..., :3],
+                      [np.asarray(x, np.float32)[..., :3] for x in outputs], lambda: None, mask)
+
+
+def _distances(params, source, outputs, step, mask=None) -> list[float | None]:
+    """Each output's distance; with a `mask`, of the output's feature positions inside it only (region_distances)."""
     from texsynth_jax import guide  # the library's resampling; evaluate stays importable on its own otherwise
 
-    features = jax.jit(alexnet, static_argnums=2)
-    depth = max(DISTANCE_LAYERS) + 1
-    src_moments = [moments(f) for f in features(params, np.asarray(source, np.float32)[..., :3], depth)]
-    out = []
-    for output in outputs:
-        figures = []
-        for s, f in zip(src_moments, features(params, np.asarray(output, np.float32)[..., :3], depth)):
-            inside = np.asarray(guide.resize_masks(np.asarray(mask, np.float32), f.shape[:2])) >= 0.999
-            rows = np.asarray(f)[inside]
-            figures.append(None if len(rows) < 2 else frechet_moments(*s, *moments(rows)) / np.trace(s[1]))
-        out.append(None if None in figures else float(np.mean(figures)))
-    return out
-
-
-def _distances(params, source, outputs, step) -> list[float]:
     features = jax.jit(alexnet, static_argnums=2)
     depth = max(DISTANCE_LAYERS) + 1
     src_moments = [moments(f) for f in features(params, source, depth)]
     out = []
     for output in outputs:
         step()
-        out.append(float(np.mean([frechet_moments(*s, *moments(f)) / np.trace(s[1])
-                                  for s, f in zip(src_moments, features(params, output, depth))])))
+        figures = []
+        for s, f in zip(src_moments, features(params, output, depth)):
+            if mask is not None:  # [N, C]: the positions inside
+                f = np.asarray(f)[np.asarray(guide.resize_masks(np.asarray(mask, np.float32), f.shape[:2])) >= 0.999]
+            rows = np.prod(f.shape[:-1])
+            figures.append(None if rows < 2 else frechet_moments(*s, *moments(f)) / np.trace(s[1]))
+        out.append(None if None in figures else float(np.mean(figures)))
     return out
 
 

@@ -93,8 +93,13 @@ def _vector_stats(features, source, layers, size):
     out = {}
     for name in layers:
         vectors = features[name].reshape(-1, features[name].shape[-1]).astype(jnp.float32)
-        out[name] = {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
+        out[name] = _vectors_entry(vectors)
     return out
+
+
+def _vectors_entry(vectors) -> dict:
+    """A layer's vector statistics: the [M, C] vectors, and their mean square (the layer's scale)."""
+    return {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
 
 
 def _masked_vector_stats(features, source, layers, size, masks):
@@ -107,7 +112,7 @@ def _masked_vector_stats(features, source, layers, size, masks):
         share = jnp.cumsum(masks[name].reshape(-1))
         rows = (jnp.arange(flat.shape[0]) + 0.5) * (share[-1] / flat.shape[0])
         vectors = flat[jnp.minimum(jnp.searchsorted(share, rows), flat.shape[0] - 1)]
-        out[name] = {"vectors": vectors, "scale": jnp.maximum(jnp.mean(jnp.square(vectors)), 1e-12)}
+        out[name] = _vectors_entry(vectors)
     return out
 
 

@@ -71,6 +71,10 @@ EFFECT_TESTS = {
     "guide": "test_guide.py::test_two_photos_in_two_regions_each_near_its_own",
     "region": "test_guide.py::test_cli_regions_source_guide_record_and_errors",
     "source_guide": "test_guide.py::test_cli_regions_source_guide_record_and_errors",
+    "fill": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
+    "mask": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
+    "place": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
+    "band": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
 }
 
 

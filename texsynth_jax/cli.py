@@ -26,7 +26,7 @@ import threading
 from absl import app, flags, logging
 import jax
 
-from texsynth_jax import SynthesisConfig, RunOptions, defaults, interrupts, jobs, run_job, storage, weights
+from texsynth_jax import SynthesisConfig, RunOptions, defaults, image_io, interrupts, jobs, run_job, storage, weights
 from texsynth_jax import config as config_lib
 
 
@@ -258,7 +258,11 @@ def main(argv):
                          if not FLAGS[k].present and getattr(config, k) == v]
                 shown = " ".join(f"--{k}={config_lib.format_value(config_lib.PAPER_MODE[k])}" for k in taken)
                 log(f"paper mode (Gatys et al. 2015): {shown}")
-            work = jobs.read_sources(FLAGS.input or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds), config)
+            if config.fill and not FLAGS["size"].present:  # the canvas is the image's own size
+                config = dataclasses.replace(config, size=image_io.check_image(config.fill, "fill image", "--fill"))
+            # Without --input a --fill run learns from its own image's kept pixels.
+            work = jobs.read_sources(FLAGS.input or config.fill or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds),
+                                     config)
             process = start_distributed()
             weights_path = resolve_weights(log if process == 0 else (lambda message: None))
             run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}

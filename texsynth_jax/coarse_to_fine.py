@@ -117,6 +117,15 @@ class CoarseToFine:
         return [engine._guided([t[k] for t in region_targets], guide.resize_masks(masks, engine.config.size))
                 for k, engine in enumerate(self.engines)]
 
+    def fill_targets(self, targets, known, keep) -> list[dict]:
+        """Every scale's targets of a canvas to fill (Engine.fill_targets): `known` [H, W, 3] and `keep` [H, W] at
+        config.size, shrunk to each scale by area (fill.entry); targets from `targets(source)`."""
+        self.check_targets(targets)
+        if np.shape(keep) != tuple(self.config.size) or np.shape(known) != (*self.config.size, 3):
+            raise ValueError(f"a canvas {np.shape(known)} and mask {np.shape(keep)} for an output of "
+                             f"{self.config.size}; pass them at config.size (fill.canvas)")
+        return [engine._fill(t, known, keep) for t, engine in zip(targets, self.engines)]
+
     def blend_targets(self, targets_list, weights) -> list[dict]:
         """Several sources' `targets` as one, scale by scale (Engine.blend_targets)."""
         for targets in targets_list:

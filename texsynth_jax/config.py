@@ -12,6 +12,7 @@ import math
 import numbers
 import typing
 
+from texsynth_jax import fill as fill_lib
 from texsynth_jax import guide, optimizers, terms, vgg
 
 POOLINGS = ("avg", "max")
@@ -166,6 +167,18 @@ class SynthesisConfig:
                                       example="4a7a2c:grass.png", repeatable=True)
     source_guide: str = setting("", "A map of --input in the colours of --guide: a colour found in it takes its "
                                 "statistics from that part of the input photo.", example="input_map.png")
+    fill: str = setting("", "Work on your own image: its kept pixels stay exactly as they are and the rest is "
+                        "synthesised to continue them: holes (--mask, or the image's transparent pixels), a --size "
+                        "larger than it (extended past its borders, placed by --place), a band along its borders "
+                        "(with --tileable: it then wraps). Statistics from its kept pixels unless --input names "
+                        "another source. --size defaults to the image's. Empty: synthesis from noise.",
+                        example="photo.png")
+    mask: str = setting("", "The pixels of --fill to make anew: white make, black keep (any size: resized to the "
+                        "image's by nearest neighbour). Empty: the image's transparent pixels, if any.",
+                        example="mask.png")
+    place: str = setting("center", "Where --fill's image lies on a larger --size canvas.", fill_lib.PLACES)
+    band: float = setting(0.125, "With --fill and --tileable: the width re-synthesised along each border so the "
+                          "image wraps, as a share of the shorter side (measured: docs/fill.md).")
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
@@ -222,6 +235,11 @@ class SynthesisConfig:
                              f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
         parse_blend(self.blend)
         guide.parse_regions(self.region)
+        if self.place not in fill_lib.PLACES:
+            raise ValueError(f"place={self.place!r} is unknown; use one of {', '.join(fill_lib.PLACES)}")
+        if not 0 < self.band < 0.5:
+            raise ValueError(f"band={self.band:g} is not a share in (0, 0.5) of the image's shorter side; give one "
+                             "like 0.125")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")

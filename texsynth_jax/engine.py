@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from texsynth_jax import guide, parallel, synthesis, terms, vgg
+from texsynth_jax import fill, guide, parallel, synthesis, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_source
 from texsynth_jax.synthesis import SynthState
 
@@ -42,7 +42,7 @@ STEPS_PER_DISPATCH = {"cpu": 1}
 # Settings the compiled programs never see: how long a run goes on, which sources make the targets and at what
 # size (resized on the way into the targets program, blended after it), and the colours given to the results.
 RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend", "colors", "guide", "region",
-            "source_guide")
+            "source_guide", "fill", "mask", "place", "band")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -255,6 +255,30 @@ class Engine:
         layer_masks = guide.layer_masks(jnp.asarray(masks), self.config.layers, self.spec.arch)
         return jax.device_put(terms.guided_targets(region_targets, layer_masks), self._shared)
 
+    def fill_targets(self, targets, known, keep) -> dict[str, object]:
+        """Targets of a canvas to fill (fill.py): the kept pixels of `known` fixed, the others made so that the
+        whole composite matches `targets`.
+
+        Args:
+          targets: {term: stats} from `targets(source)` (e.g. `targets(photo, mask=keep)`: the photo's kept
+            part), or guided ones (`guided_targets`).
+          known: float32 [H, W, 3] in [0, 1] at config.size, the canvas (fill.canvas); unkept values unused.
+          keep: float32 [H, W], 1 where a pixel is kept, 0 where it is made. Arguments of the programs:
+            every canvas and mask of this size run the same compiled step.
+
+        Returns:
+          {**targets, FILL: {"image", "keep"}}, on the device(s).
+        """
+        if np.shape(keep) != tuple(self.config.size) or np.shape(known) != (*self.config.size, 3):
+            raise ValueError(f"a canvas {np.shape(known)} and mask {np.shape(keep)} for an output of "
+                             f"{self.config.size}; pass them at config.size (fill.canvas)")
+        return self._fill(targets, known, keep)
+
+    def _fill(self, targets, known, keep) -> dict[str, object]:
+        """fill_targets of a canvas of any size, shrunk to this engine's (a coarse scale's) by fill.entry."""
+        self.check_targets(targets)
+        return {**targets, fill.FILL: jax.device_put(fill.entry(known, keep, self.config.size), self._shared)}
+
     def blend_targets(self, targets_list, weights) -> dict[str, object]:
         """Several sources' `targets` as one ({term: stats}, the first's shapes), mixed by `weights`
         (non-negative, summing to 1; terms.blend_targets): a change of targets, not of programs."""
@@ -272,6 +296,13 @@ class Engine:
                              "engine.targets(source)")
         names = list(self.config.loss_weights)
         guided = terms.GUIDE in targets
+        if fill.FILL in targets:
+            canvas = targets[fill.FILL]
+            if not isinstance(canvas, Mapping) or {k: np.shape(v) for k, v in canvas.items()} != {
+                    "image": (*self.config.size, 3), "keep": (*self.config.size, 1)}:
+                raise ValueError("targets' canvas is not of this engine's size; pass engine.fill_targets(targets, "
+                                 "known, keep)")
+            targets = {k: v for k, v in targets.items() if k != fill.FILL}
         if sorted(set(targets) - {terms.GUIDE}) != sorted(names):
             raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(names)}; pass "
                              "engine.targets(source) ({term: stats}; style_loss's {layer: gram} go under 'gram')")

@@ -348,6 +348,19 @@ def seam_ratio(image) -> tuple[float, float]:
     return float(line_ratios(image, 0)[-1]), float(line_ratios(image, 1)[-1])
 
 
+def border_ratio(image, make) -> float | None:
+    """How visible the border of a filled region is: the mean absolute difference between neighbouring pixels
+    (rows and columns) where one is made and the other kept, over that between all other neighbours. About 1
+    where the border does not show (a photo's own ratio on a mask is near 1), well above 1 for an edge.
+    image: [H, W, C]; make: bool [H, W], True where made. None where no pixel pair crosses the border."""
+    x, make = np.asarray(image, np.float64), np.asarray(make, bool)
+    steps = [np.abs(np.diff(x, axis=a)).mean(axis=-1) for a in (0, 1)]
+    cross = [np.diff(make.astype(np.int8), axis=a) != 0 for a in (0, 1)]
+    across = np.concatenate([s[c] for s, c in zip(steps, cross)])
+    others = np.concatenate([s[~c] for s, c in zip(steps, cross)])
+    return None if not len(across) or not len(others) else float(across.mean() / others.mean())
+
+
 def distances(params: JudgeParams, source, outputs: Sequence) -> list[float]:
     """The judge's distance of each output to `source` alone (as `judge` gives them, without the diversity and
     copying figures): e.g. the outputs of a blend against each of its sources."""

@@ -54,6 +54,18 @@ def load_image(path: str) -> tuple[np.ndarray, list[str]]:
         raise ImageError(f"input image {path} cannot be read ({e}); give a PNG or JPEG file") from None
 
 
+def load_alpha(path: str) -> np.ndarray | None:
+    """uint8 [H, W]: an image's alpha channel, upright as `load_image` turns it; None when it has none (a
+    transparent palette colour counts). Errors as load_image's."""
+    load_image(path)  # its one-line errors for a missing or unreadable file
+    with _opened(path) as img:
+        img.load()
+        upright = ImageOps.exif_transpose(img) if _orientation(img) != 1 else img
+        if upright.mode not in ("LA", "PA", "RGBA", "RGBa") and "transparency" not in upright.info:
+            return None
+        return np.asarray(upright.convert("RGBA"))[..., 3].copy()
+
+
 _ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down", 5: "transposed",
                  6: "rotated 90 degrees clockwise", 7: "transversed", 8: "rotated 90 degrees anticlockwise"}
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from texsynth_jax import coarse_to_fine, guide, image_io, jobs, outputs, storage, weights
+from texsynth_jax import coarse_to_fine, fill, guide, image_io, jobs, outputs, storage, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
@@ -37,7 +37,7 @@ class SourcePlan(NamedTuple):
 def plan_sources(work, config: SynthesisConfig, arch: str, process: int, processes: int) -> list[SourcePlan]:
     """Check every source's header and size against its item's settings (no pixels decoded) and name its
     outputs."""
-    plan, guides_checked = [], set()  # a guide is checked once per settings, not once per source of a work list
+    plan, checked = [], set()  # a guide or canvas is checked once per settings, not per source
     suffix = f"_p{process}" if processes > 1 else ""  # each host writes its own record and sheet
     for work_item in work:
         path, seeds = work_item[0], work_item[1]
@@ -55,9 +55,13 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                                             dataclasses.replace(item_config, source_scale=scale), arch,
                                             f"blend image {blend_path}")
             if (item_config.guide or item_config.region or item_config.source_guide) and \
-                    item_config not in guides_checked:
+                    item_config not in checked:
                 check_guide(item_config, arch)
-                guides_checked.add(item_config)
+                checked.add(item_config)
+            own = bool(item_config.fill) and storage.absolute(path) == storage.absolute(item_config.fill)
+            if (item_config, own) not in checked:
+                check_fill(item_config, own)
+                checked.add((item_config, own))
         except ValueError as e:
             if not where:
                 raise
@@ -129,6 +133,48 @@ def check_guide(config: SynthesisConfig, arch: str) -> None:
                       [f"guide colour {guide.hex_colour(c)} of {config.guide}" for c in colours])
 
 
+def check_fill(config: SynthesisConfig, own: bool) -> None:
+    """A --fill run's image, mask and canvas, before anything runs (`own`: its source is the --fill image, whose
+    kept pixels give the statistics): readable, something to make, something kept to learn from, a canvas that
+    holds the image."""
+    if not config.fill:
+        given = next((f for f, on in (("--mask", config.mask), ("--place", config.place != "center")) if on), None)
+        if given:
+            raise ValueError(f"{given} is given without --fill; name the image to work on, like --fill=photo.png")
+        return
+    if config.palette:
+        raise ValueError(f"--colors={config.colors} with --fill: the kept pixels hold the image's own colours; leave "
+                         "--colors out (or give --colors=source)")
+    size = image_io.check_image(config.fill, "fill image", "--fill")
+    fill.offset(size, config.size, config.place)
+    if config.mask:
+        image_io.check_image(config.mask, "mask image", "--mask")
+        make = fill.mask_from_image(image_io.load_image(config.mask)[0], size)
+        what = f"mask {config.mask}"
+    else:
+        alpha = image_io.load_alpha(config.fill)
+        make = None if alpha is None else fill.mask_from_alpha(alpha)
+        what = f"the alpha channel of {config.fill}"
+    larger = tuple(config.size) != tuple(size)
+    if (make is None or not make.any()) and not larger and not config.tileable:
+        raise ValueError(
+            (f"{what} is all black (keep): " if make is not None else f"fill image {config.fill} has no mask and no "
+             "transparent pixels: ") + "nothing to make; paint white where to make it (--mask=mask.png), give a "
+            f"--size larger than {size[0]},{size[1]} to extend it, or --tileable to make it tile")
+    if own and make is not None and make.all():
+        raise ValueError(f"{what} is all white (make): no kept pixels to take the statistics from; give a source "
+                         "with --input=texture.png, or keep part of the image")
+
+
+def fill_record(config: SynthesisConfig) -> dict | None:
+    """The files of a --fill run (image, mask) with their sha256, and where the image lies; None without."""
+    if not config.fill:
+        return None
+    file = lambda path: {"path": storage.absolute(path), "sha256": weights.file_sha256(path)}
+    return {"image": file(config.fill), **({"mask": file(config.mask)} if config.mask else {}),
+            "place": config.place, **({"band": config.band} if config.tileable else {})}
+
+
 def guide_record(config: SynthesisConfig) -> dict | None:
     """The files of a guided run (maps, region photos) with their sha256, as the record holds them; None unguided."""
     if not config.guide:
@@ -149,10 +195,11 @@ def _shas(tree) -> list[str]:
 
 def target_files(config: SynthesisConfig) -> list[str]:
     """The files besides the input whose content the targets depend on: blended sources, guide maps, region
-    photos."""
+    photos, a --fill image and its mask."""
     return [*(path for path, _, _ in config.blend_sources),
             *([config.guide] if config.guide else []), *([config.source_guide] if config.source_guide else []),
-            *(path for _, path, _ in config.region_sources)]
+            *(path for _, path, _ in config.region_sources),
+            *([config.fill] if config.fill else []), *([config.mask] if config.mask else [])]
 
 
 def fingerprint(config: SynthesisConfig, seeds, image, weights_sha256: str, meta: dict) -> str:
@@ -183,7 +230,8 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
         ("input", field("input", "sha256") == weights.file_sha256(src.path) and [
             b.get("sha256") for b in field("blend") or []] == [weights.file_sha256(p) for p, _, _ in config.blend_sources]
          and field("colors", "sha256") == (weights.file_sha256(config.palette) if config.palette else None)
-         and _shas(field("guide")) == _shas(guide_record(config))),
+         and _shas(field("guide")) == _shas(guide_record(config))
+         and _shas(field("fill")) == _shas(fill_record(config))),
         ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
     if not differs:
         return True
@@ -219,6 +267,7 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
         **({"colors": {"path": storage.absolute(config.palette), "sha256": weights.file_sha256(config.palette)}}
            if config.palette else {}),
         **({"guide": guide_record(config)} if config.guide else {}),
+        **({"fill": fill_record(config)} if config.fill else {}),
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
                    for size, iterations, source_size in zip(
                        config.scale_sizes, config.scale_iterations,

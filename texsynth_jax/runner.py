@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, guide, image_io, jobs, outputs, parallel, progress,
+from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, fill, guide, image_io, jobs, outputs, parallel, progress,
                           records, storage, synthesis)
 from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
@@ -267,22 +267,52 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
     return results
 
 
-def _targets(job: _Job, image):
+class _Canvas(NamedTuple):
+    """A --fill run's canvas (fill.canvas) and which pixels of its image are made anew (None: none)."""
+
+    known: np.ndarray  # float32 [*size, 3]
+    keep: np.ndarray  # float32 [*size]: 1 kept, 0 made
+    make: np.ndarray | None  # bool [h, w] of the --fill image
+
+
+def _canvas(job: _Job) -> _Canvas | None:
+    config = job.engine.config
+    if not config.fill:
+        return None
+    photo = _load(job, config.fill, "fill")
+    make = _make_mask(config, photo.shape[:2])
+    band = fill.band_pixels(config.size, config.band) if config.tileable else 0
+    return _Canvas(*fill.canvas(photo, make, config.size, config.place, band), make)
+
+
+def _make_mask(config: SynthesisConfig, size) -> np.ndarray | None:
+    """bool [*size]: the --fill image's pixels to make, from --mask or its alpha channel; None for none."""
+    if config.mask:
+        return fill.mask_from_image(image_io.load_image(config.mask)[0], size)
+    alpha = image_io.load_alpha(config.fill)
+    return None if alpha is None else fill.mask_from_alpha(alpha)
+
+
+def _targets(job: _Job, image, path: str, canvas: _Canvas | None):
     """A source's targets, blended with those of config.blend's sources (each decoded in turn, at its own
-    source_scale) by their weights, and guided by config.guide's map; of every source's luminance alone when
+    source_scale) by their weights, guided by config.guide's map, and holding the canvas of a --fill run (the
+    statistics of the --fill image's kept pixels where it is the source); of every source's luminance alone when
     config.colors names a palette."""
     engine = job.engine
     config = engine.config
     # With a palette the outputs' colours come from it: the structure is synthesised from luminance alone.
     statistics = colors.grey if config.palette else lambda x: x
     image = statistics(image)
-    targets = engine.targets(image)
+    own = canvas is not None and canvas.make is not None and storage.absolute(path) == storage.absolute(config.fill)
+    targets = engine.targets(image, mask=(~canvas.make).astype(np.float32) if own else None)
     if config.blend:
         every = [targets, *(engine.targets(statistics(_load(job, path, "blend")), scale)
                             for path, _, scale in config.blend_sources)]
         targets = engine.blend_targets(every, [config.main_weight, *(w for _, w, _ in config.blend_sources)])
     if config.guide:
         targets = _guided(job, image, targets, statistics)
+    if canvas is not None:
+        targets = engine.fill_targets(targets, canvas.known, canvas.keep)
     return targets
 
 
@@ -421,7 +451,8 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
                                                                              engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
-        targets = _targets(job, image)
+        canvas = _canvas(job)
+        targets = _targets(job, image, src.path, canvas)
         targets = jax.block_until_ready(targets)
         t_targets = time.perf_counter() - t1
         state, done_before = None, []
@@ -454,10 +485,10 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
         timings = {"setup": t1 - job.t0, "targets": t_targets, "first_iteration_with_compile": tracker.first_step_s,
                    "synthesis": t2 - t1, "iterations_per_s": tracker.rate(),
                    "scales_done": {str(k): s for k, s in sorted(hooks.scale_done.items())}}
-        record, images = _write_images(job, src, state, status, image, notes, tracker, timings)
+        record, images = _write_images(job, src, state, status, image, notes, tracker, timings, canvas)
         if job.judge is not None and status in ("complete", "stalled"):
             _judge(job, record, np.asarray(synthesis.scale_source(image, config.source_scale)), images,
-                   lambda: stop.requested or job.should_stop())
+                   lambda: stop.requested or job.should_stop(), canvas)
         if status == "diverged":
             record["diverged_at"] = hooks.diverged_at
         outputs.save_record(job.out(src.names["record"]), record)  # last: its presence means the files are there
@@ -469,9 +500,10 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     return SourceResult(src.path, src.seeds, status, job.out(src.names["record"]))
 
 
-def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, tracker, timings):
-    """Each image file of `src` atomically (none for a diverged run: its images are no result), and the
-    run record to save after them: (record, the images or None)."""
+def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, tracker, timings, canvas):
+    """Each image file of `src` atomically (none for a diverged run: its images are no result), with the
+    canvas's kept pixels exactly as they were (a --fill run), and the run record to save after them:
+    (record, the images or None)."""
     engine, config, options = job.engine, job.engine.config, job.options
     losses = [list(l) for l in zip(*tracker.history())]
     names = dict(src.names)
@@ -484,6 +516,8 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
         if config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
             palette = image_io.load_image(config.palette)[0] if config.palette else image
             images = np.stack([colors.transfer(x, palette) for x in images])
+        if canvas is not None:
+            images = fill.paste(images, canvas.known, canvas.keep)
         outputs.save_images(options.output_dir, names["images"], images)
         shown = images
         if config.tileable:  # the 2x2 repeat shows the (absent) seam, on its own and in the sheet
@@ -568,7 +602,7 @@ def _region_distances(job: _Job, image, images, should_stop) -> dict:
     return out
 
 
-def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
+def _judge(job: _Job, record: dict, image, images, should_stop, canvas: _Canvas | None = None) -> None:
     """The judge's figures into `record` (and a line); a stop during it leaves {"stopped": true}."""
     from texsynth_jax import evaluate
 
@@ -584,6 +618,11 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
                 record["judge"]["blend_distances"][path] = float(np.mean(evaluate.distances(job.judge, other, images)))
         if job.engine.config.guide:
             record["judge"]["region_distances"] = _region_distances(job, image, images, should_stop)
+        if canvas is not None:  # the made pixels alone against the source, and how much their border shows
+            made = canvas.keep < 1
+            figures = [d for d in evaluate.region_distances(job.judge, image, images, made) if d is not None]
+            record["judge"]["made_distance"] = float(np.mean(figures)) if figures else None
+            record["judge"]["border_ratios"] = [evaluate.border_ratio(x, made) for x in images]
     except evaluate.Stopped:
         record["judge"] = {"stopped": True}
         job.log("judge stopped (Ctrl-C); the images are saved, the record has no judge figures")
@@ -594,6 +633,11 @@ def _judge(job: _Job, record: dict, image, images, should_stop) -> None:
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
             f"{record['judge']['copy_fraction_max']:.3f}")
     config = job.engine.config
+    if canvas is not None:
+        made, ratios = record["judge"]["made_distance"], [r for r in record["judge"]["border_ratios"] if r is not None]
+        job.say("judge: the made pixels' distance to the source " + ("n/a (too thin)" if made is None else f"{made:.4g}")
+                + (f", their border's gradient over the rest's {np.mean(ratios):.3g} (about 1: the border does not "
+                   "show)" if ratios else ""))
     if config.guide:
         job.say("judge: each region's distance to its own source: " + ", ".join(
             f"{colour} {'n/a (too thin)' if d is None else f'{d:.4g}'}"

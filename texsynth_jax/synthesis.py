@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from texsynth_jax import conv as conv_lib
-from texsynth_jax import guide, optimizers, terms, vgg
+from texsynth_jax import fill, guide, optimizers, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
 
 
@@ -144,8 +144,9 @@ def projection_key(state: SynthState, config: SynthesisConfig) -> jax.Array:
 
 
 def _loss_of_latent(targets, params, spec, config, key):
-    """The loss as a function of the latent alone, for the optimiser."""
-    return lambda latent: texture_loss(image_from_latent(latent), targets, params, spec, config, key)
+    """The loss as a function of the latent alone, for the optimiser (of the composite, filling a canvas)."""
+    return lambda latent: texture_loss(fill.compose(image_from_latent(latent), targets), targets, params, spec,
+                                       config, key)
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -176,8 +177,9 @@ def restart(latent: jax.Array, key_data: jax.Array, targets: Mapping[str, object
     """A state that starts from `latent` (of any size: resized to `config.size` with
     `config.upsample`, periodically when tileable) with a fresh optimiser at iteration 0: how each
     scale of a coarse-to-fine run starts from the one before (the L-BFGS memory of another size
-    means nothing at this one)."""
-    latent = resize(latent, config.size, config.upsample, config.tileable)
+    means nothing at this one). Filling a canvas (fill.py), its kept pixels take the photo's values."""
+    enlarged = tuple(latent.shape[:2]) != tuple(config.size)
+    latent = fill.pin(resize(latent, config.size, config.upsample, config.tileable), targets, enlarged)
     state = SynthState(latent, None, jnp.zeros((), jnp.int32), key_data)
     optimizer = optimizers.make(config.optimizer, config.history)
     opt_state = optimizer.init(_loss_of_latent(targets, params, spec, config, projection_key(state, config)), latent)

@@ -1,0 +1,165 @@
+"""--fill: the user's own image, its kept pixels fixed (fill.py). Kept pixels bit-identical through the engine
+and after saving, one compiled program for every mask, the canvas's placement, the border measure, and the
+command line's holes (mask file, alpha channel), extension, tiling, record, judge lines and one-line errors."""
+
+import json
+
+import numpy as np
+import jax
+import pytest
+from PIL import Image
+
+from texsynth_jax import Engine, SynthesisConfig, evaluate, fill, load_weights
+from test_blend import stripes
+from test_coarse_to_fine import SHALLOW, gravel
+from test_engine import counted_compiles
+from test_run import in_process
+
+
+@pytest.fixture(scope="module")
+def vgg(weights_path):
+    params, spec, _ = load_weights(weights_path)
+    return params, spec
+
+
+def disc(size, centre, radius):
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2
+
+
+def square(size, top, left, side):
+    make = np.zeros(size, bool)
+    make[top:top + side, left:left + side] = True
+    return make
+
+
+def to_uint8(image):
+    return np.round(np.asarray(image) * 255).astype(np.uint8)
+
+
+def test_kept_pixels_stay_through_the_engine_and_one_program_serves_every_mask(vgg):
+    """The engine's own images (no paste) hold the photo at every kept pixel, to the uint8 value, and the made
+    pixels move; a square and a disc hole run the same compiled step."""
+    params, spec = vgg
+    photo = gravel(32)
+    config = SynthesisConfig(size=(32, 32), coarse_iterations=(), iterations=4, **SHALLOW)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with counted_compiles() as compiles:
+        engine = Engine(params, spec, config, 2)
+        targets = engine.targets(photo)
+        steps = []
+        for make in (square((32, 32), 8, 10, 12), disc((32, 32), (20, 14), 7)):
+            known, keep = fill.canvas(photo, make, (32, 32))
+            images, _ = engine.synthesize(keys, engine.fill_targets(targets, known, keep))
+            images = to_uint8(images)
+            assert (images[:, ~make] == to_uint8(photo)[~make]).all()
+            assert np.abs(images[:, make].astype(int) - to_uint8(photo)[make]).mean() > 10  # made anew
+            steps.append(compiles["step"])
+    assert steps[1] == steps[0] == 1, compiles
+
+
+def test_canvas_places_the_photo_and_refuses_a_smaller_canvas():
+    photo = np.full((4, 6, 3), 0.5, np.float32)
+    for place, (top, left) in {"center": (3, 2), "top-left": (0, 0), "bottom-right": (6, 4), "top": (0, 2),
+                               "left": (3, 0), "bottom": (6, 2)}.items():
+        known, keep = fill.canvas(photo, None, (10, 10), place)
+        expected = np.zeros((10, 10), np.float32)
+        expected[top:top + 4, left:left + 6] = 1
+        np.testing.assert_array_equal(keep, expected, err_msg=place)
+    known, keep = fill.canvas(photo, None, (4, 6), band=1)  # made tileable: a band along every border
+    assert keep.sum() == 2 * 4 and keep[1:3, 1:5].all()
+    with pytest.raises(ValueError, match="the canvas 3x10 .* is smaller than the photo 4x6; give --size of at least "
+                                         "4,10"):
+        fill.canvas(photo, None, (3, 10))
+
+
+def test_a_coarse_scale_of_the_canvas_takes_only_kept_pixels():
+    """Shrunk to a coarse scale, the photo's colour at a pixel half kept is the kept half's, not a mix with the
+    canvas beyond the photo."""
+    photo = np.full((8, 8, 3), 0.8, np.float32)
+    known, keep = fill.canvas(photo, None, (8, 16), "left")
+    small = fill.entry(known, keep, (4, 8))
+    np.testing.assert_allclose(np.asarray(small["image"])[:, :4], 0.8, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(small["keep"])[..., 0], np.repeat([[1] * 4 + [0] * 4], 4, 0))
+
+
+def test_border_ratio_sees_an_edge():
+    """A photo's own pixels across a mask score about 1; a hole filled with another texture, well above."""
+    photo = gravel(96)
+    make = square((96, 96), 24, 24, 48)
+    own = evaluate.border_ratio(photo, make)
+    pasted = np.where(make[..., None], stripes(96) * 0.3 + 0.7, photo)
+    assert 0.7 < own < 1.3 and evaluate.border_ratio(pasted, make) > 2 * own
+    assert evaluate.border_ratio(photo, np.zeros((96, 96), bool)) is None
+
+
+def save(path, image):
+    Image.fromarray(to_uint8(image)).save(path)
+    return path
+
+
+def test_cli_hole_alpha_extend_tile_record_and_errors(tmp_path, weights_path, capsys):
+    """A hole from a mask file and from the alpha channel, a larger canvas, a tileable image: each output's kept
+    pixels bit-identical to the photo's after saving; the record holds the files and the judge's made-pixel
+    figures. Every bad input: one line, exit 2, nothing written."""
+    photo = save(tmp_path / "photo.png", gravel(40))
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    make = disc((40, 40), (18, 22), 9)
+    Image.fromarray(np.where(make, 255, 0).astype(np.uint8)).resize((80, 80), Image.NEAREST).save(tmp_path / "m.png")
+    Image.fromarray(np.dstack([pixels, np.where(make, 0, 255)]).astype(np.uint8)).save(tmp_path / "alpha.png")
+    args = [f"--weights={weights_path}", "--seeds=1", "--iterations=3", "--coarse_iterations=",
+            "--layers=conv1_1,pool1,pool2", "--layer_weights=1,1,1"]
+    for name, extra in {"mask": [f"--fill={photo}", f"--mask={tmp_path / 'm.png'}"],
+                        "alpha": [f"--fill={tmp_path / 'alpha.png'}"]}.items():
+        code, stderr = in_process([*args, *extra, f"--output_dir={tmp_path / name}"], capsys)
+        assert code == 0, stderr
+        stem = "photo" if name == "mask" else "alpha"
+        out = np.asarray(Image.open(tmp_path / name / f"{stem}_seed0.png"))
+        assert out.shape == (40, 40, 3) and (out[~make] == pixels[~make]).all()
+        assert np.abs(out[make].astype(int) - pixels[make]).mean() > 5
+        record = json.loads((tmp_path / name / f"{stem}_run.json").read_text())
+        assert record["fill"]["image"]["sha256"] and "made_distance" in record["judge"]  # None: too small a hole
+        assert record["judge"]["border_ratios"][0] > 0
+        assert "judge: the made pixels' distance to the source" in stderr
+    assert record["config"]["size"] == [40, 40]  # the image's own size when --size is not given
+    assert "mask" in json.loads((tmp_path / "mask" / "photo_run.json").read_text())["fill"]
+    # Extended: a canvas larger than the photo, the photo at the top right, exactly.
+    code, stderr = in_process([*args, f"--fill={photo}", "--size=48,64", "--place=top-right",
+                               f"--output_dir={tmp_path / 'wide'}"], capsys)
+    assert code == 0, stderr
+    out = np.asarray(Image.open(tmp_path / "wide" / "photo_seed0.png"))
+    assert out.shape == (48, 64, 3) and (out[:40, 24:] == pixels).all()
+    # Made tileable: the interior kept, a band along the borders made; the 2x2 repeat written.
+    code, stderr = in_process([*args, f"--fill={photo}", "--tileable", "--band=0.1",
+                               f"--output_dir={tmp_path / 'tile'}"], capsys)
+    assert code == 0, stderr
+    out = np.asarray(Image.open(tmp_path / "tile" / "photo_seed0.png"))
+    assert (out[4:-4, 4:-4] == pixels[4:-4, 4:-4]).all() and (tmp_path / "tile" / "photo_seed0_tiled.png").exists()
+    assert json.loads((tmp_path / "tile" / "photo_run.json").read_text())["fill"]["band"] == 0.1
+    save(tmp_path / "black.png", np.zeros((40, 40, 3)))
+    save(tmp_path / "white.png", np.ones((40, 40, 3)))
+    bad = {"mask .*black.png is all black \\(keep\\): nothing to make": [f"--fill={photo}",
+                                                                          f"--mask={tmp_path / 'black.png'}"],
+           "has no mask and no transparent pixels: nothing to make": [f"--fill={photo}"],
+           "mask .*white.png is all white \\(make\\): no kept pixels": [f"--fill={photo}",
+                                                                       f"--mask={tmp_path / 'white.png'}"],
+           "the canvas 32x64 \\(--size\\) is smaller than the photo 40x40": [f"--fill={photo}", "--size=32,64"],
+           "fill image .*none.png not found": [f"--fill={tmp_path / 'none.png'}"],
+           "mask image .*none.png not found": [f"--fill={photo}", f"--mask={tmp_path / 'none.png'}"],
+           "--mask is given without --fill": [f"--mask={tmp_path / 'm.png'}", f"--input={photo}"],
+           "--place is given without --fill": ["--place=top", f"--input={photo}"],
+           "--colors=.*white.png with --fill": [f"--fill={photo}", f"--mask={tmp_path / 'm.png'}",
+                                                 f"--colors={tmp_path / 'white.png'}"],
+           "flag --place=middle: value should be one of": [f"--fill={photo}", "--place=middle"],
+           "band=0.6 is not a share in \\(0, 0.5\\)": [f"--fill={photo}", "--band=0.6"]}
+    for words, extra in bad.items():
+        code, stderr = in_process([*args, *extra, f"--output_dir={tmp_path / 'x'}"], capsys)
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1, (words, stderr)
+        assert __import__("re").search(words, errors[0]), errors[0]
+    assert not (tmp_path / "x").exists()
+    # With another source (--input), an all-white mask is a plain synthesis of the photo's size.
+    code, stderr = in_process([*args, f"--fill={photo}", f"--mask={tmp_path / 'white.png'}",
+                               f"--input={tmp_path / 'alpha.png'}", "--judge=false",
+                               f"--output_dir={tmp_path / 'other'}"], capsys)
+    assert code == 0, stderr

@@ -33,6 +33,20 @@ FIGURES = {
         ["texsynth --paper --init_scale=0.01 --size=128 --seeds=2 --iterations=100 --tileable "
          "--output_dir=out/tileable",
          "cp out/tileable/default_texture_sheet.png docs/tileable.png"]),
+    "docs/fill_hole.png": (
+        "the shipped gravel photo with an irregular hole, and the hole filled (256 px, the default settings)",
+        ["python bench/fill.py --write_mask out/mask.png --size 256",
+         "texsynth --fill=texsynth_jax/data/default_texture.png --mask=out/mask.png --seeds=1 --output_dir=out/hole",
+         "python bench/figures.py fill --runs out/hole --out docs/fill_hole.png"]),
+    "docs/fill_extend.png": (
+        "the shipped gravel photo (256 px) extended to 256x512 px, the photo on the left",
+        ["texsynth --fill=texsynth_jax/data/default_texture.png --size=256,512 --place=left --seeds=1 "
+         "--output_dir=out/extend",
+         "python bench/figures.py fill --runs out/extend --out docs/fill_extend.png"]),
+    "docs/fill_tile.png": (
+        "2x2 repeats of the shipped gravel photo as it is and made tileable (a band of 1/8 of the side made anew)",
+        ["texsynth --fill=texsynth_jax/data/default_texture.png --tileable --seeds=1 --output_dir=out/tile",
+         "python bench/figures.py fill --runs out/tile --out docs/fill_tile.png"]),
     "docs/losses.jpg": (
         "seed 0 of the paper mode, coarse to fine, and coarse to fine + spectrum at equal time (docs/quality.md)",
         ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '
@@ -98,6 +112,31 @@ def large_figure(runs: str, texture: str, side: int, crop: tuple[int, int]) -> n
     return grid([[shrink(single), shrink(schedule), schedule[y:y + side, x:x + side]]])
 
 
+def fill_figure(run: str) -> np.ndarray:
+    """Before and after of a --fill run's folder (its record says how): the image with its made pixels black (a
+    hole), on a white canvas of the output's size (extended), or repeated 2x2 (tileable); then seed 0 the same."""
+    import json
+
+    record = next(json.load(open(os.path.join(run, f))) for f in sorted(os.listdir(run)) if f.endswith("_run.json"))
+    before = read(record["fill"]["image"]["path"])
+    if "mask" in record["fill"]:
+        from texsynth_jax import fill
+
+        make = fill.mask_from_image(read(record["fill"]["mask"]["path"]) / 255.0, before.shape[:2])
+        before = np.where(make[..., None], 0, before).astype(np.uint8)
+    after = read(os.path.join(run, record["outputs"]["images"][0]))
+    if record["config"]["tileable"]:
+        return grid([[np.tile(before, (2, 2, 1)), read(os.path.join(run, record["outputs"]["tiled"][0]))]])
+    if after.shape != before.shape:
+        from texsynth_jax import fill
+
+        top, left = fill.offset(before.shape[:2], after.shape[:2], record["fill"]["place"])
+        canvas = np.full_like(after, 255)
+        canvas[top:top + before.shape[0], left:left + before.shape[1]] = before
+        before = canvas
+    return grid([[before, after]])
+
+
 def save(path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     Image.fromarray(image).save(path, quality=90) if path.endswith(".jpg") else Image.fromarray(image).save(path)
@@ -123,13 +162,27 @@ def smoke() -> None:
     save(os.path.join(out, "large.jpg"), figure)
     image_io.save_png(os.path.join(runs, "gallery.png"), grid([[image_io.to_uint8(noise(tile))] * 4] * 2))
     save(os.path.join(out, "tiles.jpg"), read(os.path.join(runs, "gallery.png")))
+    # a --fill run's folder: the record names the image and mask; a hole, then the same image extended
+    import json
+
+    image_io.save_png(os.path.join(runs, "photo.png"), noise(tile))
+    image_io.save_png(os.path.join(runs, "mask.png"), np.pad(np.ones((8, 8, 3)), ((12, 12), (12, 12), (0, 0))))
+    for size, mask in ((tile, True), (2 * tile, False)):
+        image_io.save_png(os.path.join(runs, "photo_seed0.png"), noise(size))
+        fill = {"image": {"path": os.path.join(runs, "photo.png")}, "place": "center",
+                **({"mask": {"path": os.path.join(runs, "mask.png")}} if mask else {})}
+        with open(os.path.join(runs, "photo_run.json"), "w") as f:
+            json.dump({"fill": fill, "config": {"tileable": False}, "outputs": {"images": ["photo_seed0.png"]}}, f)
+        figure = fill_figure(runs)
+        assert figure.shape == (size, 2 * size + GAP, 3) and (figure[12:20, 12:20] == 0).all() == mask, figure.shape
+    save(os.path.join(out, "fill.png"), figure)
     for path, (_, commands) in FIGURES.items():
         assert commands and os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(__file__)), path)), path
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large"))
+    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill"))
     parser.add_argument("--runs", help="the folder the benchmark wrote (its --out)")
     parser.add_argument("--out", help="the picture to write (.jpg or .png)")
     parser.add_argument("--rows", default="zigzag,lace,veins,bark", help="losses: textures, one row each")
@@ -153,6 +206,8 @@ def main(argv=None):
         figure = losses_figure(args.runs, args.rows.split(","), args.tile)
     elif args.figure == "tiles":
         figure = read(os.path.join(args.runs, "gallery.png"))
+    elif args.figure == "fill":
+        figure = fill_figure(args.runs)
     else:
         figure = large_figure(args.runs, args.texture, args.side, tuple(int(v) for v in args.crop.split(",")))
     save(args.out, figure)

@@ -2,13 +2,15 @@
 
     python bench/fill.py --size 256 --seeds 2 --out /tmp/texsynth_fill
     python bench/fill.py --only tile --photos pebbles.png,veins.png
+    python bench/fill.py --size 128 --sigmas 1,0.5,0 --only holes --photos gravel,pebbles.png
     python bench/fill.py --smoke     # seconds: 32 px, the shipped photo
+    python bench/fill.py --write_mask mask.png --size 256    # the irregular hole, for --mask
 
 - holes: each photo (at --size) with a square hole (a quarter of the side) and an irregular one (an ellipse and a
   disc), filled from its kept pixels (the default settings, fill.py). Per seed, the border's gradient over the
   rest's (evaluate.border_ratio; about 1: the border does not show) beside the photo's own on the same mask, and
-  the judge's distance of the made pixels to the photo (evaluate.region_distances). With --detail 0 as well:
-  the same without carrying the photo's detail across the border at each enlargement (fill.carry_detail).
+  the judge's distance of the made pixels to the photo (evaluate.region_distances). With --sigmas: at each of
+  those stds of the detail carried across the border at each enlargement (fill.carry_detail; 0: none).
 - extend: each photo at half --size in the centre of a --size canvas. The judge's distance of the made pixels
   (the canvas less the photo) to the photo, beside the same pixels of a plain synthesis of --size from it.
 - tile: each photo made tileable (--tileable) at each band width (--bands, shares of the side): the wrap-around
@@ -78,14 +80,22 @@ def main(argv=None):
     parser.add_argument("--only", default="holes,extend,tile", help="which of holes,extend,tile to run")
     parser.add_argument("--photos", default=PHOTOS, help="comma-separated benchmark photos")
     parser.add_argument("--bands", default=BANDS, help="comma-separated band widths of the tile rows")
-    parser.add_argument("--detail", type=float, default=None,
-                        help="also run the holes with fill.DETAIL_SIGMA set to this (0: no detail carried)")
+    parser.add_argument("--sigmas", default="",
+                        help="comma-separated values of fill.DETAIL_SIGMA to run the holes with (0: no detail carried); "
+                             "default: its own")
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
     parser.add_argument("--out", default="/tmp/texsynth_fill", help="folder for the pictures")
+    parser.add_argument("--write_mask", default="", help="only write the irregular hole at --size as a mask PNG "
+                                                         "(white: make) to this path, and exit")
     add_weights_arg(parser)
     add_smoke_arg(parser)
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    if args.write_mask:
+        from PIL import Image
+
+        Image.fromarray(masks(args.size)["irregular"].astype(np.uint8) * 255).save(args.write_mask)
+        return
 
     import dataclasses
     import tempfile
@@ -98,7 +108,9 @@ def main(argv=None):
     schedule = dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}
     if args.smoke:
         args.out = tempfile.mkdtemp(prefix="texsynth_smoke_out_")
-    paths = [smoke_texture()] if args.smoke else [os.path.join(args.textures, n) for n in args.photos.split(",")]
+    # "gravel": the shipped photo (the one the README's pictures show).
+    paths = [smoke_texture()] if args.smoke else [smoke_texture(256) if n == "gravel" else os.path.join(args.textures, n)
+                                                  for n in args.photos.split(",")]
     params, spec = load_weights(args.weights)
     judge = evaluate.load_judge()
     keys = jax.random.split(jax.random.key(0), args.seeds)
@@ -108,7 +120,8 @@ def main(argv=None):
     print(f"{machine()}; load average {load_average()}; {size} px, {args.seeds} seeds, the default settings")
 
     if "holes" in parts:
-        sigmas = [fill.DETAIL_SIGMA] + ([args.detail] if args.detail is not None else [])
+        default = fill.DETAIL_SIGMA
+        sigmas = [float(v) for v in args.sigmas.split(",")] if args.sigmas else [default]
         print("\n| photo | hole | detail sigma | border ratio per seed | the photo's own | made distance | "
               "the photo's own |\n|---|---|---|---|---|---|---|")
         for path in paths:
@@ -125,7 +138,7 @@ def main(argv=None):
                           f"| {fmt(made_distance(judge, photo, images, make))} "
                           f"| {fmt(made_distance(judge, photo, [photo], make))} |", flush=True)
                     row.append(images[0])
-                fill.DETAIL_SIGMA = sigmas[0]
+                fill.DETAIL_SIGMA = default
             save_row(os.path.join(args.out, f"holes_{name(path)}.png"), row)
         jax.clear_caches()
 

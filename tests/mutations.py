@@ -217,6 +217,18 @@ MUTATIONS = (
                "        engine_for(group_config), (budget.device_memory_bytes(device),", 1),),
              ("tests/test_hardening.py::test_on_a_device_with_memory_of_its_own_xla_account_decides",),
              "on a GPU or TPU the job trusts the CPU-fitted model alone"),
+    Mutation("fill-no-detail", "texsynth_jax/fill.py",
+             (("DETAIL_SIGMA = 1.0", "DETAIL_SIGMA = 0.0", 1),),
+             ("tests/test_fill.py::test_a_filled_hole_does_not_show",),
+             "each enlarged scale meets the sharp photo in a step: the border shows"),
+    Mutation("fill-loss-ignores-canvas", "texsynth_jax/fill.py",
+             (("    return keep * known + (1.0 - keep) * image", "    return image", 1),),
+             ("tests/test_fill.py::test_kept_pixels_stay_through_the_engine_and_one_program_serves_every_mask",),
+             "the loss sees the synthesised image alone: the kept pixels move"),
+    Mutation("fill-whole-photo-statistics", RUNNER,
+             (("    own = canvas is not None and canvas.make is not None and", "    own = False and", 1),),
+             ("tests/test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",),
+             "a hole's statistics include the removed object"),
 )
 
 

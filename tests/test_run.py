@@ -326,6 +326,8 @@ EVERY_FIELD = {
     "colors": ("source", "source"),
     "guide": ("{tmp}/map.png", "{tmp}/map.png"), "source_guide": ("{tmp}/map.png", "{tmp}/map.png"),
     "region": ("808080:texsynth_jax/data/default_texture.png", ["808080:texsynth_jax/data/default_texture.png"]),
+    "fill": ("{tmp}/default_texture.png", "{tmp}/default_texture.png"), "mask": ("{tmp}/mask.png", "{tmp}/mask.png"),
+    "place": ("top-left", "top-left"), "band": ("0.2", 0.2),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
     "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }
@@ -343,6 +345,10 @@ def test_every_flag_reaches_the_config_and_the_record(tmp_path, weights_path, ca
     # A guide map (and the source's) of one colour, the region's: the guided programs of one region are the
     # cheapest (tests/test_guide.py runs two).
     Image.fromarray(np.full((32, 40, 3), 128, np.uint8)).save(tmp_path / "map.png")
+    # A photo to --fill, smaller than the canvas, with a hole; named as the default input, whose place it takes.
+    with Image.open("texsynth_jax/data/default_texture.png") as photo:
+        photo.convert("RGB").resize((30, 24)).save(tmp_path / "default_texture.png")
+    Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), 9)).save(tmp_path / "mask.png")
     at_tmp = lambda value: json.loads(json.dumps(value).replace("{tmp}", str(tmp_path)))
     code, stderr = in_process([f"--weights={weights_path}", f"--output_dir={out}", "--seeds=1",
                                *(f"--{name}={at_tmp(text)}" for name, (text, _) in EVERY_FIELD.items())], capsys)

@@ -116,9 +116,12 @@ def _blur(x: jax.Array, sigma: float) -> jax.Array:
     return jax.vmap(lambda c: cols(rows(c)), in_axes=-1, out_axes=-1)(x)
 
 
-def carry_detail(image: jax.Array, targets, sigma: float = DETAIL_SIGMA) -> jax.Array:
+def carry_detail(image: jax.Array, targets, sigma: float | None = None) -> jax.Array:
     """`image` (a coarse scale enlarged) with the kept pixels' lost detail (photo less image) carried a pixel or
     two into the made ones: a blur of it, normalised by the blurred kept share and faded where that is small."""
+    sigma = DETAIL_SIGMA if sigma is None else sigma
+    if sigma <= 0:
+        return image
     known, keep = targets[FILL]["image"], targets[FILL]["keep"]
     near = _blur(keep, sigma)
     spread = _blur(keep * (known - image), sigma) / jnp.maximum(near, 1e-3)

@@ -631,7 +631,7 @@ def _judge(job: _Job, record: dict, image, images, should_stop, canvas: _Canvas 
     diversity = record["judge"]["diversity"]
     job.say(f"judge: distance to the source {record['judge']['distance_mean']:.4g}, diversity "
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
-            f"{record['judge']['copy_fraction_max']:.3f}")
+            f"{record['judge']['copy_fraction_max']:.3f}" + (" (the kept pixels are the photo's own)" if canvas else ""))
     config = job.engine.config
     if canvas is not None:
         made, ratios = record["judge"]["made_distance"], [r for r in record["judge"]["border_ratios"] if r is not None]

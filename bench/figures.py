@@ -44,7 +44,7 @@ FIGURES = {
          "--output_dir=out/extend",
          "python bench/figures.py fill --runs out/extend --out docs/fill_extend.png"]),
     "docs/fill_tile.png": (
-        "2x2 repeats of the shipped gravel photo as it is and made tileable (a band of 1/8 of the side made anew)",
+        "2x2 repeats of the shipped gravel photo as it is and made tileable (a band of 1/16 of the side made anew)",
         ["texsynth --fill=texsynth_jax/data/default_texture.png --tileable --seeds=1 --output_dir=out/tile",
          "python bench/figures.py fill --runs out/tile --out docs/fill_tile.png"]),
     "docs/losses.jpg": (

@@ -252,7 +252,7 @@ def test_a_photo_made_tileable_wraps_without_a_seam(vgg):
     lines = np.concatenate([evaluate.line_ratios(source, a)[:-1] for a in (0, 1)])
     assert max(evaluate.seam_ratio(source)) > lines.max()  # the photo as it is does not tile
     engine = CoarseToFine(params, spec, SynthesisConfig(size=(SIZE, SIZE), tileable=True), 1)
-    image, keep = run_fill(engine, source, None, (SIZE, SIZE), band=fill.band_pixels((SIZE, SIZE), 0.125))
+    image, keep = run_fill(engine, source, None, (SIZE, SIZE), band=fill.band_pixels((SIZE, SIZE), SynthesisConfig().band))
     assert (to_uint8(image)[keep >= 1] == to_uint8(source)[keep >= 1]).all()
     assert lines.min() <= min(evaluate.seam_ratio(image)) and max(evaluate.seam_ratio(image)) <= lines.max(), (
         evaluate.seam_ratio(image), lines.min(), lines.max())

@@ -177,7 +177,7 @@ class SynthesisConfig:
                         "image's by nearest neighbour). Empty: the image's transparent pixels, if any.",
                         example="mask.png")
     place: str = setting("center", "Where --fill's image lies on a larger --size canvas.", fill_lib.PLACES)
-    band: float = setting(0.125, "With --fill and --tileable: the width re-synthesised along each border so the "
+    band: float = setting(0.0625, "With --fill and --tileable: the width re-synthesised along each border so the "
                           "image wraps, as a share of the shorter side (measured: docs/fill.md).")
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
@@ -239,7 +239,7 @@ class SynthesisConfig:
             raise ValueError(f"place={self.place!r} is unknown; use one of {', '.join(fill_lib.PLACES)}")
         if not 0 < self.band < 0.5:
             raise ValueError(f"band={self.band:g} is not a share in (0, 0.5) of the image's shorter side; give one "
-                             "like 0.125")
+                             "like 0.0625")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")

@@ -103,3 +103,22 @@ def test_spatial_strips_must_hold_whole_pooling_windows(problem):
 def test_padding_rounds_up_to_the_device_count():
     assert parallel.padded_size(5, parallel.make_mesh(parallel.SEEDS, cpu_devices())) == 8
     assert parallel.padded_size(5, None) == 5
+
+
+def test_a_canvas_to_fill_splits_over_strips_too(problem):
+    """A --fill canvas is replicated beside image strips (a large extension over several devices): the images equal
+    the unsplit engine's, and the kept pixels stay."""
+    from texsynth_jax import Engine, fill
+
+    params, spec, config, targets, _ = problem
+    photo = np.random.default_rng(7).uniform(size=(32, 32, 3)).astype(np.float32)
+    make = np.zeros((32, 32), bool)
+    make[6:26, 10:22] = True  # across every strip
+    known, keep = fill.canvas(photo, make, (32, 32))
+    keys = jax.random.split(jax.random.key(0), 1)
+    images = []
+    for mesh in (None, parallel.make_mesh(parallel.SPACE, cpu_devices(4))):
+        engine = Engine(params, spec, config, 1, mesh=mesh)
+        images.append(np.asarray(engine.synthesize(keys, engine.fill_targets(targets, known, keep))[0]))
+    np.testing.assert_allclose(images[1], images[0], atol=1e-4)
+    np.testing.assert_allclose(images[1][0][~make], photo[~make], atol=1e-3)

@@ -8,6 +8,7 @@ shared between the subprocesses through a persistent compilation cache in the se
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,17 @@ def in_process(args, capsys):
     finally:
         cli_lib.FLAGS.unparse_flags()
     return code, capsys.readouterr().err
+
+
+def assert_refused(args, bad, out, capsys) -> None:
+    """Each {pattern: extra flags} of `bad`, added to `args`: exit 2 with one `error:` line matching the pattern,
+    and nothing written into `out` (the --output_dir of every run)."""
+    for words, extra in bad.items():
+        code, stderr = in_process([*args, *extra, f"--output_dir={out}"], capsys)
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1, (words, stderr)
+        assert re.search(words, errors[0]), errors[0]
+    assert not out.exists()
 
 
 def listing(folder):

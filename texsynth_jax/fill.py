@@ -5,9 +5,8 @@ the canvas beyond the photo, a band along the borders) are synthesised, coarse t
 composite `keep * photo + (1 - keep) * synthesised`, whole: the features next to the hole see the photo
 around it and a seam would be a feature the source lacks, so the new pixels continue its structures. (The
 loss of the made pixels alone, a guided region, left a visible edge: its border's features were free;
-docs/fill.md.) The canvas and its
-mask travel with the targets ({FILL: {"image", "keep"}}), so every photo and mask of one size runs the same
-compiled programs. A kept pixel has no gradient, so L-BFGS never moves its latent; `paste` still writes the
+docs/fill.md.) The canvas and its mask travel with the targets ({FILL: {"image", "keep"}}), so every photo and
+mask of one size runs the same compiled programs. A kept pixel has no gradient, so L-BFGS never moves its latent; `paste` still writes the
 photo's own pixels into the outputs, so they are bit-identical after saving.
 """
 
@@ -35,11 +34,7 @@ DETAIL_SIGMA = 1.0
 def mask_from_image(mask, size) -> np.ndarray:
     """bool [*size]: True where `mask` (float RGB [h, w, 3] in [0, 1], any size, resized to `size` by nearest
     neighbour) is white or light (mean > 0.5): the pixels to make."""
-    grey = np.asarray(mask, np.float32).mean(axis=-1)
-    h, w = grey.shape
-    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
-    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
-    return grey[rows][:, cols] > 0.5
+    return guide.nearest(np.asarray(mask, np.float32).mean(axis=-1), size) > 0.5
 
 
 def mask_from_alpha(alpha) -> np.ndarray:

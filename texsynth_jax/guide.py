@@ -82,11 +82,15 @@ def read_map(image, what: str = "guide map") -> tuple[np.ndarray, list[tuple[int
 def masks(labels: np.ndarray, count: int, size) -> np.ndarray:
     """float32 [count, *size]: one-hot masks of `labels` resized to `size` by nearest neighbour (no new
     colours, no blur: a map of any size serves any output)."""
-    h, w = labels.shape
+    return (nearest(labels, size)[None] == np.arange(count)[:, None, None]).astype(np.float32)
+
+
+def nearest(image: np.ndarray, size) -> np.ndarray:
+    """image [h, w, ...] resized to `size` by nearest neighbour (each output pixel the input pixel at its centre)."""
+    h, w = image.shape[:2]
     rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
     cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
-    resized = labels[rows][:, cols]
-    return (resized[None] == np.arange(count)[:, None, None]).astype(np.float32)
+    return image[rows][:, cols]
 
 
 def _area_matrix(n_in: int, n_out: int, span: float) -> np.ndarray:

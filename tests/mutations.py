@@ -226,7 +226,7 @@ MUTATIONS = (
              ("tests/test_fill.py::test_kept_pixels_stay_through_the_engine_and_one_program_serves_every_mask",),
              "the loss sees the synthesised image alone: the kept pixels move"),
     Mutation("fill-whole-photo-statistics", RUNNER,
-             (("    own = canvas is not None and canvas.make is not None and", "    own = False and", 1),),
+             (("    own = canvas is not None and canvas.own and canvas.make is not None", "    own = False", 1),),
              ("tests/test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",),
              "a hole's statistics include the removed object"),
 )

@@ -261,8 +261,8 @@ def main(argv):
             if config.fill and not FLAGS["size"].present:  # the canvas is the image's own size
                 config = dataclasses.replace(config, size=image_io.check_image(config.fill, "fill image", "--fill"))
             # Without --input a --fill run learns from its own image's kept pixels.
-            work = jobs.read_sources(FLAGS.input or config.fill or defaults.DEFAULT_TEXTURE, jobs.parse_seeds(FLAGS.seeds),
-                                     config)
+            source = FLAGS.input or config.fill or defaults.DEFAULT_TEXTURE
+            work = jobs.read_sources(source, jobs.parse_seeds(FLAGS.seeds), config)
             process = start_distributed()
             weights_path = resolve_weights(log if process == 0 else (lambda message: None))
             run_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from texsynth_jax import guide, synthesis, vgg
+from texsynth_jax import fill, guide, synthesis, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_source
 from texsynth_jax.engine import Engine, check_keys, check_source_mask
 from texsynth_jax.synthesis import SynthState
@@ -121,9 +121,7 @@ class CoarseToFine:
         """Every scale's targets of a canvas to fill (Engine.fill_targets): `known` [H, W, 3] and `keep` [H, W] at
         config.size, shrunk to each scale by area (fill.entry); targets from `targets(source)`."""
         self.check_targets(targets)
-        if np.shape(keep) != tuple(self.config.size) or np.shape(known) != (*self.config.size, 3):
-            raise ValueError(f"a canvas {np.shape(known)} and mask {np.shape(keep)} for an output of "
-                             f"{self.config.size}; pass them at config.size (fill.canvas)")
+        fill.check_canvas(known, keep, self.config.size)
         return [engine._fill(t, known, keep) for t, engine in zip(targets, self.engines)]
 
     def blend_targets(self, targets_list, weights) -> list[dict]:

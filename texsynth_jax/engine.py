@@ -269,9 +269,7 @@ class Engine:
         Returns:
           {**targets, FILL: {"image", "keep"}}, on the device(s).
         """
-        if np.shape(keep) != tuple(self.config.size) or np.shape(known) != (*self.config.size, 3):
-            raise ValueError(f"a canvas {np.shape(known)} and mask {np.shape(keep)} for an output of "
-                             f"{self.config.size}; pass them at config.size (fill.canvas)")
+        fill.check_canvas(known, keep, self.config.size)
         return self._fill(targets, known, keep)
 
     def _fill(self, targets, known, keep) -> dict[str, object]:

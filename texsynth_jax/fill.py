@@ -6,8 +6,8 @@ composite `keep * photo + (1 - keep) * synthesised`, whole: the features next to
 around it and a seam would be a feature the source lacks, so the new pixels continue its structures. (The
 loss of the made pixels alone, a guided region, left a visible edge: its border's features were free;
 docs/fill.md.) The canvas and its mask travel with the targets ({FILL: {"image", "keep"}}), so every photo and
-mask of one size runs the same compiled programs. A kept pixel has no gradient, so L-BFGS never moves its latent; `paste` still writes the
-photo's own pixels into the outputs, so they are bit-identical after saving.
+mask of one size runs the same compiled programs. A kept pixel has no gradient, so L-BFGS never moves its latent;
+`paste` still writes the photo's own pixels into the outputs, so they are bit-identical after saving.
 """
 
 import numpy as np
@@ -74,6 +74,13 @@ def canvas(photo, make, size, place: str = "center", band: int = 0) -> tuple[np.
     if band:
         keep[:band], keep[-band:], keep[:, :band], keep[:, -band:] = 0, 0, 0, 0
     return known, keep
+
+
+def check_canvas(known, keep, size) -> None:
+    """Raise ValueError (one line) unless `known` is [*size, 3] and `keep` [*size]: a canvas for an output of `size`."""
+    if np.shape(keep) != tuple(size) or np.shape(known) != (*size, 3):
+        raise ValueError(f"a canvas {np.shape(known)} and mask {np.shape(keep)} for an output of {tuple(size)}; pass "
+                         "them at the output's size (fill.canvas)")
 
 
 def band_pixels(size, band: float) -> int:

@@ -129,8 +129,9 @@ def layer_masks(masks, layers, arch: str) -> dict:
 
 def check_masks(masks, count: int, size, layers, arch: str, names=None) -> np.ndarray:
     """float32 [count, *size] masks of a guided run's output, or ValueError (one line, naming the fix): no
-    regions, masks of another shape, outside [0, 1], or a region covering less than one position of the deepest layer (nothing
-    there could match its statistics). names: how messages call the regions (default region 0, 1, ...)."""
+    regions, masks of another shape, outside [0, 1], or a region covering less than one position of the deepest
+    layer (nothing there could match its statistics). names: how messages call the regions (default region 0, 1,
+    ...)."""
     if count == 0:
         raise ValueError("no region targets; pass one engine's targets(source) per region of the masks")
     m = np.asarray(masks, np.float32)

@@ -58,7 +58,7 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                     item_config not in checked:
                 check_guide(item_config, arch)
                 checked.add(item_config)
-            own = bool(item_config.fill) and storage.absolute(path) == storage.absolute(item_config.fill)
+            own = is_fill_image(path, item_config)
             if (item_config, own) not in checked:
                 check_fill(item_config, own)
                 checked.add((item_config, own))
@@ -149,12 +149,8 @@ def check_fill(config: SynthesisConfig, own: bool) -> None:
     fill.offset(size, config.size, config.place)
     if config.mask:
         image_io.check_image(config.mask, "mask image", "--mask")
-        make = fill.mask_from_image(image_io.load_image(config.mask)[0], size)
-        what = f"mask {config.mask}"
-    else:
-        alpha = image_io.load_alpha(config.fill)
-        make = None if alpha is None else fill.mask_from_alpha(alpha)
-        what = f"the alpha channel of {config.fill}"
+    make = make_mask(config, size)
+    what = f"mask {config.mask}" if config.mask else f"the alpha channel of {config.fill}"
     larger = tuple(config.size) != tuple(size)
     if (make is None or not make.any()) and not larger and not config.tileable:
         raise ValueError(
@@ -164,6 +160,19 @@ def check_fill(config: SynthesisConfig, own: bool) -> None:
     if own and make is not None and make.all():
         raise ValueError(f"{what} is all white (make): no kept pixels to take the statistics from; give a source "
                          "with --input=texture.png, or keep part of the image")
+
+
+def is_fill_image(path: str, config: SynthesisConfig) -> bool:
+    """Whether the source `path` is the --fill image itself: then its kept pixels alone give the statistics."""
+    return bool(config.fill) and storage.absolute(path) == storage.absolute(config.fill)
+
+
+def make_mask(config: SynthesisConfig, size) -> np.ndarray | None:
+    """bool [*size]: the --fill image's pixels to make, from --mask or its alpha channel; None for none."""
+    if config.mask:
+        return fill.mask_from_image(image_io.load_image(config.mask)[0], size)
+    alpha = image_io.load_alpha(config.fill)
+    return None if alpha is None else fill.mask_from_alpha(alpha)
 
 
 def fill_record(config: SynthesisConfig) -> dict | None:

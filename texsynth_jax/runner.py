@@ -22,8 +22,8 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, fill, guide, image_io, jobs, outputs, parallel, progress,
-                          records, storage, synthesis)
+from texsynth_jax import (budget, checkpoint, coarse_to_fine, colors, fill, guide, image_io, jobs, outputs, parallel,
+                          progress, records, storage, synthesis)
 from texsynth_jax import results as manifest
 from texsynth_jax import engine as engine_lib, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
@@ -268,32 +268,28 @@ def _skipped(plan, todo, output_dir: str, say) -> list[SourceResult]:
 
 
 class _Canvas(NamedTuple):
-    """A --fill run's canvas (fill.canvas) and which pixels of its image are made anew (None: none)."""
+    """A --fill run's canvas (fill.canvas), which pixels of its image are made anew (None: none), and whether the
+    source is that image (its kept pixels then give the statistics)."""
 
     known: np.ndarray  # float32 [*size, 3]
     keep: np.ndarray  # float32 [*size]: 1 kept, 0 made
     make: np.ndarray | None  # bool [h, w] of the --fill image
+    own: bool
 
 
-def _canvas(job: _Job) -> _Canvas | None:
+def _canvas(job: _Job, path: str, image) -> _Canvas | None:
+    """The canvas of a --fill run whose source is `path` (decoded: `image`, reused when it is the --fill image)."""
     config = job.engine.config
     if not config.fill:
         return None
-    photo = _load(job, config.fill, "fill")
-    make = _make_mask(config, photo.shape[:2])
+    own = records.is_fill_image(path, config)
+    photo = image if own else _load(job, config.fill, "fill")
+    make = records.make_mask(config, photo.shape[:2])
     band = fill.band_pixels(config.size, config.band) if config.tileable else 0
-    return _Canvas(*fill.canvas(photo, make, config.size, config.place, band), make)
+    return _Canvas(*fill.canvas(photo, make, config.size, config.place, band), make, own)
 
 
-def _make_mask(config: SynthesisConfig, size) -> np.ndarray | None:
-    """bool [*size]: the --fill image's pixels to make, from --mask or its alpha channel; None for none."""
-    if config.mask:
-        return fill.mask_from_image(image_io.load_image(config.mask)[0], size)
-    alpha = image_io.load_alpha(config.fill)
-    return None if alpha is None else fill.mask_from_alpha(alpha)
-
-
-def _targets(job: _Job, image, path: str, canvas: _Canvas | None):
+def _targets(job: _Job, image, canvas: _Canvas | None):
     """A source's targets, blended with those of config.blend's sources (each decoded in turn, at its own
     source_scale) by their weights, guided by config.guide's map, and holding the canvas of a --fill run (the
     statistics of the --fill image's kept pixels where it is the source); of every source's luminance alone when
@@ -303,7 +299,7 @@ def _targets(job: _Job, image, path: str, canvas: _Canvas | None):
     # With a palette the outputs' colours come from it: the structure is synthesised from luminance alone.
     statistics = colors.grey if config.palette else lambda x: x
     image = statistics(image)
-    own = canvas is not None and canvas.make is not None and storage.absolute(path) == storage.absolute(config.fill)
+    own = canvas is not None and canvas.own and canvas.make is not None
     targets = engine.targets(image, mask=(~canvas.make).astype(np.float32) if own else None)
     if config.blend:
         every = [targets, *(engine.targets(statistics(_load(job, path, "blend")), scale)
@@ -451,8 +447,8 @@ def _run_source(job: _Job, src: SourcePlan) -> SourceResult:
     outputs.claim(options.output_dir, job.process, records.output_files(src, config, options,
                                                                              engine.steps_per_dispatch))
     with StopFlag(tracker.say) as stop:
-        canvas = _canvas(job)
-        targets = _targets(job, image, src.path, canvas)
+        canvas = _canvas(job, src.path, image)
+        targets = _targets(job, image, canvas)
         targets = jax.block_until_ready(targets)
         t_targets = time.perf_counter() - t1
         state, done_before = None, []
@@ -631,13 +627,16 @@ def _judge(job: _Job, record: dict, image, images, should_stop, canvas: _Canvas 
     diversity = record["judge"]["diversity"]
     job.say(f"judge: distance to the source {record['judge']['distance_mean']:.4g}, diversity "
             f"{'n/a (one seed)' if diversity is None else f'{diversity:.4g}'}, copied fraction "
-            f"{record['judge']['copy_fraction_max']:.3f}" + (" (the kept pixels are the photo's own)" if canvas else ""))
+            f"{record['judge']['copy_fraction_max']:.3f}"
+            + (" (the kept pixels are the photo's own)" if canvas else ""))
     config = job.engine.config
     if canvas is not None:
         made, ratios = record["judge"]["made_distance"], [r for r in record["judge"]["border_ratios"] if r is not None]
-        job.say("judge: the made pixels' distance to the source " + ("n/a (too thin)" if made is None else f"{made:.4g}")
-                + (f", their border's gradient over the rest's {np.mean(ratios):.3g} (about 1: the border does not "
-                   "show)" if ratios else ""))
+        shown = "n/a (too thin)" if made is None else f"{made:.4g}"
+        if ratios:
+            shown += (f", their border's gradient over the rest's {np.mean(ratios):.3g} (about 1: the border does "
+                      "not show)")
+        job.say(f"judge: the made pixels' distance to the source {shown}")
     if config.guide:
         job.say("judge: each region's distance to its own source: " + ", ".join(
             f"{colour} {'n/a (too thin)' if d is None else f'{d:.4g}'}"

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAST_COMPILE = ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false")
 SCRIPTS = ("speed", "profile", "large", "scale", "dispatch", "optimizer", "quality", "schedules", "losses",
            "diversity", "convergence", "versus_paper", "tiles", "borders", "seed_batch", "throughput", "steering",
-           "fill", "figures")
+           "fill", "content", "figures")
 
 
 def load(name: str):

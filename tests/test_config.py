@@ -202,7 +202,8 @@ BAD = ["", ",", "a,b", "-1", "1e400", "nan", "1,,2", " "]
 # it), as any text is a palette's path for colors (the empty one: none).
 VALID = ({("coarse_iterations", ""), ("coarse_iterations", " "), ("blend", ""), ("blend", " "), ("region", ""),
           ("region", " ")}
-         | {("output_dir", t) for t in BAD if t.strip()} | {("colors", t) for t in BAD} | {(name, t) for t in BAD for name in ("guide", "source_guide", "fill", "mask")})
+         | {("output_dir", t) for t in BAD if t.strip()} | {("colors", t) for t in BAD} | {(name, t) for t in BAD for name in ("guide", "source_guide", "fill", "mask",
+                                                                                    "content")})
 
 
 def construct(name, value):

@@ -75,6 +75,10 @@ EFFECT_TESTS = {
     "mask": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
     "place": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
     "band": "test_fill.py::test_cli_hole_alpha_extend_tile_record_and_errors",
+    "content": "test_content.py::test_the_command_line_records_judges_and_keeps_the_photos_colours",
+    "content_weight": "test_content.py::test_weight_0_on_the_command_line_is_the_texture_alone_bit_for_bit",
+    "content_layer": "test_content.py::test_the_loss_is_pytorch_gatys_2016",
+    "content_start": "test_content.py::test_the_start_is_the_photo_or_noise",
 }
 
 

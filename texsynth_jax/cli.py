@@ -260,6 +260,9 @@ def main(argv):
                 log(f"paper mode (Gatys et al. 2015): {shown}")
             if config.fill and not FLAGS["size"].present:  # the canvas is the image's own size
                 config = dataclasses.replace(config, size=image_io.check_image(config.fill, "fill image", "--fill"))
+            elif config.content and not FLAGS["size"].present:  # the photo's layout, at its own size
+                config = dataclasses.replace(config, size=image_io.check_image(config.content, "content image",
+                                                                               "--content"))
             # Without --input a --fill run learns from its own image's kept pixels.
             source = FLAGS.input or config.fill or defaults.DEFAULT_TEXTURE
             work = jobs.read_sources(source, jobs.parse_seeds(FLAGS.seeds), config)

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 from texsynth_jax import fill, guide, synthesis, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_source
-from texsynth_jax.engine import Engine, check_keys, check_source_mask
+from texsynth_jax.engine import Engine, check_content, check_keys, check_source_mask
 from texsynth_jax.synthesis import SynthState
 
 
@@ -123,6 +123,13 @@ class CoarseToFine:
         self.check_targets(targets)
         fill.check_canvas(known, keep, self.config.size)
         return [engine._fill(t, known, keep) for t, engine in zip(targets, self.engines)]
+
+    def content_targets(self, targets, content, weight: float) -> list[dict]:
+        """Every scale's targets carrying the texture onto a photo's layout (Engine.content_targets): `content` any
+        size that the deepest layer sees, resized to each scale's size; weight >= 0 (0: `targets` unchanged)."""
+        self.check_targets(targets)
+        check_content(content, weight, self.config, self.spec.arch)
+        return [engine._content(t, content, weight) for t, engine in zip(targets, self.engines)]
 
     def blend_targets(self, targets_list, weights) -> list[dict]:
         """Several sources' `targets` as one, scale by scale (Engine.blend_targets)."""

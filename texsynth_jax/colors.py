@@ -86,3 +86,16 @@ def grey(image) -> np.ndarray:
 def luminance(image) -> np.ndarray:
     """Rec. 601 luma of float RGB [..., 3], as [..., 1]."""
     return np.asarray(image, np.float64) @ np.array([[0.299], [0.587], [0.114]])
+
+
+# RGB -> YIQ (NTSC): luma and two chroma axes.
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def keep_colors(image, photo) -> np.ndarray:
+    """float32 [H, W, 3]: `image`'s luminance with `photo`'s chrominance (YIQ), pixel by pixel (photo of the same
+    size): a texture carried onto a photo in the photo's own colours (--colors=content; the luminance-only
+    transfer of Gatys et al. 2017, whose texture statistics are of luminance too, `grey`)."""
+    image, photo = np.asarray(image, np.float64) @ _YIQ.T, np.asarray(photo, np.float64) @ _YIQ.T
+    out = np.concatenate([image[..., :1], photo[..., 1:]], axis=-1) @ np.linalg.inv(_YIQ).T
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

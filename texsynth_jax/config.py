@@ -12,6 +12,7 @@ import math
 import numbers
 import typing
 
+from texsynth_jax import content as content_lib
 from texsynth_jax import fill as fill_lib
 from texsynth_jax import guide, optimizers, terms, vgg
 
@@ -179,6 +180,15 @@ class SynthesisConfig:
     place: str = setting("center", "Where --fill's image lies on a larger --size canvas.", fill_lib.PLACES)
     band: float = setting(0.0625, "With --fill and --tileable: the width re-synthesised along each border so the "
                           "image wraps, as a share of the shorter side (measured: docs/fill.md).")
+    content: str = setting("", "Carry the texture onto this photo's layout (Gatys et al. 2016): the output keeps its "
+                           "features at --content_layer while matching --input's texture. --size defaults to the "
+                           "photo's. Empty: no content.", example="photo.png")
+    content_weight: float = setting(1.0, "With --content: how strongly the photo's layout holds against the texture "
+                                    "(0: not at all, the texture alone; measured: docs/content.md).")
+    content_layer: str = setting("conv4_2", "With --content: the VGG layer whose features the output keeps (Gatys "
+                                 "et al. 2016: conv4_2; shallower keeps more of the photo's detail).")
+    content_start: str = setting("content", "With --content: start from the photo (with each seed's noise) or from "
+                                 "noise.", content_lib.STARTS)
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
@@ -240,6 +250,16 @@ class SynthesisConfig:
         if not 0 < self.band < 0.5:
             raise ValueError(f"band={self.band:g} is not a share in (0, 0.5) of the image's shorter side; give one "
                              "like 0.0625")
+        if self.content_layer not in vgg.layer_names("vgg19"):
+            raise ValueError(f"content_layer={self.content_layer!r} is unknown; use a VGG layer name like conv4_2")
+        if self.content_weight < 0:
+            raise ValueError(f"content_weight={self.content_weight:g} is negative; give a weight >= 0 like 1 (0: the "
+                             "texture alone)")
+        if self.content_weight:
+            check_weight(self.content_weight, f"content_weight={self.content_weight:g}", "1")
+        if self.colors == "content" and not self.content:
+            raise ValueError("colors=content keeps the colours of --content's photo, and no --content is given; "
+                             "give --content=photo.png, or colors=source or a palette image")
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")
@@ -288,7 +308,7 @@ class SynthesisConfig:
     @property
     def palette(self) -> str | None:
         """The palette image's path of `colors`, or None ("" or "source")."""
-        return None if self.colors in ("", "source") else self.colors
+        return None if self.colors in ("", "source", "content") else self.colors
 
     @property
     def region_sources(self) -> list[tuple[tuple[int, int, int], str, float]]:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from texsynth_jax import content as content_lib
 from texsynth_jax import fill, guide, parallel, synthesis, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_source
 from texsynth_jax.synthesis import SynthState
@@ -42,7 +43,7 @@ STEPS_PER_DISPATCH = {"cpu": 1}
 # Settings the compiled programs never see: how long a run goes on, which sources make the targets and at what
 # size (resized on the way into the targets program, blended after it), and the colours given to the results.
 RUN_ONLY = ("iterations", "coarse_iterations", "coarse_min_view", "source_scale", "blend", "colors", "guide", "region",
-            "source_guide", "fill", "mask", "place", "band")
+            "source_guide", "fill", "mask", "place", "band", "content", "content_weight")
 
 
 def dispatch_steps(requested: int | None = None, backend: str | None = None) -> int:
@@ -54,12 +55,12 @@ def dispatch_steps(requested: int | None = None, backend: str | None = None) -> 
 
 
 def program_config(config: SynthesisConfig) -> SynthesisConfig:
-    """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields
-    neutral (iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1, blend=(), colors="", no guide),
-    so that running longer, another source scale, blend, palette or guide map never retraces or recompiles (a
-    guide's masks are in the targets)."""
-    return dataclasses.replace(config, iterations=1, coarse_iterations=(), coarse_min_view=0, source_scale=1.0,
-                               blend=(), colors="", guide="", region=(), source_guide="")
+    """The static argument of the compiled programs: a single-scale `config` with its RUN_ONLY fields at their
+    defaults (iterations=1, coarse_iterations=()), so that running longer, another source scale, blend, palette,
+    guide map, canvas or content photo and weight never retraces or recompiles (guide masks, canvases and contents
+    are in the targets)."""
+    neutral = {f.name: f.default for f in dataclasses.fields(config) if f.name in RUN_ONLY}
+    return dataclasses.replace(config, **{**neutral, "iterations": 1, "coarse_iterations": ()})
 
 
 def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
@@ -82,6 +83,21 @@ def check_source_mask(mask, size) -> np.ndarray:
     if not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1 or m.max() == 0:
         raise ValueError("source mask is empty or has values outside [0, 1]; pass each pixel's share in the region")
     return m
+
+
+def check_content(image, weight, config: SynthesisConfig, arch: str) -> None:
+    """Raise ValueError (one line) unless `image` is a content photo that the deepest layer of the loss and the
+    content layer can see at every scale of `config`, and `weight` a content weight."""
+    synthesis.check_image(image, "content image")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating)) or not np.isfinite(weight) \
+            or weight < 0:
+        raise ValueError(f"content weight {weight!r} is not a number >= 0; give one like 1 (0: the texture alone)")
+    layers = (*config.layers, config.content_layer)
+    if config.content_layer not in vgg.layer_names(arch):
+        raise ValueError(f"content_layer={config.content_layer!r} is not a layer of {arch}; use one like conv4_2")
+    check_size(np.shape(image)[:2], arch, layers, "content image")
+    for size in config.scale_sizes:
+        check_size(size, arch, layers, "size" if size == tuple(config.size) else "the coarsest scale, for the content layer")
 
 
 def check_keys(keys) -> jax.Array:
@@ -277,6 +293,33 @@ class Engine:
         self.check_targets(targets)
         return {**targets, fill.FILL: jax.device_put(fill.entry(known, keep, self.config.size), self._shared)}
 
+    def content_targets(self, targets, content, weight: float) -> dict[str, object]:
+        """Targets that carry the texture onto a photo's layout (Gatys et al. 2016, content.py).
+
+        Args:
+          targets: {term: stats} from `targets(source)` (or guided, blended, a canvas's).
+          content: float32 [H, W, 3], RGB in [0, 1], the photo whose layout the output keeps; any size that
+            reaches the deepest layer, resized to config.size (cubic).
+          weight: the content loss's weight, >= 0 (an argument of the programs: every weight runs the same
+            compiled step); 0 leaves `targets` as they are (the texture alone).
+
+        Returns:
+          {**targets, CONTENT: {"features", "image", "weight"}}, on the device(s).
+        """
+        check_content(content, weight, self.config, self.spec.arch)
+        return self._content(targets, content, weight)
+
+    def _content(self, targets, content, weight) -> dict[str, object]:
+        """content_targets of a photo of any size, resized to this engine's (a coarse scale's)."""
+        self.check_targets(targets)
+        if not weight:
+            return targets
+        content = synthesis.resize_source(jnp.asarray(content, jnp.float32), self.config.size)
+        place = lambda x: jax.device_put(x, jax.tree.leaves(self._params_one)[0].sharding)
+        out = synthesis.content_targets(self._params_one, place(content), jnp.float32(weight), place(targets),
+                                        self.spec, self._program)
+        return jax.device_put(out, self._shared)
+
     def blend_targets(self, targets_list, weights) -> dict[str, object]:
         """Several sources' `targets` as one ({term: stats}, the first's shapes), mixed by `weights`
         (non-negative, summing to 1; terms.blend_targets): a change of targets, not of programs."""
@@ -294,6 +337,14 @@ class Engine:
                              "engine.targets(source)")
         names = list(self.config.loss_weights)
         guided = terms.GUIDE in targets
+        if content_lib.CONTENT in targets:
+            entry = targets[content_lib.CONTENT]
+            layer = vgg.downsampling(self.spec.arch, self.config.content_layer)
+            if not isinstance(entry, Mapping) or np.shape(entry.get("image")) != (*self.config.size, 3) or np.shape(
+                    entry.get("features"))[:2] != (self.config.size[0] // layer, self.config.size[1] // layer):
+                raise ValueError("targets' content is not of this engine's size and content layer; pass "
+                                 "engine.content_targets(targets, content, weight)")
+            targets = {k: v for k, v in targets.items() if k != content_lib.CONTENT}
         if fill.FILL in targets:
             canvas = targets[fill.FILL]
             if not isinstance(canvas, Mapping) or {k: np.shape(v) for k, v in canvas.items()} != {

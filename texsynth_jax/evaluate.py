@@ -361,6 +361,21 @@ def border_ratio(image, make) -> float | None:
     return None if not len(across) or not len(others) else float(across.mean() / others.mean())
 
 
+def layout_similarity(image, photo, side: int = 32) -> float:
+    """How much of a photo's layout an image keeps (a texture carried onto it, --content): the correlation of the
+    two luminance maps, each shrunk by area to about `side` px on its shorter side (the layout, not the texture's
+    detail). 1 for the photo itself, about 0 for a texture that ignores it; the photo of any size."""
+    from texsynth_jax import guide  # the library's resampling; evaluate stays importable on its own otherwise
+
+    luma = lambda x: np.asarray(x, np.float64)[..., :3] @ np.array([0.299, 0.587, 0.114])
+    size = np.shape(image)[:2]
+    small = tuple(max(1, round(s * side / min(size))) for s in size)
+    a = np.asarray(guide.resize_masks(luma(image).astype(np.float32), small), np.float64).ravel()
+    b = np.asarray(guide.resize_masks(luma(photo).astype(np.float32), small), np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.sum(a * b) / max(np.sqrt(np.sum(a * a) * np.sum(b * b)), 1e-12))
+
+
 def distances(params: JudgeParams, source, outputs: Sequence) -> list[float]:
     """The judge's distance of each output to `source` alone (as `judge` gives them, without the diversity and
     copying figures): e.g. the outputs of a blend against each of its sources."""

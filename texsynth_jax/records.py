@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from texsynth_jax import coarse_to_fine, fill, guide, image_io, jobs, outputs, storage, weights
+from texsynth_jax import coarse_to_fine, fill, guide, image_io, jobs, outputs, storage, vgg, weights
+from texsynth_jax import config as config_lib
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
@@ -58,6 +59,9 @@ def plan_sources(work, config: SynthesisConfig, arch: str, process: int, process
                     item_config not in checked:
                 check_guide(item_config, arch)
                 checked.add(item_config)
+            if ("content", item_config) not in checked:
+                check_content(item_config, arch)
+                checked.add(("content", item_config))
             own = is_fill_image(path, item_config)
             if (item_config, own) not in checked:
                 check_fill(item_config, own)
@@ -162,6 +166,29 @@ def check_fill(config: SynthesisConfig, own: bool) -> None:
                          "with --input=texture.png, or keep part of the image")
 
 
+def check_content(config: SynthesisConfig, arch: str) -> None:
+    """A --content run's photo, before anything runs: readable, large enough for the deepest layer and the content
+    layer, and an output whose every scale the content layer sees."""
+    if not config.content:
+        return
+    size = image_io.check_image(config.content, "content image", "--content")
+    if config.content_layer not in vgg.layer_names(arch):
+        raise ValueError(f"--content_layer={config.content_layer} is not a layer of {arch}; use one like conv4_2")
+    layers = (*config.layers, config.content_layer)
+    config_lib.check_size(size, arch, layers, f"content image {config.content}")
+    for scale in config.scale_sizes:
+        config_lib.check_size(scale, arch, layers, "--size" if scale == tuple(config.size) else
+                              f"the coarsest scale {scale[0]}x{scale[1]}, for --content_layer={config.content_layer},")
+
+
+def content_record(config: SynthesisConfig) -> dict | None:
+    """A --content run's photo with its sha256, the weight, layer and start; None without."""
+    if not config.content:
+        return None
+    return {"image": {"path": storage.absolute(config.content), "sha256": weights.file_sha256(config.content)},
+            "weight": config.content_weight, "layer": config.content_layer, "start": config.content_start}
+
+
 def is_fill_image(path: str, config: SynthesisConfig) -> bool:
     """Whether the source `path` is the --fill image itself: then its kept pixels alone give the statistics."""
     return bool(config.fill) and storage.absolute(path) == storage.absolute(config.fill)
@@ -204,11 +231,12 @@ def _shas(tree) -> list[str]:
 
 def target_files(config: SynthesisConfig) -> list[str]:
     """The files besides the input whose content the targets depend on: blended sources, guide maps, region
-    photos, a --fill image and its mask."""
+    photos, a --fill image and its mask, a --content photo."""
     return [*(path for path, _, _ in config.blend_sources),
             *([config.guide] if config.guide else []), *([config.source_guide] if config.source_guide else []),
             *(path for _, path, _ in config.region_sources),
-            *([config.fill] if config.fill else []), *([config.mask] if config.mask else [])]
+            *([config.fill] if config.fill else []), *([config.mask] if config.mask else []),
+            *([config.content] if config.content else [])]
 
 
 def fingerprint(config: SynthesisConfig, seeds, image, weights_sha256: str, meta: dict) -> str:
@@ -240,7 +268,8 @@ def finished(output_dir: str, src: SourcePlan, config: SynthesisConfig, weights_
             b.get("sha256") for b in field("blend") or []] == [weights.file_sha256(p) for p, _, _ in config.blend_sources]
          and field("colors", "sha256") == (weights.file_sha256(config.palette) if config.palette else None)
          and _shas(field("guide")) == _shas(guide_record(config))
-         and _shas(field("fill")) == _shas(fill_record(config))),
+         and _shas(field("fill")) == _shas(fill_record(config))
+         and _shas(field("content")) == _shas(content_record(config))),
         ("weights", field("weights", "file_sha256") == weights_sha256)) if not same]
     if not differs:
         return True
@@ -277,6 +306,7 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
            if config.palette else {}),
         **({"guide": guide_record(config)} if config.guide else {}),
         **({"fill": fill_record(config)} if config.fill else {}),
+        **({"content": content_record(config)} if config.content else {}),
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
                    for size, iterations, source_size in zip(
                        config.scale_sizes, config.scale_iterations,

@@ -291,13 +291,14 @@ def _canvas(job: _Job, path: str, image) -> _Canvas | None:
 
 def _targets(job: _Job, image, canvas: _Canvas | None):
     """A source's targets, blended with those of config.blend's sources (each decoded in turn, at its own
-    source_scale) by their weights, guided by config.guide's map, and holding the canvas of a --fill run (the
-    statistics of the --fill image's kept pixels where it is the source); of every source's luminance alone when
-    config.colors names a palette."""
+    source_scale) by their weights, guided by config.guide's map, holding the canvas of a --fill run (the
+    statistics of the --fill image's kept pixels where it is the source) and a --content photo (at a weight above
+    0); of every image's luminance alone when the colours come from elsewhere (config.colors: a palette, the
+    content photo's)."""
     engine = job.engine
     config = engine.config
     # With a palette the outputs' colours come from it: the structure is synthesised from luminance alone.
-    statistics = colors.grey if config.palette else lambda x: x
+    statistics = colors.grey if _luminance_only(config) else lambda x: x
     image = statistics(image)
     own = canvas is not None and canvas.own and canvas.make is not None
     targets = engine.targets(image, mask=(~canvas.make).astype(np.float32) if own else None)
@@ -309,7 +310,21 @@ def _targets(job: _Job, image, canvas: _Canvas | None):
         targets = _guided(job, image, targets, statistics)
     if canvas is not None:
         targets = engine.fill_targets(targets, canvas.known, canvas.keep)
+    if config.content and config.content_weight:
+        targets = engine.content_targets(targets, statistics(_load(job, config.content, "content")),
+                                         config.content_weight)
     return targets
+
+
+def _luminance_only(config) -> bool:
+    """Whether the outputs' colours come from a palette or the content photo: then only luminance is synthesised."""
+    return bool(config.palette) or config.colors == "content"
+
+
+def _content_photo(job: _Job):
+    """The --content photo at the output's size, float32 [*size, 3]."""
+    photo, _ = image_io.load_image(job.engine.config.content)
+    return np.asarray(synthesis.resize_source(photo, job.engine.config.size))
 
 
 def _load(job: _Job, path: str, role: str):
@@ -509,7 +524,10 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
         names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
     else:
         images = np.asarray(jax.device_get(engine.images(state)))[:len(src.seeds)]
-        if config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
+        if config.colors == "content":  # the luminance as synthesised, each pixel's colour the photo's
+            photo = _content_photo(job)
+            images = np.stack([colors.keep_colors(x, photo) for x in images])
+        elif config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
             palette = image_io.load_image(config.palette)[0] if config.palette else image
             images = np.stack([colors.transfer(x, palette) for x in images])
         if canvas is not None:
@@ -619,6 +637,9 @@ def _judge(job: _Job, record: dict, image, images, should_stop, canvas: _Canvas 
             figures = [d for d in evaluate.region_distances(job.judge, image, images, made) if d is not None]
             record["judge"]["made_distance"] = float(np.mean(figures)) if figures else None
             record["judge"]["border_ratios"] = [evaluate.border_ratio(x, made) for x in images]
+        if job.engine.config.content:  # how much of the photo's layout the outputs keep
+            photo = _content_photo(job)
+            record["judge"]["content_similarity"] = [evaluate.layout_similarity(x, photo) for x in images]
     except evaluate.Stopped:
         record["judge"] = {"stopped": True}
         job.log("judge stopped (Ctrl-C); the images are saved, the record has no judge figures")
@@ -637,12 +658,16 @@ def _judge(job: _Job, record: dict, image, images, should_stop, canvas: _Canvas 
             shown += (f", their border's gradient over the rest's {np.mean(ratios):.3g} (about 1: the border does "
                       "not show)")
         job.say(f"judge: the made pixels' distance to the source {shown}")
+    if config.content:
+        job.say(f"judge: the outputs' layout against the content photo's: correlation "
+                f"{np.mean(record['judge']['content_similarity']):.3g} (1: the photo's own, 0: none of it)")
     if config.guide:
         job.say("judge: each region's distance to its own source: " + ", ".join(
             f"{colour} {'n/a (too thin)' if d is None else f'{d:.4g}'}"
             for colour, d in record["judge"]["region_distances"].items()))
-    # A blend, a palette or a guide's other regions are meant to differ from the main source.
-    if record["judge"]["distance_mean"] > FAR and not config.blend and not config.palette and not config.guide:
+    # A blend, a palette, a guide's other regions or a content photo's layout are meant to differ from the source.
+    if record["judge"]["distance_mean"] > FAR and not (config.blend or config.palette or config.guide
+                                                       or config.content):
         scale = suggested_scale(image.shape[:2], config)  # `image`: the source at config.source_scale
         job.say(f"judge: distance {record['judge']['distance_mean']:.3g} is far from the source (finished runs score "
                 "0.03-0.3, a blurred copy of the source 1.1): "

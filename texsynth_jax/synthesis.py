@@ -17,6 +17,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from texsynth_jax import content as content_lib
 from texsynth_jax import conv as conv_lib
 from texsynth_jax import fill, guide, optimizers, terms, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
@@ -70,11 +71,11 @@ def check_image(image, what: str = "source image") -> None:
                          "[-1, 1] image")
 
 
-def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig, padding: str):
+def _features(params, image, spec: vgg.NetworkSpec, config: SynthesisConfig, padding: str, layers=None):
     dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
     conv = conv_lib.select(config.conv)
-    return vgg.extract_features(params, image, spec, config.layers, config.pooling, conv, dtype,
-                                config.remat, padding)
+    return vgg.extract_features(params, image, spec, config.layers if layers is None else layers, config.pooling,
+                                conv, dtype, config.remat, padding)
 
 
 def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
@@ -122,18 +123,45 @@ def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mappin
 
     Args:
       image: float32 [H, W, 3], RGB in [0, 1], of size `config.size`.
-      targets: {term: stats} from `compute_targets`.
+      targets: {term: stats} from `compute_targets` (with a content photo's, `content_targets`, its content
+        loss is added: content.py).
       params, spec, config: the network and the synthesis settings.
       key: PRNG key of random terms (swd's directions); None uses jax.random.key(0).
 
     Returns:
       a pure, differentiable float32 scalar.
     """
+    layers = config.layers
+    if content_lib.CONTENT in targets and config.content_layer not in layers:
+        layers = (*layers, config.content_layer)
     # Tileable: the output is a torus, so every convolution wraps around its border.
-    features = _features(params, image, spec, config, "circular" if config.tileable else config.padding)
+    features = _features(params, image, spec, config, "circular" if config.tileable else config.padding, layers)
     weights = dict(zip(config.layers, config.layer_weights))
     key = jax.random.key(0) if key is None else key
-    return terms.total_loss(features, image, targets, weights, config.loss_weights, key)
+    loss = terms.total_loss(features, image, targets, weights, config.loss_weights, key)
+    if content_lib.CONTENT in targets:
+        loss = loss + content_lib.loss(features, targets, config.content_layer)
+    return loss
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def content_targets(params: Mapping, content: jax.Array, weight, targets: Mapping[str, object],
+                    spec: vgg.NetworkSpec, config: SynthesisConfig) -> dict[str, object]:
+    """`targets` with a content photo's (Gatys et al. 2016, content.py): its features at config.content_layer.
+
+    Args:
+      content: float32 [*config.size, 3], RGB in [0, 1]: the photo whose layout the output keeps.
+      weight: the content loss's weight (a scalar, an argument: every weight runs the same program).
+      targets: {term: stats} from `compute_targets` (guided, blended or a canvas's as well).
+
+    Returns:
+      {**targets, CONTENT: {"features", "image", "weight"}}.
+    """
+    features = _features(params, content, spec, config, config.padding, (config.content_layer,))
+    grey = jnp.full((*config.size, 3), 0.5, jnp.float32)
+    unit = jax.lax.stop_gradient(texture_loss(grey, targets, params, spec, config))
+    entry = content_lib.entry(features[config.content_layer], content, weight, unit)
+    return {**targets, content_lib.CONTENT: entry}
 
 
 def projection_key(state: SynthState, config: SynthesisConfig) -> jax.Array:
@@ -152,7 +180,8 @@ def _loss_of_latent(targets, params, spec, config, key):
 @partial(jax.jit, static_argnums=(3, 4))
 def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
                spec: vgg.NetworkSpec, config: SynthesisConfig) -> SynthState:
-    """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`).
+    """Fresh state for one seed: noise around mid-grey (`config.init`, `config.init_scale`), or around the content
+    photo where the targets hold one and `config.content_start` is "content".
 
     Args:
       key: the seed's PRNG key (its noise, and the random directions of random terms).
@@ -163,7 +192,9 @@ def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
       SynthState at iteration 0, latent float32 [*config.size, 3].
     """
     shape = (*config.size, 3)
-    if config.init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
+    if content_lib.CONTENT in targets and config.content_start == "content":
+        latent = content_lib.start(targets, config.init_scale * 4.0 * jax.random.normal(key, shape, jnp.float32))
+    elif config.init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
         image = 0.5 + config.init_scale * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
         latent = jax.scipy.special.logit(jnp.clip(image, 0.005, 0.995))
     else:  # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.

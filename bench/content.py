@@ -12,7 +12,7 @@ cropped to a square at --size; the textures are benchmark photos (bench/common.p
   bench/torch_baseline.py's PyTorch losses (box bounds [0, 1], as Gatys et al.'s code), --iterations each.
   Both results are scored by the PyTorch losses: the texture loss and the content error (mean square feature error
   at the content layer over the photo's mean square feature), ours over PyTorch's (1.00x: as low).
-- settings: the default schedule (coarse to fine) from the photo and from noise at each weight of --content_weights, per
+- settings: the default schedule (or each of --schedules) from the photo and from noise at each weight of --content_weights, per
   seed: the judge's distance of the output to the texture (its look) and evaluate.layout_similarity to the photo
   (its layout: 1 the photo's own, 0 none), and the seconds.
 Writes <out>/<texture>_<photo>.png (the photo, then seed 0 of each setting).
@@ -90,6 +90,8 @@ def main(argv=None):
     parser.add_argument("--only", default="torch,settings", help="which of torch,settings to run")
     parser.add_argument("--content_weights", default="0.1,1", help="comma-separated content weights")
     parser.add_argument("--starts", default="content,noise", help="comma-separated starts of the settings rows")
+    parser.add_argument("--schedules", default="", help="settings: ';'-separated coarse_iterations/iterations to run "
+                        "(e.g. '100,60/20;100/20;/100'; default: the default schedule)")
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
     parser.add_argument("--names", default=TEXTURES_USED, help="comma-separated texture photos")
     parser.add_argument("--photos", default=PHOTOS, help="comma-separated scikit-image sample photos (content)")
@@ -147,11 +149,16 @@ def main(argv=None):
                           f"{ours_seconds:.0f}, {theirs_seconds:.0f} |", flush=True)
 
     if "settings" in parts:
-        schedule = dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}
-        base = ts.SynthesisConfig(size=(size, size), **schedule, **network(args))
-        starts = args.starts.split(",")
-        engines = {start: ts.make_engine(params, spec, dataclasses.replace(base, content_start=start), args.seeds)
-                   for start in starts}
+        schedules = {"": dict(coarse_iterations=(1,), iterations=1) if args.smoke else {}}
+        if args.schedules:
+            schedules = {text: dict(coarse_iterations=tuple(int(n) for n in text.split("/")[0].split(",") if n),
+                                    iterations=int(text.split("/")[1])) for text in args.schedules.split(";")}
+        engines = {}
+        for text, schedule in schedules.items():
+            base = ts.SynthesisConfig(size=(size, size), **schedule, **network(args))
+            for start in args.starts.split(","):
+                label = f"{start} {text}".strip()
+                engines[label] = ts.make_engine(params, spec, dataclasses.replace(base, content_start=start), args.seeds)
         print(f"\nThe default schedule, {args.seeds} seeds: per seed the judge's distance to the texture and the "
               "layout's correlation with the photo\n")
         print("| texture | photo | start | weight | distance to the texture | layout similarity | seconds |\n"
@@ -161,7 +168,7 @@ def main(argv=None):
             for content_name in args.photos.split(","):
                 content = photo(content_name, size)
                 row = [content]
-                for start, engine in engines.items():
+                for start, engine in engines.items():  # start: its label, with the schedule when given
                     targets = engine.targets(source)
                     for weight in weights:
                         began = time.perf_counter()

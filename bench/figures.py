@@ -47,6 +47,13 @@ FIGURES = {
         "2x2 repeats of the shipped gravel photo as it is and made tileable (a band of 1/16 of the side made anew)",
         ["texsynth --fill=texsynth_jax/data/default_texture.png --tileable --seeds=1 --output_dir=out/tile",
          "python bench/figures.py fill --runs out/tile --out docs/fill_tile.png"]),
+    "docs/content.png": (
+        "scikit-image's cat (CC0), the shipped gravel photo, the gravel carried onto the cat (the defaults), and the same "
+        "in the cat's colours",
+        ["python -c \"import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.chelsea()).save('out/cat.png')\"",
+         "texsynth --content=out/cat.png --seeds=1 --output_dir=out/cat",
+         "texsynth --content=out/cat.png --colors=content --seeds=1 --output_dir=out/cat_colours",
+         "python bench/figures.py content --runs out/cat,out/cat_colours --out docs/content.png"]),
     "docs/losses.jpg": (
         "seed 0 of the paper mode, coarse to fine, and coarse to fine + spectrum at equal time (docs/quality.md)",
         ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '
@@ -137,6 +144,22 @@ def fill_figure(run: str) -> np.ndarray:
     return grid([[before, after]])
 
 
+def content_figure(runs: list[str]) -> np.ndarray:
+    """Before and after of --content runs' folders in a row, each at the photo's height with GAP px between: the
+    photo, the texture source, then seed 0 of each run."""
+    import json
+
+    records = [next(json.load(open(os.path.join(run, f))) for f in sorted(os.listdir(run)) if f.endswith("_run.json"))
+               for run in runs]
+    images = [read(records[0]["content"]["image"]["path"]), read(records[0]["input"]["path"]),
+              *(read(os.path.join(run, record["outputs"]["images"][0])) for run, record in zip(runs, records))]
+    height = images[0].shape[0]
+    fit = lambda a: np.asarray(Image.fromarray(a).resize((round(a.shape[1] * height / a.shape[0]), height),
+                                                         Image.Resampling.LANCZOS))
+    gap = np.full((height, GAP, 3), 255, np.uint8)
+    return np.concatenate([p for a in images for p in (fit(a), gap)][:-1], axis=1)
+
+
 def save(path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     Image.fromarray(image).save(path, quality=90) if path.endswith(".jpg") else Image.fromarray(image).save(path)
@@ -176,14 +199,23 @@ def smoke() -> None:
         figure = fill_figure(runs)
         assert figure.shape == (size, 2 * size + GAP, 3) and (figure[12:20, 12:20] == 0).all() == mask, figure.shape
     save(os.path.join(out, "fill.png"), figure)
+    # --content runs' folders: the record names the photo and the source
+    image_io.save_png(os.path.join(runs, "cat.png"), noise(tile))
+    image_io.save_png(os.path.join(runs, "photo_seed0.png"), noise(tile))
+    with open(os.path.join(runs, "photo_run.json"), "w") as f:
+        json.dump({"content": {"image": {"path": os.path.join(runs, "cat.png")}},
+                   "input": {"path": os.path.join(runs, "photo.png")}, "outputs": {"images": ["photo_seed0.png"]}}, f)
+    figure = content_figure([runs, runs])
+    assert figure.shape == (tile, 4 * tile + 3 * GAP, 3), figure.shape
+    save(os.path.join(out, "content.png"), figure)
     for path, (_, commands) in FIGURES.items():
         assert commands and os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(__file__)), path)), path
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill"))
-    parser.add_argument("--runs", help="the folder the benchmark wrote (its --out)")
+    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill", "content"))
+    parser.add_argument("--runs", help="the folder the benchmark wrote (its --out); content: comma-separated runs")
     parser.add_argument("--out", help="the picture to write (.jpg or .png)")
     parser.add_argument("--rows", default="zigzag,lace,veins,bark", help="losses: textures, one row each")
     parser.add_argument("--tile", type=int, default=256, help="losses: the benchmark's --size")
@@ -208,6 +240,8 @@ def main(argv=None):
         figure = read(os.path.join(args.runs, "gallery.png"))
     elif args.figure == "fill":
         figure = fill_figure(args.runs)
+    elif args.figure == "content":
+        figure = content_figure(args.runs.split(","))
     else:
         figure = large_figure(args.runs, args.texture, args.side, tuple(int(v) for v in args.crop.split(",")))
     save(args.out, figure)

@@ -3,6 +3,7 @@ independent PyTorch implementation, the transfer against PyTorch's L-BFGS-B at e
 every photo and weight, weight 0 the texture alone bit for bit, the layout kept on real photos, and the command
 line's size, record, judge, colours and one-line errors."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -152,13 +153,16 @@ def test_one_program_for_every_photo_and_weight_and_weight_0_is_the_texture_alon
 
 
 def test_the_layout_holds_and_the_weight_trades_it_for_the_texture(vgg):
-    """The default schedule at 64 px, the shipped gravel onto scikit-image's cat: at the default weight the photo's
-    layout holds (evaluate.layout_similarity well above a texture's), a smaller weight lets the texture nearer
-    (the judge's distance to it falls) and keeps less of the layout."""
+    """The command line's schedule for a 64 px photo (the default less the 16 px scale, content_min_view), the
+    shipped gravel onto scikit-image's cat: at the default weight the photo's layout holds (evaluate.layout_similarity
+    0.61 against 0.06 for the texture alone), a tenth of it lets the texture nearer (the judge's distance to it falls)
+    and keeps less of the layout. With the 16 px scale the layout is lost (0.27)."""
     params, spec = vgg
     judge = evaluate.load_judge()
     texture, photo = gravel(64), cat(64)
     config = SynthesisConfig(size=(64, 64))
+    config = dataclasses.replace(config, coarse_min_view=config.content_min_view)
+    assert config.scale_sizes == [(32, 32), (64, 64)]
     engine = make_engine(params, spec, config, 2)
     targets = engine.targets(texture)
     keys = engine.keys([0, 1])
@@ -168,7 +172,7 @@ def test_the_layout_holds_and_the_weight_trades_it_for_the_texture(vgg):
         figures[weight] = (evaluate.judge(judge, texture, list(images))["distance_mean"],
                            min(evaluate.layout_similarity(x, photo) for x in images))
     strong, weak, none = (figures[w] for w in (config.content_weight, config.content_weight / 10, 0.0))
-    assert strong[1] > 0.6 and none[1] < 0.3, figures
+    assert strong[1] > 0.5 and none[1] < 0.2, figures
     assert weak[0] < strong[0] and weak[1] < strong[1], figures
 
 
@@ -181,11 +185,14 @@ FAST = ["--iterations=3", "--coarse_iterations=", "--layers=conv1_1,pool1", "--l
 
 
 def test_weight_0_on_the_command_line_is_the_texture_alone_bit_for_bit(tmp_path, capsys):
+    """The default schedule's scales too: at weight 0 the photo's size is the only thing --content gives."""
     content = save(tmp_path / "cat.png", cat(32))
     runs = {name: tmp_path / name for name in ("plain", "zero", "one")}
+    schedule = ["--coarse_iterations=2,1", "--iterations=2", "--layers=conv1_1,pool1", "--layer_weights=1,1",
+                "--seeds=1", "--judge=false"]
     for name, extra in (("plain", ["--size=32"]), ("zero", [f"--content={content}", "--content_weight=0"]),
                         ("one", [f"--content={content}", "--content_weight=1"])):
-        code, stderr = in_process([*FAST, "--judge=false", *extra, f"--output_dir={runs[name]}"], capsys)
+        code, stderr = in_process([*schedule, *extra, f"--output_dir={runs[name]}"], capsys)
         assert code == 0, stderr
     png = lambda name: np.asarray(Image.open(next(runs[name].glob("*_seed0.png"))))
     assert png("zero").shape == (32, 32, 3)  # --size from the photo
@@ -203,6 +210,7 @@ def test_the_command_line_records_judges_and_keeps_the_photos_colours(tmp_path, 
     record = json.loads(next(out.glob("*_run.json")).read_text())
     assert record["content"]["image"]["path"] == content and record["content"]["weight"] == 1.0
     assert record["content"]["layer"] == "conv4_2" and len(record["content"]["image"]["sha256"]) == 64
+    assert record["config"]["coarse_min_view"] == 16  # content_min_view: conv4_2 4 positions, in pool1's
     assert -1 <= record["judge"]["content_similarity"][0] <= 1
     assert "judge: the outputs' layout against the content photo's: correlation" in stderr
     image = np.asarray(Image.open(next(out.glob("*_seed0.png"))), np.float32) / 255
@@ -225,6 +233,6 @@ def test_bad_content_inputs_get_one_line_and_nothing_written(tmp_path, capsys):
         r"content_weight=-1 is negative": [f"--content={content}", "--content_weight=-1"],
         r"content_layer='conv9_9' is unknown; use a VGG layer name like conv4_2": [f"--content={content}",
                                                                                   "--content_layer=conv9_9"],
-        r"--size 16x16 is too small for pool5": [f"--content={content}", "--size=16", "--content_layer=pool5"],
+        r"size 16x16 is too small for pool5": [f"--content={content}", "--size=16", "--content_layer=pool5"],
         "flag --content_start=photo: value should be one of": [f"--content={content}", "--content_start=photo"],
     }, tmp_path / "out", capsys)

@@ -12,6 +12,7 @@
     engine = texsynth_jax.make_engine(params, spec, config, batch_size=2)  # either kind, as the config needs
     images, losses = texsynth_jax.synthesize(keys, engine.targets(source), params, spec, config)  # one-off
 
+    targets = ctf.content_targets(ctf.targets(source), photo, 1.0)       # the texture on a photo's layout (content.py)
     texsynth_jax.terms.register("mean_colour", stats, loss)              # a loss term of your own (terms.py)
 
     texsynth_jax.run_job([("bark.png", [0, 1])], None, config,

@@ -263,6 +263,9 @@ def main(argv):
             elif config.content and not FLAGS["size"].present:  # the photo's layout, at its own size
                 config = dataclasses.replace(config, size=image_io.check_image(config.content, "content image",
                                                                                "--content"))
+            if config.content and config.content_weight and not FLAGS["coarse_min_view"].present:
+                # No scale too coarse for the photo's layout (weight 0: the texture alone, as without --content).
+                config = dataclasses.replace(config, coarse_min_view=config.content_min_view)
             # Without --input a --fill run learns from its own image's kept pixels.
             source = FLAGS.input or config.fill or defaults.DEFAULT_TEXTURE
             work = jobs.read_sources(source, jobs.parse_seeds(FLAGS.seeds), config)

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 from texsynth_jax import fill, guide, synthesis, vgg
 from texsynth_jax.config import SynthesisConfig, check_size, deepest_downsampling, deepest_layer, scaled_source
-from texsynth_jax.engine import Engine, check_content, check_keys, check_source_mask
+from texsynth_jax.engine import Engine, check_content, check_content_weight, check_keys, check_source_mask
 from texsynth_jax.synthesis import SynthState
 
 
@@ -126,9 +126,13 @@ class CoarseToFine:
 
     def content_targets(self, targets, content, weight: float) -> list[dict]:
         """Every scale's targets carrying the texture onto a photo's layout (Engine.content_targets): `content` any
-        size that the deepest layer sees, resized to each scale's size; weight >= 0 (0: `targets` unchanged)."""
+        size that the deepest layer sees, resized to each scale's size; weight >= 0 (0: `targets` unchanged). A
+        scale whose content layer sees fewer than 4 positions loses the photo's layout: for small outputs build
+        this with coarse_min_view=config.content_min_view, as the command line does."""
         self.check_targets(targets)
-        check_content(content, weight, self.config, self.spec.arch)
+        synthesis.check_image(content, "content image")
+        check_content_weight(weight)
+        check_content(np.shape(content)[:2], self.config, self.spec.arch)
         return [engine._content(t, content, weight) for t, engine in zip(targets, self.engines)]
 
     def blend_targets(self, targets_list, weights) -> list[dict]:

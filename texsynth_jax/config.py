@@ -47,6 +47,11 @@ MAX_HISTORY = 1000
 # source_scale enlarges at most 8x: beyond it the statistics are of interpolation, not of the photo.
 MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
+# A content photo's layout needs its content layer to see this many positions along the shorter side at every scale
+# (content_min_view): at 64 px, gravel onto scikit-image's cat, the default schedule's 16 px scale (conv4_2 2x2) lost
+# it (evaluate.layout_similarity 0.27 at weight 1), without that scale 0.61, and on 128 px outputs, whose coarsest
+# scale leaves conv4_2 4x4, 0.6-0.9 (docs/content.md).
+CONTENT_MIN_VIEW = 4
 
 def setting(default, help: str, choices: tuple | None = None, example: str | None = None, repeatable: bool = False):
     """A dataclass field with the help text (and choices) of its command-line flag: cli.py defines one
@@ -100,7 +105,12 @@ class SynthesisConfig:
       colors: "" (as synthesised), "source" or a palette image's path: the final images' colours are
         moved onto that image's distribution (colors.transfer), their structure kept; with a palette the
         sources' statistics are of their luminance (colors.grey). Read by the job layer (runner); from
-        Python, synthesise from colors.grey(source) and call colors.transfer on the images.
+        Python, synthesise from colors.grey(source) and call colors.transfer on the images. "content": each
+        pixel keeps the --content photo's chrominance (colors.keep_colors), from luminance statistics too.
+      content, content_weight, content_layer, content_start: a photo whose layout the output keeps (Gatys et al.
+        2016, content.py): its features at content_layer, weighed by content_weight (0: the texture alone),
+        starting from it ("content") or from noise. The job layer reads the photo; from Python, pass it to
+        Engine.content_targets (the weight travels in the targets, the layer and start are the program's).
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -158,8 +168,9 @@ class SynthesisConfig:
                                      example="b.png:0.3,c.png:0.2")
     colors: str = setting("", "Colours of the outputs, moved onto them after synthesis (colors.transfer): a palette "
                           "image's whole colour distribution (the structure then synthesised from the sources' "
-                          "luminance), or 'source' for the source's exact channel histograms "
-                          "(outputs that drifted in colour). Empty: as synthesised.", example="palette.png or source")
+                          "luminance), 'source' for the source's exact channel histograms (outputs that drifted in "
+                          "colour), or 'content' for each pixel's colour of the --content photo (colors.keep_colors). "
+                          "Empty: as synthesised.", example="palette.png or source")
     guide: str = setting("", "Guided synthesis: a map of the output (any size, resized to --size by nearest "
                          "neighbour), one flat colour per region; each region matches its own source's statistics "
                          "(--region, --source_guide; colours without one take --input). Empty: no guide.",
@@ -320,6 +331,13 @@ class SynthesisConfig:
     def main_weight(self) -> float:
         """The main source's share of a blend: 1 less the blended sources' weights."""
         return max(0.0, 1.0 - sum(weight for _, weight, _ in parse_blend(self.blend)))
+
+    @property
+    def content_min_view(self) -> int:
+        """The coarse_min_view at which every scale's content layer sees CONTENT_MIN_VIEW positions along its
+        shorter side (the command line's default with --content): in positions of the deepest layer."""
+        ratio = vgg.downsampling("vgg19", self.content_layer) / deepest_downsampling(self.layers)
+        return max(self.coarse_min_view, math.ceil(CONTENT_MIN_VIEW * ratio))
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -85,19 +85,23 @@ def check_source_mask(mask, size) -> np.ndarray:
     return m
 
 
-def check_content(image, weight, config: SynthesisConfig, arch: str) -> None:
-    """Raise ValueError (one line) unless `image` is a content photo that the deepest layer of the loss and the
-    content layer can see at every scale of `config`, and `weight` a content weight."""
-    synthesis.check_image(image, "content image")
+def check_content(size, config: SynthesisConfig, arch: str, what: str = "content image") -> None:
+    """Raise ValueError (one line) unless config.content_layer is a layer of `arch`, a content photo of `size` reaches
+    the deepest layer of the loss and the content layer, and so does every scale of the output."""
+    if config.content_layer not in vgg.layer_names(arch):
+        raise ValueError(f"content_layer={config.content_layer} is not a layer of {arch}; use one like conv4_2")
+    layers = (*config.layers, config.content_layer)
+    check_size(size, arch, layers, what)
+    for scale in config.scale_sizes:
+        check_size(scale, arch, layers, "size" if scale == tuple(config.size) else
+                   f"the coarsest scale {scale[0]}x{scale[1]}, for content_layer={config.content_layer},")
+
+
+def check_content_weight(weight) -> None:
+    """Raise ValueError (one line) unless `weight` is a content weight: a finite number >= 0."""
     if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating)) or not np.isfinite(weight) \
             or weight < 0:
         raise ValueError(f"content weight {weight!r} is not a number >= 0; give one like 1 (0: the texture alone)")
-    layers = (*config.layers, config.content_layer)
-    if config.content_layer not in vgg.layer_names(arch):
-        raise ValueError(f"content_layer={config.content_layer!r} is not a layer of {arch}; use one like conv4_2")
-    check_size(np.shape(image)[:2], arch, layers, "content image")
-    for size in config.scale_sizes:
-        check_size(size, arch, layers, "size" if size == tuple(config.size) else "the coarsest scale, for the content layer")
 
 
 def check_keys(keys) -> jax.Array:
@@ -306,7 +310,9 @@ class Engine:
         Returns:
           {**targets, CONTENT: {"features", "image", "weight"}}, on the device(s).
         """
-        check_content(content, weight, self.config, self.spec.arch)
+        synthesis.check_image(content, "content image")
+        check_content_weight(weight)
+        check_content(np.shape(content)[:2], self.config, self.spec.arch)
         return self._content(targets, content, weight)
 
     def _content(self, targets, content, weight) -> dict[str, object]:

@@ -14,8 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from texsynth_jax import coarse_to_fine, fill, guide, image_io, jobs, outputs, storage, vgg, weights
-from texsynth_jax import config as config_lib
+from texsynth_jax import coarse_to_fine, engine, fill, guide, image_io, jobs, outputs, storage, weights
 from texsynth_jax.config import RunOptions, SynthesisConfig, scaled_size
 
 # A run writes at most this many snapshot images (--save_every) per source: beyond it the arithmetic of
@@ -167,18 +166,12 @@ def check_fill(config: SynthesisConfig, own: bool) -> None:
 
 
 def check_content(config: SynthesisConfig, arch: str) -> None:
-    """A --content run's photo, before anything runs: readable, large enough for the deepest layer and the content
-    layer, and an output whose every scale the content layer sees."""
-    if not config.content:
-        return
-    size = image_io.check_image(config.content, "content image", "--content")
-    if config.content_layer not in vgg.layer_names(arch):
-        raise ValueError(f"--content_layer={config.content_layer} is not a layer of {arch}; use one like conv4_2")
-    layers = (*config.layers, config.content_layer)
-    config_lib.check_size(size, arch, layers, f"content image {config.content}")
-    for scale in config.scale_sizes:
-        config_lib.check_size(scale, arch, layers, "--size" if scale == tuple(config.size) else
-                              f"the coarsest scale {scale[0]}x{scale[1]}, for --content_layer={config.content_layer},")
+    """A --content run's photo, before anything runs: readable, and at a weight above 0 it and every scale of the
+    output large enough for the deepest layer and the content layer (engine.check_content)."""
+    if config.content:
+        size = image_io.check_image(config.content, "content image", "--content")
+        if config.content_weight:  # at 0 the photo plays no part
+            engine.check_content(size, config, arch, f"content image {config.content}")
 
 
 def content_record(config: SynthesisConfig) -> dict | None:

@@ -12,8 +12,8 @@ cropped to a square at --size; the textures are benchmark photos (bench/common.p
   bench/torch_baseline.py's PyTorch losses (box bounds [0, 1], as Gatys et al.'s code), --iterations each.
   Both results are scored by the PyTorch losses: the texture loss and the content error (mean square feature error
   at the content layer over the photo's mean square feature), ours over PyTorch's (1.00x: as low).
-- settings: the default schedule (or each of --schedules) from the photo and from noise at each weight of --content_weights, per
-  seed: the judge's distance of the output to the texture (its look) and evaluate.layout_similarity to the photo
+- settings: the default schedule (or each of --schedules) from the photo and from noise at each weight of
+  --content_weights, per seed: the judge's distance of the output to the texture (its look) and evaluate.layout_similarity to the photo
   (its layout: 1 the photo's own, 0 none), and the seconds.
 Writes <out>/<texture>_<photo>.png (the photo, then seed 0 of each setting).
 """
@@ -31,7 +31,7 @@ PHOTOS = "chelsea,astronaut,coffee"
 
 
 def photo(name: str, size: int):
-    """A scikit-image sample photo, centre-cropped to a square and resized (Lanczos) to `size`: float32 [size, size, 3]."""
+    """A scikit-image sample photo, centre-cropped to a square and resized (Lanczos): float32 [size, size, 3]."""
     import skimage.data
     from PIL import Image
 
@@ -158,7 +158,8 @@ def main(argv=None):
             base = ts.SynthesisConfig(size=(size, size), **schedule, **network(args))
             for start in args.starts.split(","):
                 label = f"{start} {text}".strip()
-                engines[label] = ts.make_engine(params, spec, dataclasses.replace(base, content_start=start), args.seeds)
+                engines[label] = ts.make_engine(params, spec, dataclasses.replace(base, content_start=start),
+                                                args.seeds)
         print(f"\nThe default schedule, {args.seeds} seeds: per seed the judge's distance to the texture and the "
               "layout's correlation with the photo\n")
         print("| texture | photo | start | weight | distance to the texture | layout similarity | seconds |\n"
@@ -172,7 +173,8 @@ def main(argv=None):
                     targets = engine.targets(source)
                     for weight in weights:
                         began = time.perf_counter()
-                        images = np.asarray(engine.synthesize(keys, engine.content_targets(targets, content, weight))[0])
+                        made = engine.synthesize(keys, engine.content_targets(targets, content, weight))
+                        images = np.asarray(made[0])
                         seconds = time.perf_counter() - began
                         distance = evaluate.judge(judge, source, list(images))["distance_mean"]
                         layout = [evaluate.layout_similarity(x, content) for x in images]

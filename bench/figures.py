@@ -47,13 +47,14 @@ FIGURES = {
         "2x2 repeats of the shipped gravel photo as it is and made tileable (a band of 1/16 of the side made anew)",
         ["texsynth --fill=texsynth_jax/data/default_texture.png --tileable --seeds=1 --output_dir=out/tile",
          "python bench/figures.py fill --runs out/tile --out docs/fill_tile.png"]),
-    "docs/content.png": (
-        "scikit-image's cat (CC0), the shipped gravel photo, the gravel carried onto the cat (the defaults), and the same "
-        "in the cat's colours",
-        ["python -c \"import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.chelsea()).save('out/cat.png')\"",
+    "docs/content.jpg": (
+        "scikit-image's cat (CC0), the shipped gravel photo, the gravel carried onto the cat (the defaults), and the "
+        "same in the cat's colours",
+        ["python -c \"import skimage.data, PIL.Image; "
+         "PIL.Image.fromarray(skimage.data.chelsea()).save('out/cat.png')\"",
          "texsynth --content=out/cat.png --seeds=1 --output_dir=out/cat",
          "texsynth --content=out/cat.png --colors=content --seeds=1 --output_dir=out/cat_colours",
-         "python bench/figures.py content --runs out/cat,out/cat_colours --out docs/content.png"]),
+         "python bench/figures.py content --runs out/cat,out/cat_colours --out docs/content.jpg"]),
     "docs/losses.jpg": (
         "seed 0 of the paper mode, coarse to fine, and coarse to fine + spectrum at equal time (docs/quality.md)",
         ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '

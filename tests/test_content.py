@@ -16,6 +16,7 @@ import skimage.data
 from PIL import Image
 
 from texsynth_jax import Engine, SynthesisConfig, colors, evaluate, load_weights, make_engine, synthesis
+from texsynth_jax.content import MARGIN
 from test_coarse_to_fine import SHALLOW, gravel
 from test_engine import counted_compiles
 from test_run import assert_refused, in_process
@@ -67,8 +68,8 @@ def test_the_loss_is_pytorch_gatys_2016(vgg, torch_gatys, layer):
     model.set_targets(chw(texture))
     for weight in (0.3, 5.0):
         model.set_content(chw(photo), weight)
-        ours = synthesis.texture_loss(jnp.asarray(image), engine.content_targets(engine.targets(texture), photo, weight),
-                                      params, spec, engine._program)
+        targets = engine.content_targets(engine.targets(texture), photo, weight)
+        ours = synthesis.texture_loss(jnp.asarray(image), targets, params, spec, engine._program)
         with torch.no_grad():
             theirs = float(model.loss(chw(image)[None]))
         np.testing.assert_allclose(float(ours), theirs, rtol=2e-4)
@@ -105,7 +106,8 @@ def test_the_transfer_is_within_1_1x_of_pytorch_at_equal_iterations(vgg, torch_g
 
     start = np.clip(photo.transpose(2, 0, 1), 1e-3, 1 - 1e-3).astype(np.float64).ravel()
     result = scipy.optimize.minimize(value_and_grad, start, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * start.size,
-                                     options=dict(maxiter=iterations, maxcor=20, ftol=0, gtol=0, maxfun=10 * iterations))
+                                     options=dict(maxiter=iterations, maxcor=20, ftol=0, gtol=0,
+                                                  maxfun=10 * iterations))
     assert result.nit == iterations
     theirs = result.x.reshape(shape)[0].transpose(1, 2, 0).astype(np.float32)
 
@@ -122,7 +124,8 @@ def test_the_transfer_is_within_1_1x_of_pytorch_at_equal_iterations(vgg, torch_g
 
 
 def test_the_start_is_the_photo_or_noise(vgg):
-    """content_start="content": every seed starts at the photo (with its own noise); "noise": at grey noise."""
+    """content_start="content": every seed starts at the photo squeezed into [MARGIN, 1 - MARGIN] (with its own
+    noise); "noise": at grey noise."""
     params, spec = vgg
     photo = cat(32)
     for start in ("content", "noise"):
@@ -131,7 +134,8 @@ def test_the_start_is_the_photo_or_noise(vgg):
         targets = engine.content_targets(engine.targets(gravel(32)), photo, 1.0)
         images = np.asarray(engine.images(engine.init(engine.keys([0, 1]), targets)))
         if start == "content":
-            assert np.abs(images - photo).max() < 0.06 and np.abs(images[0] - images[1]).mean() > 1e-4
+            squeezed = 0.5 + (1 - 2 * MARGIN) * (photo - 0.5)
+            assert np.abs(images - squeezed).max() < 0.05 and np.abs(images[0] - images[1]).mean() > 1e-4
         else:
             assert np.abs(images - 0.5).max() < 0.1
 
@@ -155,8 +159,8 @@ def test_one_program_for_every_photo_and_weight_and_weight_0_is_the_texture_alon
 def test_the_layout_holds_and_the_weight_trades_it_for_the_texture(vgg):
     """The command line's schedule for a 64 px photo (the default less the 16 px scale, content_min_view), the
     shipped gravel onto scikit-image's cat: at the default weight the photo's layout holds (evaluate.layout_similarity
-    0.61 against 0.06 for the texture alone), a tenth of it lets the texture nearer (the judge's distance to it falls)
-    and keeps less of the layout. With the 16 px scale the layout is lost (0.27)."""
+    0.61 against 0.02 for the texture alone), a tenth of it lets the texture nearer (the judge's distance to it falls
+    from 0.56 to 0.29). With the 16 px scale the layout was lost (0.27)."""
     params, spec = vgg
     judge = evaluate.load_judge()
     texture, photo = gravel(64), cat(64)
@@ -173,7 +177,7 @@ def test_the_layout_holds_and_the_weight_trades_it_for_the_texture(vgg):
                            min(evaluate.layout_similarity(x, photo) for x in images))
     strong, weak, none = (figures[w] for w in (config.content_weight, config.content_weight / 10, 0.0))
     assert strong[1] > 0.5 and none[1] < 0.2, figures
-    assert weak[0] < strong[0] and weak[1] < strong[1], figures
+    assert weak[0] < 0.8 * strong[0] and weak[1] > none[1] + 0.3, figures
 
 
 def save(path, image):

@@ -297,7 +297,7 @@ def _targets(job: _Job, image, canvas: _Canvas | None):
     content photo's)."""
     engine = job.engine
     config = engine.config
-    # With a palette the outputs' colours come from it: the structure is synthesised from luminance alone.
+    # With a palette (or --colors=content) the colours come from it: the structure is synthesised from luminance.
     statistics = colors.grey if _luminance_only(config) else lambda x: x
     image = statistics(image)
     own = canvas is not None and canvas.own and canvas.make is not None

@@ -236,6 +236,9 @@ def test_bad_content_inputs_get_one_line_and_nothing_written(tmp_path, capsys):
         r"content image .*tiny\.png 6x6 is too small for conv4_2, which needs at least 8x8 px": [
             f"--content={tiny}", "--size=32", "--layers=conv1_1", "--layer_weights=1"],
         r"content image .*missing\.png": [f"--content={tmp_path / 'missing.png'}"],
+        # --size from the photo: the error names the photo, not a --size never given.
+        r"content image .*tiny\.png 6x6 is too small for pool4, which needs at least 16x16 px": [
+            f"--content={tiny}", "--layers=conv1_1,pool1,pool2,pool3,pool4", "--layer_weights=1,1,1,1,1"],
         r"colors=content .* no --content is given; give --content=photo\.png": ["--colors=content"],
         r"content_weight=-1 is negative": [f"--content={content}", "--content_weight=-1"],
         r"content_layer='conv9_9' is unknown; use a VGG layer name like conv4_2": [f"--content={content}",

@@ -261,8 +261,11 @@ def main(argv):
             if config.fill and not FLAGS["size"].present:  # the canvas is the image's own size
                 config = dataclasses.replace(config, size=image_io.check_image(config.fill, "fill image", "--fill"))
             elif config.content and not FLAGS["size"].present:  # the photo's layout, at its own size
-                config = dataclasses.replace(config, size=image_io.check_image(config.content, "content image",
-                                                                               "--content"))
+                size = image_io.check_image(config.content, "content image", "--content")
+                # Named as the photo, not as a --size the user never gave (layer names and sizes: any VGG's).
+                config_lib.check_size(size, "vgg19", (*config.layers, config.content_layer),
+                                      f"content image {config.content}")
+                config = dataclasses.replace(config, size=size)
             if config.content and config.content_weight and not FLAGS["coarse_min_view"].present:
                 # No scale too coarse for the photo's layout (weight 0: the texture alone, as without --content).
                 config = dataclasses.replace(config, coarse_min_view=config.content_min_view)

@@ -201,3 +201,17 @@ def load_average() -> str:
 def machine() -> str:
     """One line naming the machine: `CPU: <lscpu model> (<vector extensions>), <n> cores`."""
     return f"CPU: {cpu_model()} ({cpu_flags()}), {os.cpu_count()} cores"
+
+
+def save_row(path: str, images) -> None:
+    """Images [h, w, 3] in [0, 1] side by side in one PNG, 4 px of white between them, shorter ones padded white
+    below (bench/fill.py's and bench/content.py's rows of a setting's seed 0)."""
+    import numpy as np
+    from PIL import Image
+
+    h = max(image.shape[0] for image in images)
+    gap = np.ones((h, 4, 3), np.float32)
+    parts = [p for image in images for p in (np.pad(image, ((0, h - image.shape[0]), (0, 0), (0, 0)),
+                                                    constant_values=1.0), gap)][:-1]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray((np.clip(np.concatenate(parts, axis=1), 0, 1) * 255).round().astype(np.uint8)).save(path)

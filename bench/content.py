@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from common import SMOKE_SIZE, TEXTURES, add_smoke_arg, add_weights_arg, load_average, load_weights, machine, network
+from common import (SMOKE_SIZE, TEXTURES, add_smoke_arg, add_weights_arg, load_average, load_weights, machine,
+                    network, save_row)
 
 TEXTURES_USED = "ink.png,zigzag.png,pebbles.png"  # of the tuning split (bench/common.py)
 PHOTOS = "chelsea,astronaut,coffee"
@@ -71,15 +72,6 @@ def scores(model, image) -> tuple[float, float]:
     with torch.no_grad():
         feats = model.features(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None])
         return float(model.texture_loss(feats)), float(model.content_error(feats)[0])
-
-
-def save_row(path: str, images) -> None:
-    from PIL import Image
-
-    gap = np.ones((images[0].shape[0], 4, 3), np.float32)
-    parts = [p for image in images for p in (image, gap)][:-1]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray((np.clip(np.concatenate(parts, axis=1), 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
 def main(argv=None):

@@ -25,7 +25,8 @@ import os
 
 import numpy as np
 
-from common import SMOKE_SIZE, TEXTURES, add_smoke_arg, add_weights_arg, load_average, load_weights, machine, network
+from common import (SMOKE_SIZE, TEXTURES, add_smoke_arg, add_weights_arg, load_average, load_weights, machine,
+                    network, save_row)
 
 PHOTOS = "pebbles.png,lettuce.png,veins.png,bark.png,water.png"
 BANDS = "0.0625,0.125,0.25"
@@ -39,17 +40,6 @@ def masks(size: int) -> dict:
     irregular = ((y - 0.47) ** 2 / 0.195 ** 2 + (x - 0.51) ** 2 / 0.117 ** 2 < 1) | ((y - 0.625) ** 2 + (x - 0.39) ** 2
                                                                                       < 0.098 ** 2)
     return {"square": square, "irregular": irregular}
-
-
-def save_row(path: str, images) -> None:
-    from PIL import Image
-
-    h = max(image.shape[0] for image in images)
-    gap = np.ones((h, 4, 3), np.float32)
-    parts = [p for image in images for p in (np.pad(image, ((0, h - image.shape[0]), (0, 0), (0, 0)),
-                                                    constant_values=1.0), gap)][:-1]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray((np.clip(np.concatenate(parts, axis=1), 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
 def filled(engine, photo, make, size, keys, place="center", band=0):

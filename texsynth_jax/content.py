@@ -41,9 +41,8 @@ def entry(features: jax.Array, image: jax.Array, weight, unit) -> dict:
 
 
 def loss(features, targets, layer: str) -> jax.Array:
-    """The content loss of an image whose features are `features` ({layer: [H_l, W_l, C]}); 0 without content."""
-    if CONTENT not in targets:
-        return jnp.zeros((), jnp.float32)
+    """The content loss of an image whose features are `features` ({layer: [H_l, W_l, C]}), of targets that hold
+    a content photo (synthesis.texture_loss adds it only then)."""
     content = targets[CONTENT]
     error = features[layer].astype(jnp.float32) - content["features"]
     return content["weight"] * jnp.mean(jnp.square(error))

@@ -365,9 +365,10 @@ def layout_similarity(image, photo, side: int = 32) -> float:
     """How much of a photo's layout an image keeps (a texture carried onto it, --content): the correlation of the
     two luminance maps, each shrunk by area to about `side` px on its shorter side (the layout, not the texture's
     detail). 1 for the photo itself, about 0 for a texture that ignores it; the photo of any size."""
-    from texsynth_jax import guide  # the library's resampling; evaluate stays importable on its own otherwise
+    # The library's resampling and luma; evaluate stays importable on its own otherwise.
+    from texsynth_jax import colors, guide
 
-    luma = lambda x: np.asarray(x, np.float64)[..., :3] @ np.array([0.299, 0.587, 0.114])
+    luma = lambda x: colors.luminance(np.asarray(x)[..., :3])[..., 0]
     size = np.shape(image)[:2]
     small = tuple(max(1, round(s * side / min(size))) for s in size)
     a = np.asarray(guide.resize_masks(luma(image).astype(np.float32), small), np.float64).ravel()

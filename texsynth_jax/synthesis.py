@@ -159,7 +159,7 @@ def content_targets(params: Mapping, content: jax.Array, weight, targets: Mappin
     """
     features = _features(params, content, spec, config, config.padding, (config.content_layer,))
     grey = jnp.full((*config.size, 3), 0.5, jnp.float32)
-    unit = jax.lax.stop_gradient(texture_loss(grey, targets, params, spec, config))
+    unit = texture_loss(grey, targets, params, spec, config)
     entry = content_lib.entry(features[config.content_layer], content, weight, unit)
     return {**targets, content_lib.CONTENT: entry}
 

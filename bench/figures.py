@@ -55,6 +55,16 @@ FIGURES = {
          "texsynth --content=out/cat.png --seeds=1 --output_dir=out/cat",
          "texsynth --content=out/cat.png --colors=content --seeds=1 --output_dir=out/cat_colours",
          "python bench/figures.py content --runs out/cat,out/cat_colours --out docs/content.jpg"]),
+    "docs/versus_paper_128.jpg": (
+        "128 px, two seeds each of the PyTorch reference run to 300 iterations and of --iterations=150 "
+        "--init_scale=0.1, on the checking photos water, lace, bark, veins (docs/quality.md, \"Against the converged paper\")",
+        ["python bench/versus_paper.py --split checking --sizes 128 --seeds 4 --sets torch --cache /tmp/vp_cache "
+         "--out /tmp/vp_ref",
+         "python bench/versus_paper.py --split checking --sizes 128 --seeds 4 --sets paper --iterations 1 --against "
+         "bench/results/versus_paper_checking_128.md --against bench/results/versus_paper_128.md --out /tmp/vp_ours "
+         "--candidate \"n0.1/150=init_scale=0.1;iterations=150\"",
+         "python bench/figures.py versus --runs /tmp/vp_ref:1,/tmp/vp_ours:1 --rows water,lace,bark,veins --tile 128 "
+         "--out docs/versus_paper_128.jpg"]),
     "docs/losses.jpg": (
         "seed 0 of the paper mode, coarse to fine, and coarse to fine + spectrum at equal time (docs/quality.md)",
         ['python bench/losses.py --size 256 --seeds 4 --budget 40 --out /tmp/texsynth_losses --settings '
@@ -145,6 +155,22 @@ def fill_figure(run: str) -> np.ndarray:
     return grid([[before, after]])
 
 
+def versus_figure(runs: list[str], rows: list[str], tile: int, seeds: int) -> np.ndarray:
+    """bench/versus_paper.py's pictures (<folder>/<photo>_<tile>.png: the source, then one row of seeds per set),
+    each run given as FOLDER:ROW (ROW 1 is the first set): per photo one row, the first `seeds` seeds of each run
+    side by side; the source row is never used."""
+    cells = []
+    for name in rows:
+        row = []
+        for run in runs:
+            folder, _, index = run.rpartition(":")
+            sheet = read(os.path.join(folder, f"{name}_{tile}.png"))
+            top = int(index) * (tile + GAP)
+            row += columns(sheet[top:top + tile], tile, seeds, skip=0)
+        cells.append(row)
+    return grid(cells)
+
+
 def content_figure(runs: list[str]) -> np.ndarray:
     """Before and after of --content runs' folders in a row, each at the photo's height with GAP px between: the
     photo, the texture source, then seed 0 of each run."""
@@ -206,6 +232,11 @@ def smoke() -> None:
     with open(os.path.join(runs, "photo_run.json"), "w") as f:
         json.dump({"content": {"image": {"path": os.path.join(runs, "cat.png")}},
                    "input": {"path": os.path.join(runs, "photo.png")}, "outputs": {"images": ["photo_seed0.png"]}}, f)
+    # bench/versus_paper.py's --out pictures: the source row, then one row of seeds per set
+    image_io.save_png(os.path.join(runs, "lace_32.png"), grid([[image_io.to_uint8(noise(tile))] * 4] * 3))
+    figure = versus_figure([f"{runs}:1", f"{runs}:2"], ["lace"], tile, 2)
+    assert figure.shape == (tile, 4 * tile + 3 * GAP, 3), figure.shape
+    save(os.path.join(out, "versus.jpg"), figure)
     figure = content_figure([runs, runs])
     assert figure.shape == (tile, 4 * tile + 3 * GAP, 3), figure.shape
     save(os.path.join(out, "content.png"), figure)
@@ -215,11 +246,14 @@ def smoke() -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill", "content"))
-    parser.add_argument("--runs", help="the folder the benchmark wrote (its --out); content: comma-separated runs")
+    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill", "content",
+                                                                "versus"))
+    parser.add_argument("--runs", help="the folder the benchmark wrote (its --out); content: comma-separated runs; "
+                        "versus: comma-separated FOLDER:ROW")
     parser.add_argument("--out", help="the picture to write (.jpg or .png)")
-    parser.add_argument("--rows", default="zigzag,lace,veins,bark", help="losses: textures, one row each")
-    parser.add_argument("--tile", type=int, default=256, help="losses: the benchmark's --size")
+    parser.add_argument("--rows", default="zigzag,lace,veins,bark", help="losses, versus: textures, one row each")
+    parser.add_argument("--tile", type=int, default=256, help="losses, versus: the benchmark's --size")
+    parser.add_argument("--seeds", type=int, default=2, help="versus: seeds of each run per photo")
     parser.add_argument("--texture", default="pebbles", help="large: the gallery's texture")
     parser.add_argument("--side", type=int, default=448, help="large: side of each panel")
     parser.add_argument("--crop", default="0,0", help="large: row,column of the full-resolution crop")
@@ -243,6 +277,8 @@ def main(argv=None):
         figure = fill_figure(args.runs)
     elif args.figure == "content":
         figure = content_figure(args.runs.split(","))
+    elif args.figure == "versus":
+        figure = versus_figure(args.runs.split(","), args.rows.split(","), args.tile, args.seeds)
     else:
         figure = large_figure(args.runs, args.texture, args.side, tuple(int(v) for v in args.crop.split(",")))
     save(args.out, figure)

@@ -15,8 +15,9 @@ better; diversity between the seeds, higher is more varied; the fraction of each
 - each --candidate NAME=SETTINGS: the default with SETTINGS ("field=value;field=value", SynthesisConfig's
   fields as the flags spell them) changed, to tune on the tuning photos.
 --cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
-our settings; the machine that timed them is printed), and --out writes a picture per photo and size: the source,
-then a row of seeds per set.
+our settings; the machine that timed them is printed); --against FILE instead takes the reference's rows from the
+output of an earlier run (its "torch" rows, e.g. bench/results/), so our sets can be rerun against it alone. --out
+writes a picture per photo and size: the source, then a row of seeds per set.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
 is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
 set with its ratios to the reference, then per size the geometric means over the photos. The photos are read,
@@ -81,6 +82,21 @@ def cached_reference(cache, name, size, seeds, iterations, compute):
     return images, seconds
 
 
+def reference_rows(paths) -> dict:
+    """{(photo, size): (distance, diversity, seconds)} of the "torch" rows in earlier outputs of this script."""
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if len(cells) == 10 and cells[2] == "torch":
+                    rows[(cells[0], int(cells[1]))] = (float(cells[4]), float(cells[5]), float(cells[3]))
+    if not rows:
+        sys.exit(f"error: --against {', '.join(paths)} holds no torch rows; give the output of a run with the "
+                 "reference")
+    return rows
+
+
 def parse_candidate(text: str) -> tuple[str, dict]:
     """"NAME=field=value;field=value" -> (NAME, {field: value text}); exits with one line if malformed."""
     name, _, settings = text.partition("=")
@@ -134,14 +150,19 @@ def main(argv=None):
     parser.add_argument("--candidate", action="append", default=[], help="NAME=field=value;field=value: the default "
                         "with these settings changed (repeatable)")
     parser.add_argument("--cache", default=None, help="folder keeping the PyTorch reference's results between runs")
+    parser.add_argument("--against", action="append", default=[], help="output of an earlier run: its torch rows are "
+                        "the reference (photos without one are skipped); no PyTorch run here (repeatable)")
     parser.add_argument("--out", default=None, help="folder for a picture per photo and size (source, then seeds)")
     add_weights_arg(parser)
     add_smoke_arg(parser)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     candidates = dict(parse_candidate(c) for c in args.candidate)
-    reference = "paper" if args.skip_torch else "torch"
-    chosen = {*args.sets.split(","), reference}
+    reference = "paper" if args.skip_torch and not args.against else "torch"
+    against = reference_rows(args.against) if args.against else None
+    chosen = {*args.sets.split(",")} | ({reference} if against is None else set())
+    if against is not None and "torch" in chosen:
+        sys.exit("error: --against and --sets=torch both give the reference; leave torch out of --sets")
     if not chosen <= set(SETS):
         sys.exit(f"error: --sets={args.sets} names an unknown set; use some of {','.join(SETS)}")
     paths = split_paths(args.split, args.textures) if not args.smoke else [smoke_texture()]
@@ -172,12 +193,15 @@ def main(argv=None):
         if "paper" in chosen:
             engines["paper"] = ts.Engine(params, spec, paper, args.seeds)
         model = None
-        if "torch" in chosen:
+        if "torch" in chosen:  # (not with --against)
             from torch_baseline import TorchGatys
 
             model = TorchGatys(params, spec, paper.layers, paper.layer_weights)
         for path in paths:
             name, source = os.path.basename(path), texture_source(path, (size, size))
+            if against is not None and (name, size) not in against:
+                print(f"({name} {size} px: no reference row in --against, skipped)", flush=True)
+                continue
             runs = {label: timed_paper(engine, source, keys, args.iterations) if label == "paper"
                     else timed_default(engine, source, keys) for label, engine in engines.items()}
             if model is not None:
@@ -190,7 +214,11 @@ def main(argv=None):
                 save_sheet(os.path.join(args.out, f"{os.path.splitext(name)[0]}_{size}.png"), source,
                            [images for images, _ in runs.values()])
             scores = {label: evaluate.judge(judge_params, source, list(images)) for label, (images, _) in runs.items()}
-            ref, ref_seconds = scores[reference], runs[reference][1]
+            if against is None:
+                ref, ref_seconds = scores[reference], runs[reference][1]
+            else:
+                distance, diversity, ref_seconds = against[(name, size)]
+                ref = {"distance_mean": distance, "diversity": diversity}
             for label, verdict in scores.items():
                 seconds = runs[label][1]
                 r = (verdict["distance_mean"] / ref["distance_mean"], verdict["diversity"] / ref["diversity"],
@@ -199,7 +227,8 @@ def main(argv=None):
                 print(f"| {name} | {size} | {label} | {seconds:.1f} | {verdict['distance_mean']:.4f} | "
                       f"{verdict['diversity']:.3f} | {max(verdict['copy_fraction']):.2f} | {r[0]:.2f}x | {r[1]:.2f}x | "
                       f"{r[2]:.2f}x |", flush=True)
-    print(f"\nGeometric means over {len(paths)} photo(s), against {reference} at {args.iterations} iterations "
+    photos = max((len(rows) for rows in ratios.values()), default=0)
+    print(f"\nGeometric means over {photos} photo(s), against {reference} at {args.iterations} iterations "
           f"({machine()}; load average {load_average()}):\n")
     print("| size | set | distance / ref | diversity / ref | time / ref |\n|---|---|---|---|---|")
     for (size, label), rows in ratios.items():

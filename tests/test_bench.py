@@ -48,7 +48,7 @@ def check(results: dict, name: str) -> None:
     result = results[name]
     assert result["ok"], result["output"][-4000:]
     if name == "figures":
-        assert result["output"].count(".jpg: ") == 3, result["output"]
+        assert result["output"].count(".jpg: ") == 4, result["output"]
     else:
         assert "|---" in result["output"], f"{name} printed no table:\n{result['output'][-2000:]}"
 

@@ -73,24 +73,3 @@ def test_speed_smoke_recompiles_nothing(fast_smoke):
     rows = [line for line in fast_smoke[0]["speed"]["output"].splitlines() if line.startswith("| 32 |")]
     assert rows and all(line.split("|")[14].strip() == "0" for line in rows), rows
 
-
-def test_versus_paper_reads_the_reference_rows_of_an_earlier_run(tmp_path):
-    """--against: the torch rows of an earlier output are the reference, every other row is ignored, and a file
-    without any is refused."""
-    sys.path.insert(0, os.path.join(REPO, "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("versus_paper", os.path.join(REPO, "bench", "versus_paper.py"))
-        versus_paper = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(versus_paper)
-    finally:
-        sys.path.remove(os.path.join(REPO, "bench"))
-    earlier = tmp_path / "earlier.md"
-    earlier.write_text("| photo | size | set | seconds | distance | diversity | copied | distance / ref | diversity / ref "
-                       "| time / ref |\n|---|---|---|---|---|---|---|---|---|---|\n"
-                       "| water.png | 128 | default | 31.7 | 0.0933 | 0.197 | 0.00 | 0.99x | 0.95x | 0.03x |\n"
-                       "| water.png | 128 | torch | 1180.1 | 0.0942 | 0.207 | 0.00 | 1.00x | 1.00x | 1.00x |\n"
-                       "| 128 | torch | 1.00x | 1.00x | 1.00x |\n")
-    assert versus_paper.reference_rows([str(earlier)]) == {("water.png", 128): (0.0942, 0.207, 1180.1)}
-    (tmp_path / "none.md").write_text(earlier.read_text().replace("| torch |", "| paper |"))
-    with pytest.raises(SystemExit, match="no torch rows"):
-        versus_paper.reference_rows([str(tmp_path / "none.md")])

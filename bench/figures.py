@@ -57,7 +57,8 @@ FIGURES = {
          "python bench/figures.py content --runs out/cat,out/cat_colours --out docs/content.jpg"]),
     "docs/versus_paper_128.jpg": (
         "128 px, two seeds each of the PyTorch reference run to 300 iterations and of --iterations=150 "
-        "--init_scale=0.1, on the checking photos water, lace, bark, veins (docs/quality.md, \"Against the converged paper\")",
+        "--init_scale=0.1, on the checking photos water, lace, bark, veins (docs/quality.md, against the converged "
+        "paper)",
         ["python bench/versus_paper.py --split checking --sizes 128 --seeds 4 --sets torch --cache /tmp/vp_cache "
          "--out /tmp/vp_ref",
          "python bench/versus_paper.py --split checking --sizes 128 --seeds 4 --sets paper --iterations 1 --against "
@@ -246,8 +247,7 @@ def smoke() -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill", "content",
-                                                                "versus"))
+    parser.add_argument("figure", nargs="?", choices=("losses", "tiles", "large", "fill", "content", "versus"))
     parser.add_argument("--runs", help="the folder the benchmark wrote (its --out); content: comma-separated runs; "
                         "versus: comma-separated FOLDER:ROW")
     parser.add_argument("--out", help="the picture to write (.jpg or .png)")

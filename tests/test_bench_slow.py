@@ -32,8 +32,8 @@ def test_versus_paper_against_an_earlier_runs_reference(tmp_path, weights_path):
     from test_bench import REPO
 
     earlier = tmp_path / "earlier.md"
-    earlier.write_text("| photo | size | set | seconds | distance | diversity | copied | distance / ref | diversity / ref "
-                       "| time / ref |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    earlier.write_text("| photo | size | set | seconds | distance | diversity | copied | distance / ref "
+                       "| diversity / ref | time / ref |\n|---|---|---|---|---|---|---|---|---|---|\n"
                        "| gravel.png | 32 | default | 1.0 | 9.0000 | 9.000 | 0.00 | 1.00x | 1.00x | 1.00x |\n"
                        "| gravel.png | 32 | torch | 1000.0 | 8.0000 | 0.500 | 0.00 | 1.00x | 1.00x | 1.00x |\n")
     env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(tmp_path / "home"))

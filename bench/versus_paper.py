@@ -198,10 +198,11 @@ def main(argv=None):
 
             model = TorchGatys(params, spec, paper.layers, paper.layer_weights)
         for path in paths:
-            name, source = os.path.basename(path), texture_source(path, (size, size))
+            name = os.path.basename(path)
             if against is not None and (name, size) not in against:
                 print(f"({name} {size} px: no reference row in --against, skipped)", flush=True)
                 continue
+            source = texture_source(path, (size, size))
             runs = {label: timed_paper(engine, source, keys, args.iterations) if label == "paper"
                     else timed_default(engine, source, keys) for label, engine in engines.items()}
             if model is not None:

@@ -68,7 +68,8 @@ def pytest_configure(config):
 # leaves one worker idle while the other finishes it. The longest files first (seconds of one run, Intel Xeon, 2
 # workers), the rest after them in their usual order.
 LONGEST_FILES = {"test_fill.py": 256, "test_content.py": 150, "test_guide.py": 57, "test_run.py": 55,
-                 "test_bench.py": 53, "test_notebook.py": 49, "test_coarse_to_fine.py": 47, "test_synthesis.py": 44, "test_engine.py": 40, "test_blend.py": 40,
+                 "test_bench.py": 53, "test_notebook.py": 49, "test_coarse_to_fine.py": 47, "test_synthesis.py": 44,
+                 "test_engine.py": 40, "test_blend.py": 40,
                  "test_evaluate.py": 39, "test_terms.py": 37, "test_hardening.py": 27, "test_bench_slow.py": 25}
 
 

@@ -72,4 +72,3 @@ def test_speed_smoke_recompiles_nothing(fast_smoke):
     """speed.py's recompiles column: a fresh batch of seeds on a compiled engine must reuse its programs."""
     rows = [line for line in fast_smoke[0]["speed"]["output"].splitlines() if line.startswith("| 32 |")]
     assert rows and all(line.split("|")[14].strip() == "0" for line in rows), rows
-

@@ -38,6 +38,7 @@ class Mutation:
 EFFECTS = "tests/test_effects.py::"
 SYNTHESIS = "texsynth_jax/synthesis.py"
 RUNNER = "texsynth_jax/runner.py"
+WEB = "texsynth_jax/web.py"
 RUNNER_TESTS = "tests/test_runner.py::"
 WORKLIST_TESTS = "tests/test_worklist.py::"
 CLOUD_TESTS = "tests/test_cloud.py::"
@@ -243,6 +244,31 @@ MUTATIONS = (
                "            if config.content and not FLAGS", 1),),
              ("tests/test_content.py::test_weight_0_on_the_command_line_is_the_texture_alone_bit_for_bit",),
              "weight 0 still drops the coarse scales a content photo's layout needs"),
+    Mutation("web-paper-mode-ignored", WEB,
+             (("    values = dict(PAPER_MODE) if settings.mode == \"paper\" else {}", "    values = {}", 1),),
+             ("tests/test_web.py::test_page_settings_become_the_config",),
+             "the page's paper mode runs the base settings"),
+    Mutation("web-command-drops-settings", WEB,
+             (("        if value == getattr(default, field.name):", "        if field.name != \"size\":", 1),),
+             ("tests/test_web.py::test_command_carries_every_changed_setting",
+              "tests/test_web.py::test_page_run_writes_the_cli_files_and_reuses_its_programs"),
+             "the command the page shows makes other images"),
+    Mutation("web-side-unchecked", WEB,
+             (("    if max(height, width) > limits.max_side:", "    if False:", 1),),
+             ("tests/test_web.py::test_bad_uploads_are_one_line_and_write_nothing",),
+             "a photo of any size in pixels is taken"),
+    Mutation("web-faint-strokes-lost", WEB,
+             (("layer.max(axis=2)) > 0", "layer.max(axis=2)) > 128", 1),),
+             ("tests/test_web.py::test_mask_from_painted_layers",),
+             "a stroke's soft edge is left out of the mask"),
+    Mutation("web-stop-ignored", WEB,
+             (("should_stop=stop.is_set, on_progress", "should_stop=None, on_progress", 1),),
+             ("tests/test_web.py::test_stop_keeps_what_the_run_reached",),
+             "Stop does nothing: the run goes on"),
+    Mutation("web-two-runs-at-once", WEB,
+             (("concurrency_limit=1,\n", "concurrency_limit=2,\n", 1),),
+             ("tests/test_web.py::test_browser_one_run_at_a_time_the_next_visitor_queued_and_stop",),
+             "two syntheses share the device: the second visitor is not queued"),
 )
 
 

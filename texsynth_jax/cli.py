@@ -74,7 +74,14 @@ flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes (one p
 flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index, 0 .. num_processes-1.")
 flags.DEFINE_integer("coordinator_timeout", 300, "Multi-host: seconds every process waits for all of them to "
                      "join; then it stops with one line, exit code 2.")
+flags.DEFINE_string("host", "127.0.0.1", "texsynth serve: the address the page listens on. Another than this "
+                    "machine's own (127.0.0.1, ::1) lets anyone who reaches it run syntheses and read the output "
+                    "folder: a warning says so.")
+flags.DEFINE_integer("port", 7860, "texsynth serve: the page's port.")
+flags.DEFINE_float("max_upload_mb", 20.0, "texsynth serve: the largest photo the page takes, in MB.")
 FLAGS = flags.FLAGS
+# What the page's controls choose: `texsynth serve` refuses them as flags (every other setting is its base).
+PAGE_FIELDS = ("size", "tileable", "loss", "blend", "fill", "mask")
 EXIT_NOTHING_MADE = 3  # a source diverged (non-finite loss) or stalled (the loss did not fall); the others ran
 
 
@@ -243,11 +250,58 @@ def write_error(e: OSError) -> str:
     return f"cannot write {where} ({e.strerror or e}); {fix}"
 
 
+def serve() -> int:
+    """`texsynth serve`: the web page (texsynth_jax.web) on this machine, its runs in --output_dir; the
+    SynthesisConfig flags given are the page's base settings (the page's controls set the rest)."""
+    try:
+        import gradio  # noqa: F401  (the optional extra)
+    except ImportError:
+        return fail("the web page needs Gradio, which is not installed; pip install 'texsynth_jax[web]'")
+    from texsynth_jax import web
+
+    try:
+        chosen = next((name for name in PAGE_FIELDS if FLAGS[name].present), None)
+        if chosen:
+            raise ValueError(f"--{chosen} is chosen on the page, not by `texsynth serve`; leave it out")
+        run_only = next((f.name for f in dataclasses.fields(RunOptions) if f.name != "output_dir"
+                         and FLAGS[f.name].present), None)
+        if run_only:
+            raise ValueError(f"--{run_only} does not apply to the page's runs; leave it out (each run gets a "
+                             "folder of its own in --output_dir)")
+        if not 0 < FLAGS.port < 65536:
+            raise ValueError(f"--port={FLAGS.port} is not in 1..65535; choose a free port, e.g. --port=7860")
+        if FLAGS.max_upload_mb <= 0:
+            raise ValueError(f"--max_upload_mb={FLAGS.max_upload_mb:g} must be positive")
+        import_modules(FLAGS.imports or [])
+        config = from_flags(SynthesisConfig)
+        resolve_weights(log)  # checked (or converted, the first time) before the page is up
+    except ValueError as e:
+        return fail(e)
+    if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+        log(f"warning: --host={FLAGS.host}: anyone who can reach this machine on port {FLAGS.port} can run "
+            f"syntheses and read {FLAGS.output_dir}; serve on 127.0.0.1 (the default) unless you mean it")
+    # Compiled programs are kept on disk too, so a restarted page reuses them (the edge's setting, not the
+    # library's: the library never changes jax's config); a cache the environment names is kept.
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(defaults.cache_dir(), "xla"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    studio = web.Studio(FLAGS.output_dir, config, FLAGS.weights, web.Limits(max_upload_mb=FLAGS.max_upload_mb))
+    try:
+        web.serve(studio, FLAGS.host, FLAGS.port, say=log)
+    except OSError as e:
+        return fail(f"cannot serve on {FLAGS.host}:{FLAGS.port} ({e.strerror or e}); choose another --port")
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv):
-    if len(argv) > 1:
-        return fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --helpshort)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep JAX's INFO lines (no TPU, ...) out of the progress
+    if argv[1:] == ["serve"]:
+        return serve()
+    if len(argv) > 1:
+        return fail(f"unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --helpshort)")
     try:
         with interrupts.PreemptionRaises():  # SIGTERM before the loop: exit 75, not killed
             # Before the config: they may register loss terms that --loss names.

@@ -99,6 +99,10 @@ class Progress:
         self._sync()
         return self._losses
 
+    def latest(self) -> np.ndarray | None:
+        """The loss [B] of the last iteration fetched (at the last line), without fetching; None before."""
+        return self._losses[-1] if self._losses else None
+
     def _sync(self) -> float:
         n = len(self.seeds)
         if self._pending:

@@ -67,6 +67,7 @@ class _Job(NamedTuple):
     t0: float
     should_stop: Callable
     process: int
+    on_progress: Callable  # (dict) -> None
 
     def out(self, name: str) -> str:
         """The path of an output file `name` in the job's folder."""
@@ -76,7 +77,8 @@ class _Job(NamedTuple):
 def run_job(work, weights_path: str | None, config: SynthesisConfig, options: RunOptions = RunOptions(), *,
             process: int | None = None, processes: int | None = None, log: Callable[[str], None] | None = None,
             record_extra: dict | None = None, steps_per_dispatch: int | None = None,
-            should_stop: Callable[[], bool] | None = None, merge_timeout: float | None = None) -> JobReport:
+            should_stop: Callable[[], bool] | None = None, merge_timeout: float | None = None,
+            on_progress: Callable[[dict], None] | None = None) -> JobReport:
     """Synthesise every (source, seeds) of `work` that falls to this host, writing into options.output_dir.
 
     Args:
@@ -96,6 +98,10 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
       merge_timeout: with a manifest and several hosts, how long process 0 waits at the end for the
         others to finish before it merges what is there (default: as long as its own share took, at least
         300 s: the shares are dealt evenly).
+      on_progress: called on this host with a dict after every dispatch, {"event": "step", "source", "step",
+        "iterations", "scale", "scales", "loss": the seeds' last fetched losses or None, "remaining_s": None
+        until a rate is known}, and as each coarse scale's images are saved, {"event": "scale", "source",
+        "scale", "files"}: a page or a notebook showing the run (the web page's).
 
     Returns:
       a JobReport. Raises ValueError (one line, naming the fix) before anything is written when the
@@ -191,7 +197,8 @@ def run_job(work, weights_path: str | None, config: SynthesisConfig, options: Ru
         budget.check_programs(engine_for(group_config), budget.device_memory_bytes(device),
                               f"{device.platform} device {device.id}", say)
     job = _Job(engine_for(todo[0].config), evaluate.load_judge() if options.judge else None, meta, weights_path,
-               weights_sha256, options, record_extra or {}, log, say, t0, should_stop, process)
+               weights_sha256, options, record_extra or {}, log, say, t0, should_stop, process,
+               on_progress or (lambda event: None))
     if options.resume:  # every checkpoint of the job is read before the first source runs
         for src in todo:
             _resume_point(job._replace(engine=engine_for(src.config)), src, image_io.load_image(src.path)[0])
@@ -409,6 +416,11 @@ class _Hooks:
         engine, options, src, tracker = self.job.engine, self.job.options, self.src, self.tracker
         total, spd = engine.iterations, engine.steps_per_dispatch
         tracker.update(step, losses[-(step - tracker.step):])
+        latest = tracker.latest()
+        self.job.on_progress({"event": "step", "source": src.path, "step": step, "iterations": total,
+                              "scale": tracker.scale_of(step), "scales": len(engine.engines),
+                              "loss": None if latest is None else latest.tolist(),
+                              "remaining_s": tracker.remaining_s()})
         every = lambda k: k and step % k < spd and step < total
         snapshot = every(options.save_every)
         self.stop.requested = self.stop.requested or self.job.should_stop()
@@ -437,6 +449,8 @@ class _Hooks:
         names = src.names["scales"][scale]
         outputs.save_images(self.job.options.output_dir, names, jax.device_get(engine.images(state))[:len(src.seeds)])
         self.scale_done[scale] = time.perf_counter() - self.t1
+        self.job.on_progress({"event": "scale", "source": src.path, "scale": scale,
+                              "files": [self.job.out(name) for name in names]})
         h, w = engine.engines[scale].config.size
         self.tracker.say(f"scale {scale + 1}/{len(engine.engines)} ({h}x{w}) done at iteration "
                          f"{engine.offsets[scale + 1]}: {self.job.out(names[0])}"

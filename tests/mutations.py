@@ -269,6 +269,10 @@ MUTATIONS = (
              (("concurrency_limit=1,\n", "concurrency_limit=2,\n", 1),),
              ("tests/test_web.py::test_browser_one_run_at_a_time_the_next_visitor_queued_and_stop",),
              "two syntheses share the device: the second visitor is not queued"),
+    Mutation("web-map-soft-edges-kept", WEB,
+             (("        out[stroke] = palette[nearest[stroke]].astype(np.uint8)", "        out[stroke] = layer[stroke, :3]", 1),),
+             ("tests/test_web.py::test_map_from_painted_layers_snaps_to_the_brush_colours",),
+             "a stroke's soft edge becomes a region of its own colour"),
 )
 
 

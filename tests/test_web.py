@@ -75,6 +75,43 @@ def test_mask_from_painted_layers():
     np.testing.assert_array_equal(mask, expected)
 
 
+def test_map_from_painted_layers_snaps_to_the_brush_colours():
+    red, blue = web.MAP_COLOURS["red"], web.MAP_COLOURS["blue"]
+    under, over = np.zeros((4, 6, 4), np.uint8), np.zeros((4, 6, 4), np.uint8)
+    under[:, :3] = (*red, 255)
+    under[0, 3] = (200, 40, 90, 30)  # a soft edge of a red stroke: nearer red than any other
+    over[2:, 2:5] = (*blue, 255)  # painted later: on top
+    out = web.map_from_layers([under, over], (4, 6))
+    expected = np.full((4, 6, 3), 255, np.uint8)
+    expected[:, :3] = expected[0, 3] = red
+    expected[2:, 2:5] = blue
+    np.testing.assert_array_equal(out, expected)
+    assert web.map_from_layers([np.zeros((4, 6, 4), np.uint8)], (4, 6)) is None
+
+
+def test_page_map_gives_each_region_its_photo(tmp_path, weights_path):
+    import skimage.data
+    brick = tmp_path / "brick.png"
+    Image.fromarray(skimage.data.brick()[:128, :128]).convert("RGB").save(brick)
+    strokes = np.zeros((200, 200, 4), np.uint8)  # the editor's canvas: any size, resized to the output's
+    strokes[:, :100] = (*web.MAP_COLOURS["red"], 255)
+    studio = web.Studio(str(tmp_path / "out"), BASE, weights_path)
+    last, _ = finish(studio, web.PageSettings(size=64, seeds=1), photo=photo(tmp_path / "gravel.png"),
+                     map_layers=[strokes], region_photos={"red": str(brick), "green": None})
+    assert "Done" in last["status"], last["status"]
+    record = json.load(open(os.path.join(last["folder"], "gravel_run.json")))
+    assert [r["colour"] for r in record["guide"]["regions"]] == ["e6194b"]
+    assert record["guide"]["regions"][0]["path"] == os.path.join(last["folder"], "red_brick.png")
+    painted = np.asarray(Image.open(os.path.join(last["folder"], "map.png")))
+    assert {tuple(c) for c in painted.reshape(-1, 3)} == {web.MAP_COLOURS["red"], web.UNPAINTED}
+    distances = record["judge"]["region_distances"]
+    assert set(distances) == {"e6194b", "ffffff"} and "red **" in last["judge"] and "unpainted **" in last["judge"]
+    assert f"--guide={last['folder']}/map.png" in last["command"] and "--region=e6194b:" in last["command"]
+    refused, _ = finish(studio, web.PageSettings(size=64), photo=photo(tmp_path / "g.png"),
+                        region_photos={"blue": str(brick)})
+    assert "nothing is painted on the map" in refused["status"]
+
+
 def test_bad_uploads_are_one_line_and_write_nothing(tmp_path):
     out = tmp_path / "out"
     studio = web.Studio(str(out), BASE, limits=web.Limits(max_upload_mb=0.01, max_side=100))

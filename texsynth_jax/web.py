@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from texsynth_jax import config as config_lib, image_io, jobs, outputs, progress, storage
+from texsynth_jax import config as config_lib, guide, image_io, progress, storage
 from texsynth_jax.config import PAPER_MODE, RunOptions, SynthesisConfig
 from texsynth_jax.runner import run_job
 
@@ -33,6 +33,9 @@ from texsynth_jax.runner import run_job
 LOSSES = {"Gram (Gatys et al.)": ("gram:1",), "Gram + spectrum": ("gram:1", "spectrum:0.3"),
           "Gram + sliced Wasserstein": ("gram:1", "swd:0.5")}
 MODES = ("coarse to fine", "paper")
+# The guide map's brush colours (fixed: a stroke's soft edge snaps to the nearest), and the unpainted parts' colour.
+MAP_COLOURS = {"red": (230, 25, 75), "green": (60, 180, 75), "blue": (67, 99, 216)}
+UNPAINTED = (255, 255, 255)
 UPLOADS = ".uploads"  # Gradio's own copies of what the browser sent, inside the output folder
 
 
@@ -64,13 +67,13 @@ class Limits:
 
 
 def synthesis_config(base: SynthesisConfig, settings: PageSettings, fill_size=None, blend: str = "",
-                     fill: str = "", mask: str = "") -> SynthesisConfig:
+                     fill: str = "", mask: str = "", guide: str = "", regions=()) -> SynthesisConfig:
     """The config of a page run: `base` with the page's controls applied; paper mode takes PAPER_MODE's values
     first, as `texsynth --paper` does for the flags not given. A fill run's canvas is its image's own size."""
     values = dict(PAPER_MODE) if settings.mode == "paper" else {}
     values.update(size=fill_size or (settings.size, settings.size), tileable=settings.tileable,
                   loss=LOSSES[settings.loss], blend=(f"{blend}:{settings.blend_weight:g}",) if blend else (),
-                  fill=fill, mask=mask)
+                  fill=fill, mask=mask, guide=guide, region=tuple(regions))
     if settings.iterations:
         values["iterations"] = settings.iterations
     return dataclasses.replace(base, **values)
@@ -117,6 +120,24 @@ def mask_from_layers(layers, shape) -> np.ndarray:
         if layer.ndim == 3 and layer.shape[:2] == tuple(shape):
             mask |= (layer[..., 3] if layer.shape[2] == 4 else layer.max(axis=2)) > 0
     return mask.astype(np.uint8) * 255
+
+
+def map_from_layers(layers, shape) -> np.ndarray | None:
+    """The guide map, uint8 [H, W, 3] of flat colours, from the map editor's painted layers (the last on top):
+    each painted pixel takes the nearest of MAP_COLOURS (a soft stroke edge is no region of its own), the rest
+    UNPAINTED; None when nothing is painted. shape: the canvas's (height, width)."""
+    palette = np.array(list(MAP_COLOURS.values()), np.float32)
+    out, painted = np.zeros((*shape, 3), np.uint8), np.zeros(shape, bool)
+    out[:] = UNPAINTED
+    for layer in layers or ():
+        layer = np.asarray(layer)
+        if layer.ndim != 3 or layer.shape[:2] != tuple(shape) or layer.shape[2] != 4:
+            continue
+        stroke = layer[..., 3] > 0
+        nearest = np.argmin(((layer[..., None, :3].astype(np.float32) - palette) ** 2).sum(-1), axis=-1)
+        out[stroke] = palette[nearest[stroke]].astype(np.uint8)
+        painted |= stroke
+    return out if painted.any() else None
 
 
 def run_folder(output_dir: str, name: str) -> str:
@@ -169,6 +190,12 @@ def judge_text(record: dict) -> str:
             f"copied fraction **{judge['copy_fraction_max']:.3f}** (0: nothing copied).")
     if judge.get("made_distance") is not None:
         text += f" The made pixels' distance: **{judge['made_distance']:.4g}**."
+    if judge.get("region_distances"):
+        names = {guide.hex_colour(rgb): name for name, rgb in MAP_COLOURS.items()}
+        names[guide.hex_colour(UNPAINTED)] = "unpainted"
+        text += " Each region's distance to its own photo: " + ", ".join(
+            f"{names.get(colour, colour)} " + ("n/a" if d is None else f"**{d:.4g}**")
+            for colour, d in judge["region_distances"].items()) + "."
     return text
 
 
@@ -190,9 +217,10 @@ class Studio:
         return "Stopping after this iteration; the images reached so far will be saved."
 
     def prepare(self, photo: str | None, settings: PageSettings, blend_photo: str | None = None,
-                fill_image=None, fill_layers=None):
+                fill_image=None, fill_layers=None, map_layers=None, region_photos=None):
         """Check what was given and write the run's inputs into a new run folder: (work, config, folder,
-        command). PageError (one line) before anything is written."""
+        command). map_layers: the guide map editor's layers; region_photos: {MAP_COLOURS name: photo} (a
+        colour without one takes the photo). PageError (one line) before anything is written."""
         limits = self.limits
         if not 1 <= settings.seeds <= limits.max_seeds:
             raise PageError(f"seeds {settings.seeds} is not in 1..{limits.max_seeds}; choose fewer")
@@ -213,6 +241,15 @@ class Studio:
                 raise PageError("nothing is painted on the image to fill; paint over the parts to make anew")
         elif not photo:
             raise PageError("no photo; drop a texture photo on the page first")
+        regions = {name: path for name, path in (region_photos or {}).items() if path}
+        for name, path in regions.items():
+            check_upload(path, limits, f"{name} region's photo")
+        shape = next((np.asarray(x).shape[:2] for x in map_layers or () if np.asarray(x).ndim == 3), None)
+        guide_map = map_from_layers(map_layers, shape) if shape else None
+        if regions and guide_map is None:
+            raise PageError("a region has a photo but nothing is painted on the map; paint its colour on the map")
+        if guide_map is not None and fill:
+            raise PageError("a map and a fill together are not supported; clear one of them")
         name = os.path.splitext(os.path.basename(photo))[0] if photo else "fill"
         # A config that cannot run (a tileable size that pool4 cannot take, ...) fails here, before the folder.
         fill_size = fill_image.shape[:2] if fill else None
@@ -229,18 +266,27 @@ class Studio:
             inputs["fill"], inputs["mask"] = os.path.join(folder, "fill.png"), os.path.join(folder, "fill_mask.png")
             image_io.save_png(inputs["fill"], fill_image[..., :3].astype(np.uint8))
             image_io.save_png(inputs["mask"], np.repeat(mask[..., None], 3, axis=2))
+        region_items = []
+        if guide_map is not None:
+            inputs["guide"] = os.path.join(folder, "map.png")
+            image_io.save_png(inputs["guide"], guide_map)
+            for name, path in regions.items():
+                copy = os.path.join(folder, f"{name}_" + os.path.basename(path))
+                _copy(path, copy)
+                region_items.append(f"{guide.hex_colour(MAP_COLOURS[name])}:{copy}")
         config = synthesis_config(self.base, settings, fill_size, inputs.get("blend", ""), inputs.get("fill", ""),
-                                  inputs.get("mask", ""))
+                                  inputs.get("mask", ""), inputs.get("guide", ""), region_items)
         source = inputs.get("photo") or inputs["fill"]
         work = [(source, list(range(settings.seeds)))]
         return work, config, folder, command(config, source, settings.seeds, folder, self.weights)
 
     def run(self, settings: PageSettings, photo=None, blend_photo=None, fill_image=None, fill_layers=None,
-            visitor: str = ""):
+            visitor: str = "", map_layers=None, region_photos=None):
         """Yield dicts as the run goes: {"status", "previews"} while it runs, then {"status", "images",
         "judge", "files", "command", "folder"} (or {"status"} alone when it could not start)."""
         try:
-            work, config, folder, args = self.prepare(photo, settings, blend_photo, fill_image, fill_layers)
+            work, config, folder, args = self.prepare(photo, settings, blend_photo, fill_image, fill_layers,
+                                                      map_layers, region_photos)
         except (ValueError, OSError) as e:
             yield {"status": f"**Error:** {e}"}
             return
@@ -363,6 +409,15 @@ def build_page(studio: Studio):
                     fill = gr.ImageEditor(label="Image to fill (paint the holes)", type="numpy",
                                           image_mode="RGBA", elem_id="fill", layers=False,
                                           brush=gr.Brush(colors=["#ff00ff"], default_size=24))
+                with gr.Accordion("Paint a map of regions", open=False):
+                    gr.Markdown("Paint where each photo goes; each colour takes the photo given for it, the "
+                                "unpainted parts the photo above.")
+                    paint = gr.ImageEditor(label="Map of the output", type="numpy", image_mode="RGBA",
+                                           elem_id="map", layers=False, sources=(), canvas_size=(512, 512),
+                                           brush=gr.Brush(colors=["#%02x%02x%02x" % c for c in MAP_COLOURS.values()],
+                                                          color_mode="fixed", default_size=48))
+                    region_files = [gr.File(label=f"Photo for {name}", file_types=["image"], elem_id=f"region_{name}")
+                                    for name in MAP_COLOURS]
                 with gr.Row():
                     go = gr.Button("Synthesize", variant="primary", elem_id="go")
                     halt = gr.Button("Stop", elem_id="stop")
@@ -390,19 +445,22 @@ def build_page(studio: Studio):
 
         photo.change(show, photo, [preview, status], queue=False)
 
-        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill,
-                       request: gr.Request):
+        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, paint,
+                       red, green, blue, request: gr.Request):  # the region photos, in MAP_COLOURS' order
             settings = PageSettings(int(size), int(seeds), bool(tileable), loss, mode, int(iterations or 0),
                                     float(blend_weight))
             background = fill.get("background") if isinstance(fill, dict) else None
             layers = fill.get("layers") if background is not None else None
-            for update in studio.run(settings, photo, blend, background, layers, request.session_hash or ""):
+            strokes = paint.get("layers") if isinstance(paint, dict) else None
+            for update in studio.run(settings, photo, blend, background, layers, request.session_hash or "",
+                                     strokes, dict(zip(MAP_COLOURS, (red, green, blue)))):
                 yield (update["status"], update.get("previews", gr.skip()), update.get("images", gr.skip()),
                        update.get("judge", gr.skip()), update.get("files", gr.skip()),
                        update.get("command", gr.skip()),
                        earlier_runs(studio.output_dir) if "folder" in update else gr.skip())
 
-        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill],
+        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, paint,
+                              *region_files],
                  [status, previews, images, judge, files, cli, history], concurrency_limit=1,
                  concurrency_id="device")
         def stop(request: gr.Request):

@@ -3,6 +3,7 @@
     texsynth --flagfile=texture.cfg            (or python run.py --flagfile=texture.cfg in a checkout)
     texsynth --input=photo.jpg --size=256 --seeds=4 --output_dir=out/photo
     texsynth --input=photo.jpg --paper         the paper's own settings, for every flag not given
+    texsynth serve                             the web page (pip install ".[web]"; texsynth_jax/web.py)
 
 Flags: texsynth --helpshort. Errors are one line `error: <problem>; <fix>` with exit code 2;
 Ctrl-C saves the images reached so far and exits with code 130; SIGTERM (a preemption) saves them with a

@@ -293,7 +293,7 @@ class Studio:
         events, stop, outcome = queue.Queue(), threading.Event(), {}
         self.stops[visitor] = stop
         options = RunOptions(output_dir=folder, log_every=5)
-        shape = (config, settings.seeds)
+        shape = _shape(config, settings.seeds)
 
         def work_thread():
             try:
@@ -358,6 +358,14 @@ class Studio:
         hints = [line for line in said if line.startswith("input:")]
         return {"status": status + ("\n\n" + "\n".join(hints) if hints else ""), "images": images,
                 "judge": judge_text(record), "files": files, "command": " ".join(args), "folder": folder}
+
+
+def _shape(config: SynthesisConfig, seeds: int) -> tuple:
+    """What a run's compiled programs depend on: the settings, less the names of the page's files (their
+    count stays: a map's regions, the blended photos)."""
+    files = {"fill": bool, "mask": bool, "guide": bool, "blend": len, "region": len}
+    return tuple(files.get(f.name, lambda v: v)(getattr(config, f.name))
+                 for f in dataclasses.fields(config)) + (seeds,)
 
 
 def _step_text(event: dict) -> str:

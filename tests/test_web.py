@@ -207,6 +207,19 @@ def test_serve_refuses_flags_the_page_sets(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_serve_on_another_address_warns(tmp_path, cli_env):
+    with socket.socket() as taken:  # a port in use: the page cannot start, after the warning
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(["serve", "--host=0.0.0.0", f"--port={port}", f"--output_dir={tmp_path / 'out'}"], cli_env,
+                      tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("warning:", "error:"))]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("warning: --host=0.0.0.0: anyone who can reach this machine") and len(lines) == 2
+    assert lines[1].startswith(f"error: cannot serve on 0.0.0.0:{port}") and "choose another --port" in lines[1]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -256,6 +269,13 @@ def test_browser_photo_to_downloaded_tile_as_the_cli_makes_it(served, browser, t
     address, out = served
     page = browser
     page.goto(address, wait_until="networkidle")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot a picture")
+    page.locator("#photo input[type=file]").set_input_files(str(broken))
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Error')")
+    assert re.fullmatch(r"Error: photo broken\.png cannot be read \(.*\); give a PNG or JPEG file",
+                        page.inner_text("#status").strip()), page.inner_text("#status")  # a line, no traceback
+    page.locator("#photo button[aria-label=Clear]").click()  # the file box's x, as a person would
     page.locator("#photo input[type=file]").set_input_files(photo(tmp_path / "gravel.png"))
     page.wait_for_selector("#preview img")
     assert "Photo 64x64: ready." in page.inner_text("#status")
@@ -282,7 +302,7 @@ def test_browser_photo_to_downloaded_tile_as_the_cli_makes_it(served, browser, t
     for name in ("gravel_seed0.png", "gravel_seed1.png", "gravel_seed0_tiled.png"):
         np.testing.assert_array_equal(np.asarray(Image.open(run / name)), np.asarray(Image.open(tmp_path / "cli" / name)))
     # Nothing outside the output folder: the uploads too are kept in it.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "downloaded.png", "gravel.png", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "cli", "downloaded.png", "gravel.png", "out"]
 
 
 def test_browser_paints_a_fill_mask(served, browser, tmp_path):

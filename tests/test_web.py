@@ -179,6 +179,19 @@ def test_page_run_writes_the_cli_files_and_reuses_its_programs(tmp_path, weights
     assert shown[0][1] == "cli: 32x32, 1 seed(s), complete" and "64x64, 2 seed(s), complete" in shown[1][1]
 
 
+def test_page_extends_an_image(tmp_path, weights_path):
+    studio = web.Studio(str(tmp_path / "out"), BASE, weights_path)
+    image = np.asarray(Image.open(photo(tmp_path / "mine.png", size=48)))
+    refused, _ = finish(studio, web.PageSettings(size=40, extend=True), fill_image=image)
+    assert "the size 40 is smaller than the image to fill (48x48)" in refused["status"]
+    last, _ = finish(studio, web.PageSettings(size=64, seeds=1, extend=True), fill_image=image)
+    assert "Done" in last["status"], last["status"]
+    made = np.asarray(Image.open(os.path.join(last["folder"], "fill_seed0.png")))
+    assert made.shape == (64, 64, 3)
+    np.testing.assert_array_equal(made[8:56, 8:56], image)  # centred, kept bit for bit
+    assert "--fill=" in last["command"] and "--size=64" in last["command"] and "--mask" not in last["command"]
+
+
 def test_stop_keeps_what_the_run_reached(tmp_path, weights_path):
     studio = web.Studio(str(tmp_path / "out"), dataclasses.replace(BASE, iterations=400),
                         weights_path)

@@ -54,6 +54,7 @@ class PageSettings:
     mode: str = MODES[0]
     iterations: int = 0  # at the last scale; 0: the mode's own (the base config's, or the paper's)
     blend_weight: float = 0.3  # of the second photo, when one is given
+    extend: bool = False  # a fill: the image centred on a canvas of `size` (else the canvas is the image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,8 +238,13 @@ class Studio:
                 raise PageError(f"the image to fill is {fill_image.shape[1]}x{fill_image.shape[0]}, more than "
                                 f"{limits.max_size} on a side; shrink it first")
             mask = mask_from_layers(fill_layers, fill_image.shape[:2])
-            if not mask.any():
-                raise PageError("nothing is painted on the image to fill; paint over the parts to make anew")
+            height, width = fill_image.shape[:2]
+            if settings.extend and settings.size < max(height, width):
+                raise PageError(f"the size {settings.size} is smaller than the image to fill ({width}x{height}); "
+                                "choose a larger size to extend it, or untick extend")
+            if not (mask.any() or settings.extend or settings.tileable):
+                raise PageError("nothing is painted on the image to fill; paint over the parts to make anew (or "
+                                "tick extend, or tileable to make the image wrap)")
         elif not photo:
             raise PageError("no photo; drop a texture photo on the page first")
         regions = {name: path for name, path in (region_photos or {}).items() if path}
@@ -252,7 +258,7 @@ class Studio:
             raise PageError("a map and a fill together are not supported; clear one of them")
         name = os.path.splitext(os.path.basename(photo))[0] if photo else "fill"
         # A config that cannot run (a tileable size that pool4 cannot take, ...) fails here, before the folder.
-        fill_size = fill_image.shape[:2] if fill else None
+        fill_size = fill_image.shape[:2] if fill and not settings.extend else None
         synthesis_config(self.base, settings, fill_size)
         folder = run_folder(self.output_dir, name)
         inputs = {}
@@ -263,9 +269,11 @@ class Studio:
             inputs["blend"] = os.path.join(folder, "second_" + os.path.basename(blend_photo))
             _copy(blend_photo, inputs["blend"])
         if fill:
-            inputs["fill"], inputs["mask"] = os.path.join(folder, "fill.png"), os.path.join(folder, "fill_mask.png")
+            inputs["fill"] = os.path.join(folder, "fill.png")
             image_io.save_png(inputs["fill"], fill_image[..., :3].astype(np.uint8))
-            image_io.save_png(inputs["mask"], np.repeat(mask[..., None], 3, axis=2))
+            if mask.any():
+                inputs["mask"] = os.path.join(folder, "fill_mask.png")
+                image_io.save_png(inputs["mask"], np.repeat(mask[..., None], 3, axis=2))
         region_items = []
         if guide_map is not None:
             inputs["guide"] = os.path.join(folder, "map.png")
@@ -413,10 +421,12 @@ def build_page(studio: Studio):
                                              label="Its weight", elem_id="blend_weight")
                 with gr.Accordion("Fill holes in your own image", open=False):
                     gr.Markdown("Upload the image, paint over what to make anew; the rest stays exactly as it "
-                                "is. The texture comes from the photo above, or from the image itself.")
+                                "is. Or extend it to the size above, or tick tileable to make it wrap. The "
+                                "texture comes from the photo above, or from the image itself.")
                     fill = gr.ImageEditor(label="Image to fill (paint the holes)", type="numpy",
                                           image_mode="RGBA", elem_id="fill", layers=False,
                                           brush=gr.Brush(colors=["#ff00ff"], default_size=24))
+                    extend = gr.Checkbox(value=False, label="Extend it to the size above (centred)", elem_id="extend")
                 with gr.Accordion("Paint a map of regions", open=False):
                     gr.Markdown("Paint where each photo goes; each colour takes the photo given for it, the "
                                 "unpainted parts the photo above.")
@@ -453,10 +463,10 @@ def build_page(studio: Studio):
 
         photo.change(show, photo, [preview, status], queue=False)
 
-        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, paint,
-                       red, green, blue, request: gr.Request):  # the region photos, in MAP_COLOURS' order
+        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, extend,
+                       paint, red, green, blue, request: gr.Request):  # the region photos, in MAP_COLOURS' order
             settings = PageSettings(int(size), int(seeds), bool(tileable), loss, mode, int(iterations or 0),
-                                    float(blend_weight))
+                                    float(blend_weight), bool(extend))
             background = fill.get("background") if isinstance(fill, dict) else None
             layers = fill.get("layers") if background is not None else None
             strokes = paint.get("layers") if isinstance(paint, dict) else None
@@ -467,8 +477,8 @@ def build_page(studio: Studio):
                        update.get("command", gr.skip()),
                        earlier_runs(studio.output_dir) if "folder" in update else gr.skip())
 
-        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, paint,
-                              *region_files],
+        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, extend,
+                              paint, *region_files],
                  [status, previews, images, judge, files, cli, history], concurrency_limit=1,
                  concurrency_id="device")
         def stop(request: gr.Request):

@@ -50,11 +50,12 @@ def test_page_settings_become_the_config():
     config = web.synthesis_config(BASE, settings)
     assert (config.size, config.tileable, config.loss) == ((128, 128), True, ("gram:1", "spectrum:0.3"))
     assert (config.layers, config.coarse_iterations, config.iterations) == (BASE.layers, (2,), 2)  # the base's
-    paper = web.synthesis_config(SynthesisConfig(), web.PageSettings(mode="paper", iterations=40), blend="b.png")
+    paper = web.synthesis_config(SynthesisConfig(), web.PageSettings(mode="paper", iterations=40),
+                                 blends=[("b.png", 0.3), ("c.png", 0.25)])
     for name, value in PAPER_MODE.items():  # as `texsynth --paper`, but for what the page sets
         if name not in ("size", "tileable", "loss", "iterations"):
             assert getattr(paper, name) == value, name
-    assert paper.iterations == 40 and paper.blend == ("b.png:0.3",)
+    assert paper.iterations == 40 and paper.blend == ("b.png:0.3", "c.png:0.25")
 
 
 def test_command_carries_every_changed_setting():
@@ -177,6 +178,21 @@ def test_page_run_writes_the_cli_files_and_reuses_its_programs(tmp_path, weights
     shown = web.earlier_runs(str(tmp_path))  # newest first
     assert [os.path.basename(p) for p, _ in shown] == ["gravel_seed0.png", "other_seed0.png", "gravel_seed0.png"]
     assert shown[0][1] == "cli: 32x32, 1 seed(s), complete" and "64x64, 2 seed(s), complete" in shown[1][1]
+
+
+def test_page_blends_photos_with_their_weights(tmp_path, weights_path):
+    studio = web.Studio(str(tmp_path / "out"), BASE, weights_path)
+    main, other = photo(tmp_path / "a.png"), photo(tmp_path / "b.png", seed=1)
+    refused, _ = finish(studio, web.PageSettings(size=64), photo=main, blends=[(other, 0.6), (other, 0.5)])
+    assert "the blend weights add up to 1.1; keep them under 1" in refused["status"]
+    last, _ = finish(studio, web.PageSettings(size=64, seeds=1), photo=main,
+                     blends=[(other, 0.3), (None, 0.5), (other, 0.25)])  # an empty slot is no photo
+    assert "Done" in last["status"], last["status"]
+    record = json.load(open(os.path.join(last["folder"], "a_run.json")))
+    assert [(os.path.basename(b["path"]), b["weight"]) for b in record["blend"]] == [("blend1_b.png", 0.3),
+                                                                                    ("blend2_b.png", 0.25)]
+    assert record["main_weight"] == pytest.approx(0.45) and set(record["judge"]["blend_distances"]) == {
+        b["path"] for b in record["blend"]}
 
 
 def test_page_extends_an_image(tmp_path, weights_path):

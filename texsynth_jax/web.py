@@ -53,7 +53,6 @@ class PageSettings:
     loss: str = next(iter(LOSSES))
     mode: str = MODES[0]
     iterations: int = 0  # at the last scale; 0: the mode's own (the base config's, or the paper's)
-    blend_weight: float = 0.3  # of the second photo, when one is given
     extend: bool = False  # a fill: the image centred on a canvas of `size` (else the canvas is the image)
 
 
@@ -67,13 +66,14 @@ class Limits:
     max_seeds: int = 8
 
 
-def synthesis_config(base: SynthesisConfig, settings: PageSettings, fill_size=None, blend: str = "",
+def synthesis_config(base: SynthesisConfig, settings: PageSettings, fill_size=None, blends=(),
                      fill: str = "", mask: str = "", guide: str = "", regions=()) -> SynthesisConfig:
     """The config of a page run: `base` with the page's controls applied; paper mode takes PAPER_MODE's values
-    first, as `texsynth --paper` does for the flags not given. A fill run's canvas is its image's own size."""
+    first, as `texsynth --paper` does for the flags not given. blends: [(photo, weight)] mixed into the
+    photo's statistics. A fill run's canvas is its image's own size."""
     values = dict(PAPER_MODE) if settings.mode == "paper" else {}
     values.update(size=fill_size or (settings.size, settings.size), tileable=settings.tileable,
-                  loss=LOSSES[settings.loss], blend=(f"{blend}:{settings.blend_weight:g}",) if blend else (),
+                  loss=LOSSES[settings.loss], blend=tuple(f"{path}:{weight:g}" for path, weight in blends),
                   fill=fill, mask=mask, guide=guide, region=tuple(regions))
     if settings.iterations:
         values["iterations"] = settings.iterations
@@ -217,10 +217,10 @@ class Studio:
         event.set()
         return "Stopping after this iteration; the images reached so far will be saved."
 
-    def prepare(self, photo: str | None, settings: PageSettings, blend_photo: str | None = None,
-                fill_image=None, fill_layers=None, map_layers=None, region_photos=None):
+    def prepare(self, photo: str | None, settings: PageSettings, blends=(), fill_image=None, fill_layers=None,
+                map_layers=None, region_photos=None):
         """Check what was given and write the run's inputs into a new run folder: (work, config, folder,
-        command). map_layers: the guide map editor's layers; region_photos: {MAP_COLOURS name: photo} (a
+        command). blends: [(photo or None, weight)], the photos to mix in; map_layers: the guide map editor's layers; region_photos: {MAP_COLOURS name: photo} (a
         colour without one takes the photo). PageError (one line) before anything is written."""
         limits = self.limits
         if not 1 <= settings.seeds <= limits.max_seeds:
@@ -229,8 +229,12 @@ class Studio:
             raise PageError(f"size {settings.size} is not in 32..{limits.max_size}; choose another size")
         if photo:
             check_upload(photo, limits, "photo")
-        if blend_photo:
-            check_upload(blend_photo, limits, "second photo")
+        blends = [(path, weight) for path, weight in blends if path]
+        for path, _ in blends:
+            check_upload(path, limits, "photo to blend")
+        if sum(weight for _, weight in blends) >= 1:
+            raise PageError(f"the blend weights add up to {sum(w for _, w in blends):g}; keep them under 1 (the "
+                            "first photo keeps the rest)")
         fill = fill_image is not None
         if fill:
             fill_image = np.asarray(fill_image)
@@ -265,9 +269,10 @@ class Studio:
         if photo:
             inputs["photo"] = os.path.join(folder, os.path.basename(photo))
             _copy(photo, inputs["photo"])
-        if blend_photo:
-            inputs["blend"] = os.path.join(folder, "second_" + os.path.basename(blend_photo))
-            _copy(blend_photo, inputs["blend"])
+        blended = []
+        for number, (path, weight) in enumerate(blends, 1):
+            blended.append((os.path.join(folder, f"blend{number}_" + os.path.basename(path)), weight))
+            _copy(path, blended[-1][0])
         if fill:
             inputs["fill"] = os.path.join(folder, "fill.png")
             image_io.save_png(inputs["fill"], fill_image[..., :3].astype(np.uint8))
@@ -282,18 +287,18 @@ class Studio:
                 copy = os.path.join(folder, f"{name}_" + os.path.basename(path))
                 _copy(path, copy)
                 region_items.append(f"{guide.hex_colour(MAP_COLOURS[name])}:{copy}")
-        config = synthesis_config(self.base, settings, fill_size, inputs.get("blend", ""), inputs.get("fill", ""),
+        config = synthesis_config(self.base, settings, fill_size, blended, inputs.get("fill", ""),
                                   inputs.get("mask", ""), inputs.get("guide", ""), region_items)
         source = inputs.get("photo") or inputs["fill"]
         work = [(source, list(range(settings.seeds)))]
         return work, config, folder, command(config, source, settings.seeds, folder, self.weights)
 
-    def run(self, settings: PageSettings, photo=None, blend_photo=None, fill_image=None, fill_layers=None,
+    def run(self, settings: PageSettings, photo=None, blends=(), fill_image=None, fill_layers=None,
             visitor: str = "", map_layers=None, region_photos=None):
         """Yield dicts as the run goes: {"status", "previews"} while it runs, then {"status", "images",
         "judge", "files", "command", "folder"} (or {"status"} alone when it could not start)."""
         try:
-            work, config, folder, args = self.prepare(photo, settings, blend_photo, fill_image, fill_layers,
+            work, config, folder, args = self.prepare(photo, settings, blends, fill_image, fill_layers,
                                                       map_layers, region_photos)
         except (ValueError, OSError) as e:
             yield {"status": f"**Error:** {e}"}
@@ -415,10 +420,13 @@ def build_page(studio: Studio):
                                 elem_id="mode")
                 iterations = gr.Number(value=0, precision=0, minimum=0, label="Iterations at full size (0: the "
                                        "mode's own)", elem_id="iterations")
-                with gr.Accordion("Blend a second photo", open=False):
-                    blend = gr.File(label="Second photo", file_types=["image"], elem_id="blend")
-                    blend_weight = gr.Slider(0.05, 0.95, value=defaults.blend_weight, step=0.05,
-                                             label="Its weight", elem_id="blend_weight")
+                with gr.Accordion("Blend in other photos", open=False):
+                    blending = []
+                    for number in (1, 2):
+                        blending += [gr.File(label=f"Photo {number + 1}", file_types=["image"],
+                                             elem_id=f"blend{number}"),
+                                     gr.Slider(0.05, 0.9, value=0.3, step=0.05, label="Its weight (the first "
+                                               "photo keeps the rest)", elem_id=f"blend{number}_weight")]
                 with gr.Accordion("Fill holes in your own image", open=False):
                     gr.Markdown("Upload the image, paint over what to make anew; the rest stays exactly as it "
                                 "is. Or extend it to the size above, or tick tileable to make it wrap. The "
@@ -463,22 +471,23 @@ def build_page(studio: Studio):
 
         photo.change(show, photo, [preview, status], queue=False)
 
-        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, extend,
-                       paint, red, green, blue, request: gr.Request):  # the region photos, in MAP_COLOURS' order
+        def synthesize(photo, size, seeds, tileable, loss, mode, iterations, blend1, weight1, blend2, weight2, fill,
+                       extend, paint, red, green, blue, request: gr.Request):  # region photos: MAP_COLOURS' order
             settings = PageSettings(int(size), int(seeds), bool(tileable), loss, mode, int(iterations or 0),
-                                    float(blend_weight), bool(extend))
+                                    bool(extend))
+            blends = [(blend1, float(weight1)), (blend2, float(weight2))]
             background = fill.get("background") if isinstance(fill, dict) else None
             layers = fill.get("layers") if background is not None else None
             strokes = paint.get("layers") if isinstance(paint, dict) else None
-            for update in studio.run(settings, photo, blend, background, layers, request.session_hash or "",
+            for update in studio.run(settings, photo, blends, background, layers, request.session_hash or "",
                                      strokes, dict(zip(MAP_COLOURS, (red, green, blue)))):
                 yield (update["status"], update.get("previews", gr.skip()), update.get("images", gr.skip()),
                        update.get("judge", gr.skip()), update.get("files", gr.skip()),
                        update.get("command", gr.skip()),
                        earlier_runs(studio.output_dir) if "folder" in update else gr.skip())
 
-        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, blend, blend_weight, fill, extend,
-                              paint, *region_files],
+        go.click(synthesize, [photo, size, seeds, tileable, loss, mode, iterations, *blending, fill, extend, paint,
+                              *region_files],
                  [status, previews, images, judge, files, cli, history], concurrency_limit=1,
                  concurrency_id="device")
         def stop(request: gr.Request):

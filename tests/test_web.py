@@ -342,7 +342,8 @@ def test_browser_paints_a_fill_mask(served, browser, tmp_path):
     image = photo(tmp_path / "mine.png", size=96)
     page.locator("#fill input[type=file]").set_input_files(image)
     page.wait_for_selector("#fill canvas")
-    page.wait_for_timeout(1000)
+    page.wait_for_load_state("networkidle")  # the image in the editor: strokes before it land on a blank canvas
+    page.wait_for_timeout(3000)
     page.locator("#fill button[aria-label=Brush]").click()
     box = page.locator("#fill canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -353,6 +354,7 @@ def test_browser_paints_a_fill_mask(served, browser, tmp_path):
     page.click("#go")
     assert "Done" in wait_for_results(page)
     run = next(out.glob("*-fill"))
+    np.testing.assert_array_equal(np.asarray(Image.open(run / "fill.png")), np.asarray(Image.open(image)))
     mask = np.asarray(Image.open(run / "fill_mask.png"))[..., 0] > 0
     assert 0.02 < mask.mean() < 0.5 and mask[48].any() and not mask[0].any()  # a stroke across the middle
     kept, made = np.asarray(Image.open(image)), np.asarray(Image.open(run / "fill_seed0.png"))

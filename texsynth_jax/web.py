@@ -325,20 +325,20 @@ class Studio:
         previews, said = [], []
         try:
             while thread.is_alive() or not events.empty():
-                changed = False
-                try:
-                    while True:
-                        event = events.get(timeout=0.3)
-                        changed = True
-                        if isinstance(event, str):
-                            said.append(event)
-                        elif event["event"] == "scale":
-                            previews += [(path, f"scale {event['scale'] + 1}, seed {seed}")
-                                         for seed, path in enumerate(event["files"])]
-                        else:
-                            status = _step_text(event)
-                except queue.Empty:
-                    pass
+                changed, deadline = False, time.monotonic() + 0.5  # at most two page updates a second
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        event = events.get(timeout=left)
+                    except queue.Empty:
+                        break
+                    changed = True
+                    if isinstance(event, str):
+                        said.append(event)
+                    elif event["event"] == "scale":
+                        previews += [(path, f"scale {event['scale'] + 1}, seed {seed}")
+                                     for seed, path in enumerate(event["files"])]
+                    else:
+                        status = _step_text(event)
                 if changed:
                     yield {"status": status, "previews": list(previews)}
             thread.join()

@@ -15,6 +15,7 @@ runs of either kind from the folder. Nothing is written outside it (uploads incl
 """
 
 import dataclasses
+import glob
 import json
 import os
 import queue
@@ -175,8 +176,7 @@ def earlier_runs(output_dir: str, limit: int = 24) -> list[tuple[str, str]]:
     return shown
 
 
-def _glob(folder, pattern):
-    import glob
+def _glob(folder: str, pattern: str) -> list[str]:
     return glob.glob(os.path.join(glob.escape(folder), pattern))
 
 

@@ -113,6 +113,13 @@ def test_page_map_gives_each_region_its_photo(tmp_path, weights_path):
     assert "nothing is painted on the map" in refused["status"]
 
 
+def stroke(shape):
+    """An image editor layer of `shape` with one painted pixel."""
+    layer = np.zeros((*shape, 4), np.uint8)
+    layer[5, 5] = 255
+    return layer
+
+
 def test_bad_uploads_are_one_line_and_write_nothing(tmp_path):
     out = tmp_path / "out"
     studio = web.Studio(str(out), BASE, limits=web.Limits(max_upload_mb=0.01, max_side=100))
@@ -127,7 +134,10 @@ def test_bad_uploads_are_one_line_and_write_nothing(tmp_path):
              "cannot be read": dict(photo=str(broken)),
              "no photo; drop a texture photo": dict(photo=None),
              "nothing is painted on the image to fill": dict(photo=None, fill_image=np.zeros((40, 40, 4), np.uint8),
-                                                             fill_layers=[np.zeros((40, 40, 4), np.uint8)])}
+                                                             fill_layers=[np.zeros((40, 40, 4), np.uint8)]),
+             "the fill strokes have no image under them": dict(photo=None, fill_layers=[stroke((40, 40))]),
+             "painted before the image showed": dict(photo=None, fill_image=np.zeros((40, 40, 4), np.uint8),
+                                                     fill_layers=[stroke((800, 800))])}
     for words, kwargs in cases.items():
         last, updates = finish(studio, web.PageSettings(size=64), **kwargs)
         assert len(updates) == 1 and last["status"].startswith("**Error:**"), last
@@ -334,18 +344,17 @@ def test_browser_photo_to_downloaded_tile_as_the_cli_makes_it(served, browser, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "cli", "downloaded.png", "gravel.png", "out"]
 
 
-@pytest.mark.skip(reason="flaky under load: strokes can land before the editor holds the image, on its blank 800 px "
-                         "canvas (seen in a clean-clone CI run); issue 29 stays open for it")
 def test_browser_paints_a_fill_mask(served, browser, tmp_path):
     address, out = served
     page = browser
     page.goto(address, wait_until="networkidle")
     page.get_by_text("Fill holes in your own image").click()
+    zoom = page.locator("#fill .zoom-number")
+    blank = zoom.inner_text()  # the editor's zoom on its blank canvas
     image = photo(tmp_path / "mine.png", size=96)
     page.locator("#fill input[type=file]").set_input_files(image)
-    page.wait_for_selector("#fill canvas")
-    page.wait_for_load_state("networkidle")  # the image in the editor: strokes before it land on a blank canvas
-    page.wait_for_timeout(3000)
+    # Strokes before the editor holds the image land on its blank canvas: wait until it zooms to the image.
+    page.wait_for_function(f"document.querySelector('#fill .zoom-number').innerText != {blank!r}", timeout=60_000)
     page.locator("#fill button[aria-label=Brush]").click()
     box = page.locator("#fill canvas").first.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

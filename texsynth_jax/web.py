@@ -236,8 +236,16 @@ class Studio:
             raise PageError(f"the blend weights add up to {sum(w for _, w in blends):g}; keep them under 1 (the "
                             "first photo keeps the rest)")
         fill = fill_image is not None
+        layers = [np.asarray(layer) for layer in fill_layers or () if np.asarray(layer).ndim == 3]
+        painted = [layer.shape[:2] for layer in layers if (layer[..., 3] if layer.shape[2] == 4 else layer).any()]
+        if painted and not fill:
+            raise PageError("the fill strokes have no image under them; upload the image to fill first, then paint "
+                            "(or clear its canvas)")
         if fill:
             fill_image = np.asarray(fill_image)
+            if any(shape != fill_image.shape[:2] for shape in painted):
+                raise PageError("the fill strokes were painted before the image showed; clear its canvas and paint "
+                                "again once the image is there")
             if max(fill_image.shape[:2]) > limits.max_size:
                 raise PageError(f"the image to fill is {fill_image.shape[1]}x{fill_image.shape[0]}, more than "
                                 f"{limits.max_size} on a side; shrink it first")
@@ -477,7 +485,7 @@ def build_page(studio: Studio):
                                     bool(extend))
             blends = [(blend1, float(weight1)), (blend2, float(weight2))]
             background = fill.get("background") if isinstance(fill, dict) else None
-            layers = fill.get("layers") if background is not None else None
+            layers = fill.get("layers") if isinstance(fill, dict) else None
             strokes = paint.get("layers") if isinstance(paint, dict) else None
             for update in studio.run(settings, photo, blends, background, layers, request.session_hash or "",
                                      strokes, dict(zip(MAP_COLOURS, (red, green, blue)))):

@@ -160,7 +160,7 @@ def main(argv=None):
     candidates = dict(parse_candidate(c) for c in args.candidate)
     reference = "paper" if args.skip_torch and not args.against else "torch"
     against = reference_rows(args.against) if args.against else None
-    chosen = {*args.sets.split(",")} | ({reference} if against is None else set())
+    chosen = {s for s in args.sets.split(",") if s} | ({reference} if against is None else set())
     if against is not None and "torch" in chosen:
         sys.exit("error: --against and --sets=torch both give the reference; leave torch out of --sets")
     if not chosen <= set(SETS):

@@ -122,8 +122,8 @@ def test_lists_and_comma_text_become_tuples():
 
 def test_defaults_are_the_recommended_settings():
     config = SynthesisConfig()
-    assert config.coarse_iterations == (100, 60) and config.iterations == 20
-    assert config.scale_sizes == [(64, 64), (128, 128), (256, 256)] and config.total_iterations == 180
+    assert config.coarse_iterations == (100, 60) and config.iterations == 60
+    assert config.scale_sizes == [(64, 64), (128, 128), (256, 256)] and config.total_iterations == 220
     assert config.loss_weights == {"gram": 1.0}
     assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
     # Every SynthesisConfig field that texture.cfg sets, it sets to the default.

@@ -94,8 +94,9 @@ class SynthesisConfig:
       coarse_iterations: coarse-to-fine: iterations at each coarser scale, coarsest first; each
         scale is half the size of the next (the last one is `size`, run for `iterations`), and its
         targets come from the source shrunk by the same factor, so texture elements keep their
-        size relative to the output. Default (100, 60) with 20 `iterations`, measured by
-        bench/schedules.py (docs/quality.md, "Coarse to fine: time to quality"); empty: one scale, as in the paper.
+        size relative to the output. Default (100, 60) with 60 `iterations`: the coarse scales measured by
+        bench/schedules.py, the last scale's 60 by bench/versus_paper.py against the paper run to convergence
+        (docs/quality.md, "Against the converged paper"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
       source_scale: the source is resized by this factor before its statistics are taken
         (synthesis.scale_source), so its texture elements come out that much smaller (< 1) or larger.
@@ -125,7 +126,8 @@ class SynthesisConfig:
                                                "without --layer_weights, every layer weighs 1.",
                                                example="1,1,1,1,1 (one per layer)")
     pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
-    iterations: int = setting(20, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations).")
+    iterations: int = setting(60, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations); "
+                              "60 by bench/versus_paper.py (20 left the last scale unfinished).")
     history: int = setting(20, "L-BFGS memory (pairs kept).")
     init: str = setting("normal", "Starting noise around mid-grey: normal (Gatys: almost flat grey) or uniform.",
                         INITS)

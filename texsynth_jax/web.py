@@ -237,7 +237,7 @@ class Studio:
                             "first photo keeps the rest)")
         fill = fill_image is not None
         layers = [np.asarray(layer) for layer in fill_layers or () if np.asarray(layer).ndim == 3]
-        painted = [layer.shape[:2] for layer in layers if (layer[..., 3] if layer.shape[2] == 4 else layer).any()]
+        painted = [layer.shape[:2] for layer in layers if mask_from_layers([layer], layer.shape[:2]).any()]
         if painted and not fill:
             raise PageError("the fill strokes have no image under them; upload the image to fill first, then paint "
                             "(or clear its canvas)")

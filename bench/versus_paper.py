@@ -47,11 +47,11 @@ def timed_default(engine, source, keys):
 
     if not getattr(engine, "warm", False):
         targets = engine.targets(source)
-        scales = getattr(engine, "engines", None)
+        scales, per_scale = (engine.engines, targets) if hasattr(engine, "engines") else ([engine], [targets])
         state = engine.init(keys, targets)
-        for k, scale in enumerate(scales or [engine]):
-            state = scale.restart(state, targets[k]) if k else state
-            state, _ = scale.run(state, targets[k] if scales else targets, scale.steps_per_dispatch + 1)
+        for k, (scale, scale_targets) in enumerate(zip(scales, per_scale)):
+            state = scale.restart(state, scale_targets) if k else state
+            state, _ = scale.run(state, scale_targets, scale.steps_per_dispatch + 1)
         jax.block_until_ready(engine.images(state))
         engine.warm = True
     began = time.perf_counter()

@@ -349,8 +349,7 @@ def test_browser_paints_a_fill_mask(served, browser, tmp_path):
     page = browser
     page.goto(address, wait_until="networkidle")
     page.get_by_text("Fill holes in your own image").click()
-    zoom = page.locator("#fill .zoom-number")
-    blank = zoom.inner_text()  # the editor's zoom on its blank canvas
+    blank = page.inner_text("#fill .zoom-number")  # the editor's zoom on its blank canvas
     image = photo(tmp_path / "mine.png", size=96)
     page.locator("#fill input[type=file]").set_input_files(image)
     # Strokes before the editor holds the image land on its blank canvas: wait until it zooms to the image.

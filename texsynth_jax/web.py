@@ -236,8 +236,8 @@ class Studio:
             raise PageError(f"the blend weights add up to {sum(w for _, w in blends):g}; keep them under 1 (the "
                             "first photo keeps the rest)")
         fill = fill_image is not None
-        layers = [np.asarray(layer) for layer in fill_layers or () if np.asarray(layer).ndim == 3]
-        painted = [layer.shape[:2] for layer in layers if mask_from_layers([layer], layer.shape[:2]).any()]
+        painted = [np.shape(layer)[:2] for layer in fill_layers or ()
+                   if np.ndim(layer) == 3 and mask_from_layers([layer], np.shape(layer)[:2]).any()]
         if painted and not fill:
             raise PageError("the fill strokes have no image under them; upload the image to fill first, then paint "
                             "(or clear its canvas)")

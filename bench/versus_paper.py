@@ -7,7 +7,9 @@
     python bench/versus_paper.py --smoke     # seconds: 32 px, 2 seeds, 2 paper iterations, one photo
 
 For each photo and size, three sets of seeds, each scored by the built-in judge (distance to the source, lower is
-better; diversity between the seeds, higher is more varied; the fraction of each output copied from the source):
+better; diversity between the seeds, higher is more varied; the fraction of each output copied from the source)
+and by how much of the source's layout the seeds keep (`layout`: 1 for the source itself, about 0 for a texture
+that ignores it; the judge's distance rewards some of it, docs/quality.md):
 - "default": SynthesisConfig's defaults (coarse to fine), what `texsynth --size=N` runs;
 - "paper": the paper mode (one scale, Gram loss, zero padding, grey start) run to --iterations (300);
 - "torch": the reference, a PyTorch implementation of the paper through scipy's L-BFGS-B (pixels bounded to
@@ -96,7 +98,7 @@ def reference_rows(paths) -> dict:
         with open(path) as f:
             for line in f:
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if len(cells) == 10 and cells[2] == "torch":
+                if len(cells) in (10, 11) and cells[2] == "torch":  # 10: before the layout column
                     rows[(cells[0], int(cells[1]))] = (float(cells[4]), float(cells[5]), float(cells[3]))
     if not rows:
         sys.exit(f"error: --against {', '.join(paths)} holds no torch rows; give the output of a run with the "
@@ -138,6 +140,14 @@ def save_sheet(path, source, rows) -> None:
         for c, image in enumerate(row):
             sheet[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = image
     Image.fromarray((np.clip(sheet, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+def layout(source, images) -> float:
+    """The seeds' mean evaluate.layout_similarity to the source: the correlation of 32 px luminance maps, which a
+    border-anchored synthesis raises (its seeds grow the source's elements where the source has them)."""
+    from texsynth_jax import evaluate
+
+    return float(np.mean([evaluate.layout_similarity(image, source) for image in images]))
 
 
 def geomean(values) -> float:
@@ -187,7 +197,7 @@ def main(argv=None):
     print(f"{machine()}; load average {load_average()}; split {args.split}, {args.seeds} seeds, paper and "
           f"reference {args.iterations} iterations", flush=True)
     print("\n| photo | size | set | seconds | distance | diversity | copied | distance / ref | diversity / ref "
-          "| time / ref |\n|---|---|---|---|---|---|---|---|---|---|")
+          "| time / ref | layout |\n|---|---|---|---|---|---|---|---|---|---|---|")
     ratios = {}  # (size, set) -> [(distance, diversity, time) ratios per photo]
     for size in sizes:
         smoke = network(args)
@@ -234,7 +244,7 @@ def main(argv=None):
                 ratios.setdefault((size, label), []).append(r)
                 print(f"| {name} | {size} | {label} | {seconds:.1f} | {verdict['distance_mean']:.4f} | "
                       f"{verdict['diversity']:.3f} | {max(verdict['copy_fraction']):.2f} | {r[0]:.2f}x | {r[1]:.2f}x | "
-                      f"{r[2]:.2f}x |", flush=True)
+                      f"{r[2]:.2f}x | {layout(source, runs[label][0]):+.2f} |", flush=True)
     photos = max((len(rows) for rows in ratios.values()), default=0)
     print(f"\nGeometric means over {photos} photo(s), against {reference} at {args.iterations} iterations "
           f"({machine()}; load average {load_average()}):\n")

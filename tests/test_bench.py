@@ -72,3 +72,16 @@ def test_speed_smoke_recompiles_nothing(fast_smoke):
     """speed.py's recompiles column: a fresh batch of seeds on a compiled engine must reuse its programs."""
     rows = [line for line in fast_smoke[0]["speed"]["output"].splitlines() if line.startswith("| 32 |")]
     assert rows and all(line.split("|")[14].strip() == "0" for line in rows), rows
+
+
+def test_versus_paper_layout_is_the_seeds_mean_layout_similarity():
+    """versus_paper's layout column: 1 for the source itself, about 0 for the source's halves swapped (its
+    layout moved), so their mean for a pair of seeds."""
+    code = ("import numpy as np, versus_paper as v; s = np.random.default_rng(0).random((64, 64, 3), np.float32); "
+            "moved = np.roll(s, (32, 32), (0, 1)); "
+            "print(v.layout(s, [s]), v.layout(s, [moved]), v.layout(s, [s, moved]))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    same, moved, pair = map(float, proc.stdout.split())
+    assert same == pytest.approx(1.0) and abs(moved) < 0.15 and pair == pytest.approx((same + moved) / 2)

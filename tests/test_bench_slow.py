@@ -48,6 +48,7 @@ def test_versus_paper_against_an_earlier_runs_reference(tmp_path, weights_path):
     ratio = lambda cell: float(cell.rstrip("x"))
     assert abs(ratio(cells[7]) - float(cells[4]) / 8) <= 0.006, row  # printed to 2 decimals
     assert abs(ratio(cells[8]) - float(cells[5]) / 0.5) <= 0.006, row
+    assert len(cells) == 11 and -1 <= float(cells[10]) <= 1, row  # the layout column, last
     (tmp_path / "none.md").write_text(earlier.read_text().replace("| torch |", "| paper |"))
     proc = run(tmp_path / "none.md")
     assert proc.returncode != 0 and proc.stderr.strip().endswith("no torch rows; give the output of a run with the "

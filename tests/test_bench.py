@@ -75,7 +75,7 @@ def test_speed_smoke_recompiles_nothing(fast_smoke):
 
 
 def test_versus_paper_layout_is_the_seeds_mean_layout_similarity():
-    """versus_paper's layout column: 1 for the source itself, about 0 for the source's halves swapped (its
+    """versus_paper's layout column: 1 for the source itself, about 0 for the source with its quadrants swapped (its
     layout moved), so their mean for a pair of seeds."""
     code = ("import numpy as np, versus_paper as v; s = np.random.default_rng(0).random((64, 64, 3), np.float32); "
             "moved = np.roll(s, (32, 32), (0, 1)); "

@@ -3,9 +3,9 @@
     python bench/throughput.py                    # 256 px, batches 1, 4 and 8 (about 10 minutes on 2 cores)
     python bench/throughput.py --smoke            # seconds: 32 px, two shallow layers, batch 1
 
-Measured: for each scale of the default schedule (at 256 px: 100 iterations at 64 px, 60 at 128, 60 at 256; 20 there until 2026-12-06)
-the median time of one `Engine.step` of the whole batch after warm-up iterations; a seed's run costs
-sum(iterations x step time) / batch, so seeds per second = batch / sum(iterations x step time). The
+Measured: for each scale of the default schedule (at 256 px: 100 iterations at 64 px, 60 at 128, 60 at 256; 20
+there until 2026-12-06) the median time of one `Engine.step` of the whole batch after warm-up iterations; a seed's
+run costs sum(iterations x step time) / batch, so seeds per second = batch / sum(iterations x step time). The
 judge and the image files are left out (seconds per source, not per seed).
 
 Estimated, not measured: the FLOPs of one loss-and-gradient evaluation at each scale (XLA's cost analysis

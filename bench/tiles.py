@@ -4,8 +4,8 @@
     python bench/tiles.py --smoke          # seconds: 32 px, one iteration per scale
 
 For every photo, one seed through the default settings (coarse to fine, 100 iterations at size/4,
-60 at size/2, 60 at size; 20 until 2026-12-06) with `tileable=True` (and with `--compare`, the same run without it, whose
-wrap-around is an ordinary seam). Prints, per texture, the
+60 at size/2, 60 at size; 20 until 2026-12-06) with `tileable=True` (and with `--compare`, the same run
+without it, whose wrap-around is an ordinary seam). Prints, per texture, the
 seam ratio of each output (evaluate.seam_ratio: the difference across the wrap-around over that
 between neighbouring rows and columns inside; about 1 is seamless), the 99th percentile of the same
 ratio over the lines inside (what the texture's own edges reach), and the judge's distance to the

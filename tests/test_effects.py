@@ -79,6 +79,7 @@ EFFECT_TESTS = {
     "content_weight": "test_content.py::test_weight_0_on_the_command_line_is_the_texture_alone_bit_for_bit",
     "content_layer": "test_content.py::test_the_loss_is_pytorch_gatys_2016",
     "content_start": "test_content.py::test_the_start_is_the_photo_or_noise",
+    "pyramid": "test_pyramid.py::test_the_loss_adds_each_halved_outputs_loss_against_the_halved_source",
 }
 
 

@@ -341,7 +341,7 @@ EVERY_FIELD = {
     "fill": ("{tmp}/default_texture.png", "{tmp}/default_texture.png"), "mask": ("{tmp}/mask.png", "{tmp}/mask.png"),
     "place": ("top-left", "top-left"), "band": ("0.2", 0.2),
     "content": ("{tmp}/map.png", "{tmp}/map.png"), "content_weight": ("0.5", 0.5), "content_layer": ("conv3_1", "conv3_1"),
-    "content_start": ("noise", "noise"),
+    "content_start": ("noise", "noise"), "pyramid": ("1", 1),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
     "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }

@@ -94,7 +94,9 @@ def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: st
     else:
         maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
     maps += 2.0 if config.pooling == "max" else 0.0  # max pooling keeps where each maximum was
-    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + maps * first)
+    # --pyramid's halved copies keep their own activations: a quarter of the pixels, a sixteenth, ...
+    shrunk = 1 + sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
+    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * shrunk * (values + maps * first)
     return int(copies * weights + batch * size[0] * size[1] * per_pixel)
 
 

@@ -47,6 +47,7 @@ MAX_HISTORY = 1000
 # source_scale enlarges at most 8x: beyond it the statistics are of interpolation, not of the photo.
 MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
+MAX_PYRAMID = 4  # halvings: a fifth would leave the deepest layer 2x2 positions only on outputs of 512 px or more
 # A content photo's layout needs its content layer to see this many positions along the shorter side at every scale
 # (content_min_view): at 64 px, gravel onto scikit-image's cat, the default schedule's 16 px scale (conv4_2 2x2) lost
 # it (evaluate.layout_similarity 0.27 at weight 1), without that scale 0.61, and on 128 px outputs, whose coarsest
@@ -115,6 +116,9 @@ class SynthesisConfig:
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
+      pyramid: at every scale the loss also matches the output halved (2x2 means), quartered, ... up to this
+        many times, each against the source shrunk alike (`pyramid_sizes`; Snelgrove 2017). The shrunk
+        copies' statistics travel in the targets (synthesis.compute_targets, under terms.PYRAMID).
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.", example="256 or 256,384")
@@ -207,6 +211,11 @@ class SynthesisConfig:
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
                                    "default, keeps every scale: on the tuning photos at 128 px the 32 px scale "
                                    "helps (bench/versus_paper.py, docs/quality.md).")
+    pyramid: int = setting(0, "Also match the loss terms on the output halved, quartered, ... (this many halvings, "
+                           "2x2 means) against the source shrunk alike, at every scale, each halving only where the "
+                           "deepest layer still sees 2x2 positions (Snelgrove 2017: multi-scale Grams). 1: nearer the "
+                           "source at 128 px in ~1.2x the time (docs/quality.md). With --guide the halved output matches the "
+                           "regions' statistics blended by area.")
 
     def __post_init__(self):
         check_fields(self)
@@ -276,6 +285,9 @@ class SynthesisConfig:
         if self.coarse_min_view < 0:
             raise ValueError(f"coarse_min_view={self.coarse_min_view} is negative; give a count of positions like 4, "
                              "or 0 to keep every coarse scale")
+        if not 0 <= self.pyramid <= MAX_PYRAMID:
+            raise ValueError(f"pyramid={self.pyramid} is not in 0..{MAX_PYRAMID}; give a count of halvings like 1, or "
+                             "0 for none")
         if len(set(self.scale_sizes)) < len(self.scale_sizes):
             raise ValueError(f"size {self.size[0]}x{self.size[1]} is too small for {len(self.scale_sizes) - 1} "
                              "coarser scales (two would have the same size); give fewer coarse_iterations, or "
@@ -306,6 +318,21 @@ class SynthesisConfig:
                   for k, iterations in enumerate(self.coarse_iterations)]
         kept = [(size, iterations) for size, iterations in coarse if min(size) // factor >= self.coarse_min_view]
         return [size for size, _ in kept] + [tuple(self.size)], [n for _, n in kept] + [self.iterations]
+
+    def pyramid_sizes(self, size=None) -> list[tuple[int, int]]:
+        """(height, width) of the shrunk copies of an output of `size` (default: `size`) whose statistics
+        `pyramid` also matches, each half the one before (rounded down), while the deepest layer sees 2x2
+        positions; tileable, only exact halvings to a multiple of it (circular pooling needs whole windows)."""
+        factor = deepest_downsampling(self.layers)
+        sizes, (h, w) = [], tuple(self.size if size is None else size)
+        for _ in range(self.pyramid):
+            if self.tileable and (h % 2 or w % 2 or (h // 2) % factor or (w // 2) % factor):
+                break
+            h, w = h // 2, w // 2
+            if min(h, w) < 2 * factor:
+                break
+            sizes.append((h, w))
+        return sizes
 
     @property
     def total_iterations(self) -> int:

@@ -69,8 +69,14 @@ def check_mesh(mesh: Mesh | None, config: SynthesisConfig, arch: str) -> None:
     if mesh is None or parallel.SPACE not in mesh.axis_names:
         return
     factor = max(vgg.downsampling(arch, layer) for layer in config.layers)
+    strips = mesh.shape[parallel.SPACE]
     for size in config.scale_sizes:
         parallel.check_spatial(mesh, size, factor)
+        for k, shrunk in enumerate(config.pyramid_sizes(size), 1):  # --pyramid's halved outputs are split alike
+            if shrunk[0] % (strips * factor):
+                raise ValueError(f"--pyramid halves height {size[0]} {k} time(s) to {shrunk[0]}, which cannot be "
+                                 f"split into {strips} strips of whole {factor}-px pooling windows; use "
+                                 f"--pyramid={k - 1} or a height that is a multiple of {strips * factor * 2 ** k}")
 
 
 def check_source_mask(mask, size) -> np.ndarray:
@@ -358,7 +364,7 @@ class Engine:
                 raise ValueError("targets' canvas is not of this engine's size; pass engine.fill_targets(targets, "
                                  "known, keep)")
             targets = {k: v for k, v in targets.items() if k != fill.FILL}
-        if sorted(set(targets) - {terms.GUIDE}) != sorted(names):
+        if sorted(set(targets) - {terms.GUIDE, terms.PYRAMID}) != sorted(names):
             raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(names)}; pass "
                              "engine.targets(source) ({term: stats}; style_loss's {layer: gram} go under 'gram')")
         like = self._targets_like
@@ -373,7 +379,8 @@ class Engine:
                                  "engine.guided_targets(region_targets, masks)")
             count = regions.pop()
             like = {terms.GUIDE: masks, **{name: [like[name]] * count if terms.get(name).masked_loss else like[name]
-                                           for name in names}}
+                                           for name in names},
+                    **{k: v for k, v in like.items() if k == terms.PYRAMID}}  # blended: guided_targets
         if jax.tree.structure(targets) != jax.tree.structure(like):
             raise ValueError("targets are not of this engine's layers and terms (another config's?); pass "
                              "engine.targets(source)")

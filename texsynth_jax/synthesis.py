@@ -91,7 +91,8 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
     Returns:
       {term: stats} (terms.py); for "gram", {layer: float32 [C, C]} for each layer in
       `config.layers`, size-independent (normalised by the number of positions), so an output of
-      another size can match them.
+      another size can match them; with `config.pyramid`, under terms.PYRAMID a list of the same for the
+      source halved once, twice, ... (`halve`), one per `config.pyramid_sizes()`.
     """
     check_image(source, "source image")
     config.check_network(spec.arch)
@@ -100,10 +101,30 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
 
 
 @partial(jax.jit, static_argnums=(2, 3))
-def _source_stats(params, source, spec, config):
-    # The source is a photo, not a torus: its statistics use config.padding even when tileable.
-    features = _features(params, source, spec, config, config.padding)
-    return terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
+def _source_stats(params, source, spec, config, mask=None):
+    """{term: stats} of `source`, or of its part in `mask` ([H, W] shares), and with --pyramid, under
+    terms.PYRAMID, the same of the source (and mask) halved once, twice, ..."""
+    def stats(source, mask, size):
+        # The source is a photo, not a torus: its statistics use config.padding even when tileable.
+        features = _features(params, source, spec, config, config.padding)
+        if mask is None:
+            return terms.source_stats(features, source, config.layers, size, config.loss_weights)
+        masks = guide.layer_masks(mask, config.layers, spec.arch)
+        return terms.masked_source_stats(features, source, config.layers, size, config.loss_weights, masks)
+
+    out = stats(source, mask, config.size)
+    for k, size in enumerate(config.pyramid_sizes(), 1):
+        source, mask = halve(source), None if mask is None else halve(mask[..., None])[..., 0]
+        check_size(source.shape[:2], spec.arch, config.layers, f"source image halved {k} time(s) for --pyramid")
+        out.setdefault(terms.PYRAMID, []).append(stats(source, mask, size))
+    return out
+
+
+def halve(image: jax.Array) -> jax.Array:
+    """[H, W, C] -> [H // 2, W // 2, C]: the means of 2x2 blocks (an odd last row or column left out): --pyramid's
+    shrinking, the same for the source and the output, and periodic for an output of even sides."""
+    h, w, c = image.shape[0] // 2, image.shape[1] // 2, image.shape[-1]
+    return image[:2 * h, :2 * w].reshape(h, 2, w, 2, c).mean(axis=(1, 3))
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -112,9 +133,7 @@ def masked_targets(params: Mapping, source: jax.Array, mask: jax.Array, spec: vg
     """`compute_targets` of the part of `source` inside `mask` (float32 [H, W], each pixel's share in
     [0, 1], at the source's size): a guided region's statistics from part of a photo (--source_guide).
     Terms without a masked form take the whole source's (terms.masked_source_stats)."""
-    features = _features(params, source, spec, config, config.padding)
-    masks = guide.layer_masks(mask, config.layers, spec.arch)
-    return terms.masked_source_stats(features, source, config.layers, config.size, config.loss_weights, masks)
+    return _source_stats(params, source, spec, config, mask)
 
 
 def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mapping,
@@ -135,12 +154,17 @@ def texture_loss(image: jax.Array, targets: Mapping[str, object], params: Mappin
     if content_lib.CONTENT in targets and config.content_layer not in layers:
         layers = (*layers, config.content_layer)
     # Tileable: the output is a torus, so every convolution wraps around its border.
-    features = _features(params, image, spec, config, "circular" if config.tileable else config.padding, layers)
+    padding = "circular" if config.tileable else config.padding
+    features = _features(params, image, spec, config, padding, layers)
     weights = dict(zip(config.layers, config.layer_weights))
     key = jax.random.key(0) if key is None else key
     loss = terms.total_loss(features, image, targets, weights, config.loss_weights, key)
     if content_lib.CONTENT in targets:
         loss = loss + content_lib.loss(features, targets, config.content_layer)
+    for shrunk in targets.get(terms.PYRAMID, ()):  # --pyramid: the same terms on the output halved, and again
+        image = halve(image)
+        features = _features(params, image, spec, config, padding)
+        loss = loss + terms.total_loss(features, image, shrunk, weights, config.loss_weights, key)
     return loss
 
 

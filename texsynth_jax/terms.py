@@ -304,6 +304,8 @@ def masked_source_stats(features, source, layers, size, weights: Mapping[str, fl
 
 # The key under which guided targets carry their masks ({layer: [R, H_l, W_l]}), beside the terms' statistics.
 GUIDE = "guide"
+# The key under which --pyramid's targets carry the shrunk source's statistics: [{term: stats}], one per halving.
+PYRAMID = "pyramid"
 
 
 def guided_targets(region_targets, layer_masks) -> dict:
@@ -316,7 +318,8 @@ def guided_targets(region_targets, layer_masks) -> dict:
 
     Returns:
       {GUIDE: layer_masks, term: [stats] * R} for terms with a masked form; for a term without one, its
-      regions' statistics blended by their area at the first layer (Term.blend over the whole image).
+      regions' statistics blended by their area at the first layer (Term.blend over the whole image), and so
+      for each level of PYRAMID.
     """
     first = next(iter(layer_masks.values()))
     areas = np.asarray(first.sum(axis=(-2, -1)), np.float64)
@@ -324,7 +327,9 @@ def guided_targets(region_targets, layer_masks) -> dict:
     out = {GUIDE: layer_masks}
     for name in region_targets[0]:
         stats = [t[name] for t in region_targets]
-        if get(name).masked_loss is not None:
+        if name == PYRAMID:  # the halved output is matched whole, to the regions' blend (their masks are not halved)
+            out[name] = [blend_targets([level[k] for level in stats], shares.tolist()) for k in range(len(stats[0]))]
+        elif get(name).masked_loss is not None:
             out[name] = stats
         else:
             out[name] = stats[0] if len(stats) == 1 else get(name).blend(stats, shares.tolist())
@@ -348,7 +353,9 @@ def blend_targets(targets_list, weights) -> dict:
                          "per source, summing to 1")
     if 1.0 in weights:
         return targets_list[weights.index(1.0)]
-    return {name: get(name).blend([t[name] for t in targets_list], weights) for name in targets_list[0]}
+    return {name: [blend_targets([t[name][k] for t in targets_list], weights) for k in range(len(stats))]
+            if name == PYRAMID else get(name).blend([t[name] for t in targets_list], weights)
+            for name, stats in targets_list[0].items()}
 
 
 def total_loss(features, image, targets, layer_weights, weights: Mapping[str, float], key) -> jax.Array:

@@ -19,7 +19,7 @@ that ignores it; the judge's distance rewards some of it, docs/quality.md):
 --cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
 our settings; the machine that timed them is printed); --against FILE instead takes the reference's rows from the
 output of an earlier run (its "torch" rows, e.g. bench/results/), so our sets can be rerun against it alone. --out
-writes a picture per photo and size: the source, then a row of seeds per set.
+writes a picture per photo and size: the source, then a row of seeds per set; --names runs some photos of the split.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
 is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
 set with its ratios to the reference, then per size the geometric means over the photos. The photos are read,
@@ -161,6 +161,7 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=300, help="the paper's and the reference's iterations")
     parser.add_argument("--split", default="checking", choices=("tuning", "checking", "held_out"))
     parser.add_argument("--textures", default=TEXTURES, help="folder of the benchmark photos")
+    parser.add_argument("--names", default="", help="comma-separated file names: these photos of the split only")
     parser.add_argument("--skip_torch", action="store_true", help="no PyTorch reference: ratios to our paper mode")
     parser.add_argument("--sets", default=",".join(SETS), help=f"which of {','.join(SETS)} to run (the reference "
                         "always: the ratios need it)")
@@ -183,6 +184,13 @@ def main(argv=None):
     if not chosen <= set(SETS):
         sys.exit(f"error: --sets={args.sets} names an unknown set; use some of {','.join(SETS)}")
     paths = split_paths(args.split, args.textures) if not args.smoke else [smoke_texture()]
+    if args.names:
+        names = args.names.split(",")
+        unknown = sorted(set(names) - {os.path.basename(p) for p in paths})
+        if unknown:
+            sys.exit(f"error: --names {','.join(unknown)} is not in the {args.split} split; name some of "
+                     f"{','.join(os.path.basename(p) for p in paths)}")
+        paths = [p for p in paths if os.path.basename(p) in names]
     if args.smoke:
         sizes, args.seeds, args.iterations = [SMOKE_SIZE], 2, 2
 

@@ -85,3 +85,15 @@ def test_versus_paper_layout_is_the_seeds_mean_layout_similarity():
     assert proc.returncode == 0, proc.stderr[-3000:]
     same, moved, pair = map(float, proc.stdout.split())
     assert same == pytest.approx(1.0) and abs(moved) < 0.15 and pair == pytest.approx((same + moved) / 2)
+
+
+def test_versus_paper_names_pick_photos_of_the_split(tmp_path):
+    """--names runs some photos of the split; a name outside it is refused in one line, naming the split's."""
+    for name in ("pebbles.png", "lettuce.png", "zigzag.png", "ink.png"):
+        (tmp_path / name).write_bytes(b"")  # split_paths checks that the files are there; nothing is read
+    run = lambda names: subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "versus_paper.py"), "--split", "tuning", "--textures",
+         str(tmp_path), "--names", names], capture_output=True, text=True, timeout=300)
+    proc = run("zigzag.png,water.png")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "error: --names water.png is not in the tuning split; name some of pebbles.png,lettuce.png,zigzag.png,ink.png")

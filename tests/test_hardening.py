@@ -123,17 +123,17 @@ def _xla_targets_bytes(params, spec, config):
         params, jax.ShapeDtypeStruct((*config.size, 3), jnp.float32), spec, config))
 
 
-@pytest.mark.parametrize("size,batch,remat", [(64, 1, False), (128, 1, False), (64, 2, False), (128, 1, True),
-                                              (128, 2, True)])
-def test_the_memory_model_matches_xla(size, batch, remat, weights_path):
+@pytest.mark.parametrize("size,batch,remat,pyramid", [(64, 1, False, 0), (128, 1, False, 0), (64, 2, False, 0),
+                                                      (128, 1, True, 0), (128, 2, True, 0), (128, 1, True, 1)])
+def test_the_memory_model_matches_xla(size, batch, remat, pyramid, weights_path):
     """The per-pixel constants of budget.py against XLA's account of the compiled programs, with the
-    default settings and with remat: never below it (a refusal must not be needed to avoid running
+    default settings, with remat and with --pyramid: never below it (a refusal must not be needed to avoid running
     out), and not far above (a run that fits must not be refused)."""
     params, spec, _ = load_weights(weights_path)
-    config = SynthesisConfig(size=(size, size), remat=remat, coarse_iterations=())  # one Engine: one scale
+    config = SynthesisConfig(size=(size, size), remat=remat, coarse_iterations=(), pyramid=pyramid)  # one scale
     engine = Engine(params, spec, config, batch)
     xla = engine.step_memory_bytes()
-    if (size, batch, remat) == (64, 1, False):  # the analysis-only compile accounts as the real one does
+    if (size, batch, remat, pyramid) == (64, 1, False, 0):  # the analysis-only compile accounts as the real one does
         assert xla == engine_lib.memory_bytes(engine.lower(programs=("step",))["step"], compiler_options={})
     model = budget.step_bytes(config, spec.arch, config.size, batch, jax.default_backend())
     assert xla <= model <= 1.2 * xla, (model, xla)

@@ -17,9 +17,9 @@ from test_terms import texture
 LAYERS = ("conv1_1", "pool1", "pool2")  # pool2: 4 px windows, so halvings go on while a side is 8 px or more
 
 
-def config_of(size, **kwargs):
+def config_of(size, pyramid=0, **kwargs):
     return SynthesisConfig(size=(size, size), layers=LAYERS, layer_weights=(1.0, 0.5, 2.0), coarse_iterations=(),
-                           **kwargs)
+                           pyramid=pyramid, **kwargs)
 
 
 def block_means(x):
@@ -101,8 +101,8 @@ def test_blended_guided_and_partial_targets_carry_every_level(network):
     keep = np.zeros((32, 32), np.float32)
     keep[:, 16:] = 1
     part = engine.targets(a, mask=keep)
-    direct = synthesis.masked_targets(params, jnp.asarray(block_means(a)), jnp.asarray(block_means(keep[..., None])[..., 0]),
-                                      spec, config_of(16))
+    half_keep = block_means(keep[..., None])[..., 0]
+    direct = synthesis.masked_targets(params, jnp.asarray(block_means(a)), jnp.asarray(half_keep), spec, config_of(16))
     for layer in LAYERS:
         np.testing.assert_allclose(part[terms.PYRAMID][0]["gram"][layer], direct["gram"][layer], rtol=1e-5)
 
@@ -115,9 +115,9 @@ def test_a_real_photo_comes_out_nearer_at_half_size(weights_path):
     with Image.open(DEFAULT_TEXTURE) as photo:
         source = np.asarray(photo.convert("RGB").resize((64, 64), Image.LANCZOS), np.float32) / 255
     keys = jax.random.split(jax.random.key(0), 2)
-    half = SynthesisConfig(size=(32, 32), coarse_iterations=())
+    half = SynthesisConfig(size=(32, 32), coarse_iterations=(), pyramid=0)
     half_targets = compute_targets(params, block_means(source), spec, half)
-    full = SynthesisConfig(size=(64, 64), coarse_iterations=())
+    full = SynthesisConfig(size=(64, 64), coarse_iterations=(), pyramid=0)
     full_targets = compute_targets(params, source, spec, full)
     scores = {}
     for pyramid in (0, 1):

@@ -94,9 +94,14 @@ def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: st
     else:
         maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
     maps += 2.0 if config.pooling == "max" else 0.0  # max pooling keeps where each maximum was
-    # --pyramid's halved copies keep their own activations: a quarter of the pixels, a sixteenth, ...
-    shrunk = 1 + sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
-    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * shrunk * (values + maps * first)
+    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + maps * first)
+    # --pyramid's halved copies keep their own activations, a quarter of the pixels, a sixteenth, ...: all of them
+    # even with remat (XLA's account at 128 px: +5.8 MB for one seed with remat, where a quarter of the banded
+    # maps would be +3.0 MB).
+    shrunk = sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
+    if shrunk:
+        every, _, _ = _network(arch, config.layers)
+        per_pixel += 4 * factor * shrunk * (every + (GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH) * first)
     return int(copies * weights + batch * size[0] * size[1] * per_pixel)
 
 

@@ -214,8 +214,9 @@ class SynthesisConfig:
     pyramid: int = setting(0, "Also match the loss terms on the output halved, quartered, ... (this many halvings, "
                            "2x2 means) against the source shrunk alike, at every scale, each halving only where the "
                            "deepest layer still sees 2x2 positions (Snelgrove 2017: multi-scale Grams). 1: nearer the "
-                           "source at 128 px in ~1.2x the time (docs/quality.md). With --guide the halved output matches the "
-                           "regions' statistics blended by area.")
+                           "source at 128 and 256 px than 0 (the Grams of the image alone) in ~1.2x the time "
+                           "(docs/quality.md). With --guide the halved output matches the regions' statistics blended "
+                           "by area.")
 
     def __post_init__(self):
         check_fields(self)
@@ -702,4 +703,5 @@ PAPER_MODE = {
     "init": "normal",  # Gaussian noise of std 1 in 0-255 units: 1/255 in [0, 1] units, almost flat grey
     "init_scale": 1 / 255,
     "tileable": False,
+    "pyramid": 0,  # the Grams of the image itself only
 }

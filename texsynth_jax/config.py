@@ -216,7 +216,8 @@ class SynthesisConfig:
                            "deepest layer still sees 2x2 positions (Snelgrove 2017: multi-scale Grams). 1: nearer the "
                            "source at 128 and 256 px than 0 (the Grams of the image alone) in ~1.2x the time "
                            "(docs/quality.md). With --guide the halved output matches the regions' statistics blended "
-                           "by area.")
+                           "by area. Not for part of a photo (--fill's kept pixels, --source_guide): halved, its "
+                           "statistics see past the mask (a removed object comes back).")
 
     def __post_init__(self):
         check_fields(self)

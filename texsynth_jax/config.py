@@ -215,7 +215,7 @@ class SynthesisConfig:
                            "2x2 means) against the source shrunk alike, at every scale, each halving only where the "
                            "deepest layer still sees 2x2 positions (Snelgrove 2017: multi-scale Grams). 1: nearer the "
                            "source at 256 px (at 128 px with 150 last iterations) than 0, the Grams of the image "
-                           "alone, in ~1.2x the time (docs/quality.md). With --guide the halved output matches the "
+                           "alone, in ~1.1x the time (docs/quality.md). With --guide the halved output matches the "
                            "regions' statistics blended by area. Not for part of a photo (--fill's kept pixels, "
                            "--source_guide): halved, its statistics see past the mask (a removed object comes back).")
 

@@ -141,10 +141,19 @@ def colour_ways(params, spec, config, judge, a, palette, keys, term_weights=(1, 
         term_engine = ts.make_engine(params, spec, with_term, len(keys))
         targets = term_engine.targets(a)
         palette_targets = term_engine.targets(palette)
-        mixed = ([{"gram": t["gram"], "rgb": p["rgb"]} for t, p in zip(targets, palette_targets)]
-                 if isinstance(targets, list) else {"gram": targets["gram"], "rgb": palette_targets["rgb"]})
+        mixed = ([palette_colours(t, p) for t, p in zip(targets, palette_targets)]
+                 if isinstance(targets, list) else palette_colours(targets, palette_targets))
         out.append(figures(f"colour term rgb:{weight}", term_engine.synthesize(keys, mixed)[0]))
     return out
+
+
+def palette_colours(targets, palette_targets):
+    """`targets` with the palette's "rgb" statistics, at every --pyramid level too."""
+    from texsynth_jax import terms
+
+    levels = zip(targets.get(terms.PYRAMID, ()), palette_targets.get(terms.PYRAMID, ()))
+    return {**targets, "rgb": palette_targets["rgb"],
+            **({terms.PYRAMID: [palette_colours(t, p) for t, p in levels]} if terms.PYRAMID in targets else {})}
 
 
 def photo_pairs(text: str, args, size: int, other_in_smoke):

@@ -63,7 +63,7 @@ def test_imports_run_before_the_config_is_built(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TEXSYNTH_TEST_PROBE", raising=False)
     before = listing(tmp_path)
     try:
-        code, stderr = in_process(["--imports=texsynth_test_probe", "--iterations=0"], capsys)
+        code, stderr = in_process(["--imports=texsynth_test_probe", "--iterations=-1"], capsys)
     finally:
         sys.modules.pop("texsynth_test_probe", None)
     assert code == 2 and "iterations" in stderr.strip().splitlines()[-1]

@@ -122,7 +122,7 @@ def test_lists_and_comma_text_become_tuples():
 
 def test_defaults_are_the_recommended_settings():
     config = SynthesisConfig()
-    assert config.coarse_iterations == (100, 60) and config.iterations == 60
+    assert config.coarse_iterations == (100, 60) and config.iterations == 0 and config.pyramid == 1
     assert config.scale_sizes == [(64, 64), (128, 128), (256, 256)] and config.total_iterations == 220
     assert config.loss_weights == {"gram": 1.0}
     assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
@@ -134,6 +134,16 @@ def test_defaults_are_the_recommended_settings():
     assert not {"coarse_iterations", "iterations"} & set(named), named  # the schedule is the defaults'
     for name, text in named.items():
         assert config_lib.parse_value(fields[name], text) == getattr(config, name), name
+
+
+def test_the_last_scale_runs_longer_on_small_outputs():
+    """--iterations=0 (the default): 150 at up to 128x128 pixels, 60 above; a count given is the count."""
+    last = lambda **kwargs: SynthesisConfig(**kwargs).scale_iterations[-1]
+    assert [last(size=(n, n)) for n in (64, 128, 129, 256, 512)] == [150, 150, 60, 60, 60]
+    assert last(size=(64, 256)) == 150 and last(size=(128, 256)) == 60  # by pixels, not by side
+    assert last(size=(128, 128), iterations=20) == 20 and last(size=(256, 256), iterations=150) == 150
+    assert SynthesisConfig(size=(128, 128)).total_iterations == 310
+    assert SynthesisConfig(size=(128, 128), coarse_iterations=()).scale_iterations == [150]
 
 
 def test_one_scale_is_said_explicitly():

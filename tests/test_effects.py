@@ -32,10 +32,11 @@ def params():
 
 
 def config_of(size=32, layers=LAYERS, **kwargs):
-    """One scale (coarse_iterations=()), whatever the defaults become."""
+    """One scale (coarse_iterations=()) and the image's own Grams (pyramid=0: the loss PyTorch computes and
+    the programs counted here), whatever the defaults become."""
     return SynthesisConfig(size=(size, size) if isinstance(size, int) else size, layers=layers,
                            layer_weights=kwargs.pop("layer_weights", (1.0,) * len(layers)),
-                           coarse_iterations=(), **kwargs)
+                           coarse_iterations=(), pyramid=kwargs.pop("pyramid", 0), **kwargs)
 
 
 def images(size, count=2, seed=0):

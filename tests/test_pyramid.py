@@ -1,7 +1,7 @@
 """--pyramid (Snelgrove 2017, multi-scale Grams): the loss also matches the output halved, quartered, ...
 against the source shrunk alike. Its loss against one assembled level by level from numpy-halved images, the
-sizes it halves to, its targets through blends, guides and partial sources, and a run on a real photo with real
-weights whose halved output comes out nearer the halved photo."""
+sizes it halves to, its targets through blends, guides (halved with the output) and partial sources (none),
+and a run on a real photo with real weights whose halved output comes out nearer the halved photo."""
 
 import numpy as np
 import jax
@@ -43,7 +43,8 @@ def test_halvings_stop_where_the_deepest_layer_would_see_less_than_2x2():
     assert SynthesisConfig(size=(256, 256), pyramid=2).pyramid_sizes() == [(128, 128), (64, 64)]
     assert SynthesisConfig(size=(128, 96), pyramid=4).pyramid_sizes() == [(64, 48)]  # then 32x24: pool4 2x1
     assert SynthesisConfig(size=(128, 128), pyramid=1).pyramid_sizes((32, 32)) == []  # the coarsest scale: 16 px
-    assert SynthesisConfig(size=(256, 256)).pyramid_sizes() == []  # the default: none
+    assert SynthesisConfig(size=(256, 256), pyramid=0).pyramid_sizes() == []
+    assert SynthesisConfig(size=(256, 256)).pyramid_sizes() == [(128, 128)]  # the default: one halving
     # A torus halves only exactly, to whole pooling windows: 112 -> 56 is not a multiple of pool4's 16.
     assert SynthesisConfig(size=(112, 112), pyramid=1).pyramid_sizes() == [(56, 56)]
     assert SynthesisConfig(size=(112, 112), pyramid=1, tileable=True).pyramid_sizes() == []
@@ -87,24 +88,33 @@ def test_blended_guided_and_partial_targets_carry_every_level(network):
     for layer in LAYERS:
         np.testing.assert_allclose(blend[terms.PYRAMID][0]["gram"][layer],
                                    0.25 * half(a)["gram"][layer] + 0.75 * half(b)["gram"][layer], rtol=1e-5)
-    # A guided output matches its halved copy whole, to the regions' statistics blended by area.
+    # A guided output's halved copy is guided too, by the masks halved: its loss is the full-size guided loss
+    # plus that of a 16 px engine without a pyramid, on the numpy-halved image, masks and sources.
     masks = np.zeros((2, 32, 32), np.float32)
     masks[0, :, :8], masks[1, :, 8:] = 1, 1
     guided = engine.guided_targets([ta, tb], masks)
-    for layer in LAYERS:
-        np.testing.assert_allclose(guided[terms.PYRAMID][0]["gram"][layer],
-                                   0.25 * half(a)["gram"][layer] + 0.75 * half(b)["gram"][layer], rtol=1e-5)
+    full, small = (make_engine(params, spec, config_of(n), 2) for n in (32, 16))
+    image = texture(32, seed=5) * 0.8 + 0.1
+    loss = lambda image, targets, config: float(texture_loss(jnp.asarray(image), targets, params, spec, config))
+    expected = (loss(image, full.guided_targets([full.targets(a), full.targets(b)], masks), config_of(32))
+                + loss(block_means(image), small.guided_targets([small.targets(block_means(a)), small.targets(
+                    block_means(b))], np.moveaxis(block_means(np.moveaxis(masks, 0, -1)), -1, 0)), config_of(16)))
+    np.testing.assert_allclose(loss(image, guided, config), expected, rtol=1e-4)
     guided_engine = make_engine(params, spec, config_of(32, pyramid=1, iterations=2), 2)
     images, losses = guided_engine.synthesize(jax.random.split(jax.random.key(0), 2), guided)
     assert np.all(np.isfinite(np.asarray(images))) and np.all(np.asarray(losses)[:, -1] < np.asarray(losses)[:, 0])
-    # Part of a photo (--source_guide): the halved level of the part is that of the halved photo and mask.
+    # Part of a photo (--source_guide, --fill's kept pixels) has no halved level: halved, its features would see
+    # past the mask. Its loss is that of a config without a pyramid; a guide with such a region has none either.
     keep = np.zeros((32, 32), np.float32)
     keep[:, 16:] = 1
     part = engine.targets(a, mask=keep)
-    half_keep = block_means(keep[..., None])[..., 0]
-    direct = synthesis.masked_targets(params, jnp.asarray(block_means(a)), jnp.asarray(half_keep), spec, config_of(16))
-    for layer in LAYERS:
-        np.testing.assert_allclose(part[terms.PYRAMID][0]["gram"][layer], direct["gram"][layer], rtol=1e-5)
+    assert terms.PYRAMID not in part
+    np.testing.assert_allclose(loss(image, part, config), loss(image, full.targets(a, mask=keep), config_of(32)),
+                               rtol=1e-6)
+    assert terms.PYRAMID not in engine.guided_targets([ta, part], masks)
+    images, _ = guided_engine.synthesize(jax.random.split(jax.random.key(0), 2), engine.guided_targets([ta, part],
+                                                                                                         masks))
+    assert np.all(np.isfinite(np.asarray(images)))
 
 
 def test_a_real_photo_comes_out_nearer_at_half_size(weights_path):

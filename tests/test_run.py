@@ -222,8 +222,7 @@ ERRORS = [  # (arguments, a word the error line must contain)
     (["--layers=conv1_1,pool1", "--layer_weights=1,1,1"], "layer_weights for 2 layers"),
     (["--layer_weights=1,x,1,1,1"], "--layer_weights"),
     (["--layer_weights=1,1,1,1,-1"], "negative"),
-    (["--iterations=0"], "iterations"),
-    (["--iterations=-3"], "iterations"),
+    (["--iterations=-1"], "iterations"),
     (["--iterations=many"], "--iterations"),
     (["--size=abc"], "--size"),
     (["--size=0"], "--size"),
@@ -341,7 +340,7 @@ EVERY_FIELD = {
     "fill": ("{tmp}/default_texture.png", "{tmp}/default_texture.png"), "mask": ("{tmp}/mask.png", "{tmp}/mask.png"),
     "place": ("top-left", "top-left"), "band": ("0.2", 0.2),
     "content": ("{tmp}/map.png", "{tmp}/map.png"), "content_weight": ("0.5", 0.5), "content_layer": ("conv3_1", "conv3_1"),
-    "content_start": ("noise", "noise"), "pyramid": ("1", 1),
+    "content_start": ("noise", "noise"), "pyramid": ("2", 2),
     "log_every": ("3", 3), "save_every": ("1", 1), "checkpoint_every": ("1", 1), "resume": ("true", True),
     "overwrite": ("true", True), "mesh": ("none", "none"), "judge": ("false", False),
 }

@@ -213,7 +213,8 @@ def test_a_registered_term_pulls_the_synthesis_its_way(network):
     for loss in (("gram:1",), ("gram:1", "mean_colour:30")):
         engine = make_engine(params, spec, config_of(loss, size=24, iterations=6), 2)
         targets = engine.targets(source)
-        assert set(targets) == {name.split(":")[0] for name in loss}
+        names = {name.split(":")[0] for name in loss}
+        assert set(targets) == {*names, terms.PYRAMID} and all(set(t) == names for t in targets[terms.PYRAMID])
         images, values = engine.synthesize(keys, targets)
         assert np.all(np.isfinite(np.asarray(values)))
         gap[loss] = np.abs(np.asarray(images).mean(axis=(1, 2)) - source.mean(axis=(0, 1))).max(axis=-1)

@@ -47,6 +47,8 @@ MAX_HISTORY = 1000
 # source_scale enlarges at most 8x: beyond it the statistics are of interpolation, not of the photo.
 MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
+# --iterations=0 (the default): the last scale's iterations by the output's size (SynthesisConfig.last_iterations).
+ITERATIONS, SMALL_ITERATIONS, SMALL_PIXELS = 60, 150, 128 * 128
 MAX_PYRAMID = 4  # halvings: a fifth would leave the deepest layer 2x2 positions only on outputs of 512 px or more
 # A content photo's layout needs its content layer to see this many positions along the shorter side at every scale
 # (content_min_view): at 64 px, gravel onto scikit-image's cat, the default schedule's 16 px scale (conv4_2 2x2) lost
@@ -72,7 +74,7 @@ class SynthesisConfig:
       layers: VGG layers whose Gram matrices are matched (Gatys et al.: conv1_1, pool1..pool4).
       layer_weights: one non-negative weight per layer.
       pooling: "avg" (Gatys et al.) or "max".
-      iterations: L-BFGS iterations at `size`, after the coarser scales.
+      iterations: L-BFGS iterations at `size`, after the coarser scales; 0: by the size (`last_iterations`).
       history: L-BFGS memory (the paper's scipy run used 20).
       init: the starting noise around mid-grey: "normal" (Gatys: almost flat grey) or "uniform".
       init_scale: its spread in [0, 1] pixel units: the std (normal) or the half-width (uniform:
@@ -95,9 +97,9 @@ class SynthesisConfig:
       coarse_iterations: coarse-to-fine: iterations at each coarser scale, coarsest first; each
         scale is half the size of the next (the last one is `size`, run for `iterations`), and its
         targets come from the source shrunk by the same factor, so texture elements keep their
-        size relative to the output. Default (100, 60) with 60 `iterations`: the coarse scales measured by
-        bench/schedules.py, the last scale's 60 by bench/versus_paper.py against the paper run to convergence
-        (docs/quality.md, "Against the converged paper"); empty: one scale, as in the paper.
+        size relative to the output. Default (100, 60): the coarse scales measured by
+        bench/schedules.py, the last scale's (`last_iterations`) by bench/versus_paper.py against the paper run to
+        convergence (docs/quality.md, "Against the converged paper"); empty: one scale, as in the paper.
       upsample: how each scale's result is enlarged to start the next (jax.image methods).
       source_scale: the source is resized by this factor before its statistics are taken
         (synthesis.scale_source), so its texture elements come out that much smaller (< 1) or larger.
@@ -130,8 +132,10 @@ class SynthesisConfig:
                                                "without --layer_weights, every layer weighs 1.",
                                                example="1,1,1,1,1 (one per layer)")
     pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
-    iterations: int = setting(60, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations); "
-                              "60 by bench/versus_paper.py (20 left the last scale unfinished).")
+    iterations: int = setting(0, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations); "
+                              f"0: by the size, {SMALL_ITERATIONS} up to {SMALL_PIXELS:,} pixels (128x128), where "
+                              f"they are cheap, {ITERATIONS} above: measured against the paper run to convergence "
+                              "(bench/versus_paper.py, docs/quality.md).")
     history: int = setting(20, "L-BFGS memory (pairs kept).")
     init: str = setting("normal", "Starting noise around mid-grey: normal (Gatys: almost flat grey) or uniform.",
                         INITS)
@@ -211,13 +215,13 @@ class SynthesisConfig:
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
                                    "default, keeps every scale: on the tuning photos at 128 px the 32 px scale "
                                    "helps (bench/versus_paper.py, docs/quality.md).")
-    pyramid: int = setting(0, "Also match the loss terms on the output halved, quartered, ... (this many halvings, "
+    pyramid: int = setting(1, "Also match the loss terms on the output halved, quartered, ... (this many halvings, "
                            "2x2 means) against the source shrunk alike, at every scale, each halving only where the "
                            "deepest layer still sees 2x2 positions (Snelgrove 2017: multi-scale Grams). 1: nearer the "
-                           "source at 256 px (at 128 px with 150 last iterations) than 0, the Grams of the image "
-                           "alone, in ~1.1x the time (docs/quality.md). With --guide the halved output matches the "
-                           "regions' statistics blended by area. Not for part of a photo (--fill's kept pixels, "
-                           "--source_guide): halved, its statistics see past the mask (a removed object comes back).")
+                           "source than 0, the Grams of the image alone (at 256 px 0.73x the converged paper's "
+                           "distance against 0.78x), in ~1.1x the time (docs/quality.md). With --guide the halved "
+                           "output keeps the regions, halved. A part of a photo (--fill's kept pixels, "
+                           "--source_guide) has no halved statistics: they would see past its mask.")
 
     def __post_init__(self):
         check_fields(self)
@@ -245,8 +249,8 @@ class SynthesisConfig:
         for w in self.layer_weights:
             check_weight(w, f"layer_weights={format_value(self.layer_weights)}", ones)
         check_scale_of_weights(self.layer_weights, loss_weights)
-        if self.iterations < 1:
-            raise ValueError(f"iterations={self.iterations} must be at least 1; give a positive count like 20")
+        if self.iterations < 0:
+            raise ValueError(f"iterations={self.iterations} is negative; give a count like 60, or 0 to choose by size")
         if any(n < 1 for n in self.coarse_iterations):
             raise ValueError(f"coarse_iterations={format_value(self.coarse_iterations)} has a count below 1; give "
                              "each coarser scale at least one iteration, like 100,60, or leave it empty for one scale")
@@ -319,7 +323,16 @@ class SynthesisConfig:
         coarse = [((side(self.size[0], n - k), side(self.size[1], n - k)), iterations)
                   for k, iterations in enumerate(self.coarse_iterations)]
         kept = [(size, iterations) for size, iterations in coarse if min(size) // factor >= self.coarse_min_view]
-        return [size for size, _ in kept] + [tuple(self.size)], [n for _, n in kept] + [self.iterations]
+        return [size for size, _ in kept] + [tuple(self.size)], [n for _, n in kept] + [self.last_iterations]
+
+    @property
+    def last_iterations(self) -> int:
+        """Iterations at `size`: `iterations`, or where 0, by the size: small outputs' last scale runs longer,
+        where it is cheap and its coarse scales see least (at 128 px 150 iterations came 0.90x the converged
+        paper's distance against 60's 1.02x; at 256 px 60 came 0.73x: docs/quality.md)."""
+        if self.iterations:
+            return self.iterations
+        return SMALL_ITERATIONS if self.size[0] * self.size[1] <= SMALL_PIXELS else ITERATIONS
 
     def pyramid_sizes(self, size=None) -> list[tuple[int, int]]:
         """(height, width) of the shrunk copies of an output of `size` (default: `size`) whose statistics

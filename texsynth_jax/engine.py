@@ -368,6 +368,8 @@ class Engine:
             raise ValueError(f"targets hold {sorted(targets)}, not the loss terms {sorted(names)}; pass "
                              "engine.targets(source) ({term: stats}; style_loss's {layer: gram} go under 'gram')")
         like = self._targets_like
+        if terms.PYRAMID not in targets:  # a part of a photo's: no halved statistics (synthesis._source_stats)
+            like = {k: v for k, v in like.items() if k != terms.PYRAMID}
         if guided:
             masks = targets[terms.GUIDE]
             shapes = {layer: np.shape(m)[1:] for layer, m in masks.items()} if isinstance(masks, Mapping) else None
@@ -378,9 +380,10 @@ class Engine:
                 raise ValueError("guided targets' masks are not of this engine's size and layers; pass "
                                  "engine.guided_targets(region_targets, masks)")
             count = regions.pop()
-            like = {terms.GUIDE: masks, **{name: [like[name]] * count if terms.get(name).masked_loss else like[name]
-                                           for name in names},
-                    **{k: v for k, v in like.items() if k == terms.PYRAMID}}  # blended: guided_targets
+            guided_like = lambda level: {terms.GUIDE: masks, **{
+                name: [level[name]] * count if terms.get(name).masked_loss else level[name] for name in names}}
+            like = {**guided_like(like), **{k: [guided_like(level) for level in v] for k, v in like.items()
+                                            if k == terms.PYRAMID}}
         if jax.tree.structure(targets) != jax.tree.structure(like):
             raise ValueError("targets are not of this engine's layers and terms (another config's?); pass "
                              "engine.targets(source)")
@@ -497,7 +500,7 @@ class Engine:
         keys = self._check_batch(keys)
         batch = len(keys)
         state = self.init(keys, targets) if state is None else self.place(state)
-        state, losses = self.run(state, targets, self.config.iterations, on_step)
+        state, losses = self.run(state, targets, self.config.last_iterations, on_step)
         losses = jnp.stack(losses, axis=1) if losses else jnp.zeros((self.padded_size, 0), jnp.float32)
         return synthesis.image_from_latent(state.latent[:batch]), losses[:batch]
 

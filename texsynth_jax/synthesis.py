@@ -102,21 +102,22 @@ def compute_targets(params: Mapping, source: jax.Array, spec: vgg.NetworkSpec,
 
 @partial(jax.jit, static_argnums=(2, 3))
 def _source_stats(params, source, spec, config, mask=None):
-    """{term: stats} of `source`, or of its part in `mask` ([H, W] shares), and with --pyramid, under
-    terms.PYRAMID, the same of the source (and mask) halved once, twice, ..."""
-    def stats(source, mask, size):
-        # The source is a photo, not a torus: its statistics use config.padding even when tileable.
-        features = _features(params, source, spec, config, config.padding)
-        if mask is None:
-            return terms.source_stats(features, source, config.layers, size, config.loss_weights)
+    """{term: stats} of `source`, or of its part in `mask` ([H, W] shares); of a whole source with --pyramid,
+    under terms.PYRAMID, the same of the source halved once, twice, ... A part of a photo has no halved
+    statistics: halved, its features' receptive fields, twice as wide, see past the mask (a hole's red
+    object, kept out at full size, leaked into --fill's output: tests/test_fill.py)."""
+    # The source is a photo, not a torus: its statistics use config.padding even when tileable.
+    features = _features(params, source, spec, config, config.padding)
+    if mask is not None:
         masks = guide.layer_masks(mask, config.layers, spec.arch)
-        return terms.masked_source_stats(features, source, config.layers, size, config.loss_weights, masks)
-
-    out = stats(source, mask, config.size)
+        return terms.masked_source_stats(features, source, config.layers, config.size, config.loss_weights, masks)
+    out = terms.source_stats(features, source, config.layers, config.size, config.loss_weights)
     for k, size in enumerate(config.pyramid_sizes(), 1):
-        source, mask = halve(source), None if mask is None else halve(mask[..., None])[..., 0]
+        source = halve(source)
         check_size(source.shape[:2], spec.arch, config.layers, f"source image halved {k} time(s) for --pyramid")
-        out.setdefault(terms.PYRAMID, []).append(stats(source, mask, size))
+        features = _features(params, source, spec, config, config.padding)
+        out.setdefault(terms.PYRAMID, []).append(
+            terms.source_stats(features, source, config.layers, size, config.loss_weights))
     return out
 
 
@@ -132,7 +133,8 @@ def masked_targets(params: Mapping, source: jax.Array, mask: jax.Array, spec: vg
                    config: SynthesisConfig) -> dict[str, object]:
     """`compute_targets` of the part of `source` inside `mask` (float32 [H, W], each pixel's share in
     [0, 1], at the source's size): a guided region's statistics from part of a photo (--source_guide).
-    Terms without a masked form take the whole source's (terms.masked_source_stats)."""
+    Terms without a masked form take the whole source's (terms.masked_source_stats); no --pyramid levels
+    (`_source_stats`)."""
     return _source_stats(params, source, spec, config, mask)
 
 

@@ -318,22 +318,35 @@ def guided_targets(region_targets, layer_masks) -> dict:
 
     Returns:
       {GUIDE: layer_masks, term: [stats] * R} for terms with a masked form; for a term without one, its
-      regions' statistics blended by their area at the first layer (Term.blend over the whole image), and so
-      for each level of PYRAMID.
+      regions' statistics blended by their area at the first layer (Term.blend over the whole image). Under
+      PYRAMID, where every region has it, the same for each halved level with the masks halved alike (so the
+      halved output keeps the regions' borders); a region from part of a photo has none (synthesis).
     """
     first = next(iter(layer_masks.values()))
     areas = np.asarray(first.sum(axis=(-2, -1)), np.float64)
     shares = areas / areas.sum()
     out = {GUIDE: layer_masks}
     for name in region_targets[0]:
+        if name == PYRAMID:
+            if all(PYRAMID in t for t in region_targets):
+                out[name], masks = [], layer_masks
+                for level in zip(*(t[PYRAMID] for t in region_targets)):
+                    masks = {layer: _halve_masks(m) for layer, m in masks.items()}
+                    out[name].append(guided_targets(list(level), masks))
+            continue
         stats = [t[name] for t in region_targets]
-        if name == PYRAMID:  # the halved output is matched whole, to the regions' blend (their masks are not halved)
-            out[name] = [blend_targets([level[k] for level in stats], shares.tolist()) for k in range(len(stats[0]))]
-        elif get(name).masked_loss is not None:
+        if get(name).masked_loss is not None:
             out[name] = stats
         else:
             out[name] = stats[0] if len(stats) == 1 else get(name).blend(stats, shares.tolist())
     return out
+
+
+def _halve_masks(masks):
+    """[R, H, W] -> [R, H // 2, W // 2], the means of 2x2 blocks: a layer's masks for the output halved (the
+    same as guide.layer_masks of the halved pixel masks, since both are block means)."""
+    r, h, w = masks.shape[0], masks.shape[1] // 2, masks.shape[2] // 2
+    return masks[:, :2 * h, :2 * w].reshape(r, h, 2, w, 2).mean(axis=(2, 4))
 
 
 def blend_targets(targets_list, weights) -> dict:

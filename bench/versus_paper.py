@@ -58,6 +58,13 @@ def timed_default(engine, source, keys):
         engine.warm = True
     began = time.perf_counter()
     images = np.asarray(engine.synthesize(keys, engine.targets(source))[0])
+    if engine.config.colors:  # the job layer's colour step (runner.finish), timed with the rest
+        from texsynth_jax import colors, image_io
+
+        if engine.config.colors == "content":
+            sys.exit("error: colors=content needs a --content photo, which this benchmark has none of")
+        palette = image_io.load_image(engine.config.palette)[0] if engine.config.palette else source
+        images = np.stack([colors.transfer(x, palette) for x in images])
     return images, time.perf_counter() - began
 
 

@@ -46,6 +46,7 @@ def timed_default(engine, source, keys):
     the first time an engine is used, each scale runs a dispatch and a step (its programs compile on first use;
     they do not depend on the iteration count)."""
     import jax
+    from texsynth_jax import colors
 
     if not getattr(engine, "warm", False):
         targets = engine.targets(source)
@@ -58,13 +59,9 @@ def timed_default(engine, source, keys):
         engine.warm = True
     began = time.perf_counter()
     images = np.asarray(engine.synthesize(keys, engine.targets(source))[0])
-    if engine.config.colors:  # the job layer's colour step (runner.finish), timed with the rest
-        from texsynth_jax import colors, image_io
-
-        if engine.config.colors == "content":
-            sys.exit("error: colors=content needs a --content photo, which this benchmark has none of")
-        palette = image_io.load_image(engine.config.palette)[0] if engine.config.palette else source
-        images = np.stack([colors.transfer(x, palette) for x in images])
+    if engine.config.colors == "content":
+        sys.exit("error: colors=content needs a --content photo, which this benchmark has none of")
+    images = colors.finish(images, engine.config, source)  # the job layer's colour step, timed with the rest
     return images, time.perf_counter() - began
 
 

@@ -5,6 +5,7 @@ structure kept: histogram distances, the judge on luminance, the exact channel h
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from texsynth_jax import Engine, SynthesisConfig, colors, evaluate, load_weights
@@ -46,6 +47,21 @@ def test_transfer_takes_the_palette_and_keeps_the_structure():
     judge = evaluate.load_judge()
     ratio = evaluate.distances(judge, equalised_luminance(image), [equalised_luminance(out)])[0]
     assert ratio < 0.05, ratio  # the same structure (an unrelated texture scores ~1)
+
+
+def test_finish_applies_each_colors_setting_as_its_function(tmp_path):
+    """colors.finish (the job layer's and bench/'s colour step) against the functions each setting names."""
+    images, source, content = np.stack([gravel(32), warm(32)]), cool(48), gravel(32)[::-1]
+    Image.fromarray((cool(40) * 255).round().astype(np.uint8)).save(tmp_path / "palette.png")
+    palette = read_png(tmp_path / "palette.png")
+    config = lambda colours: SynthesisConfig(colors=colours, content="c.png" if colours == "content" else "")
+    np.testing.assert_array_equal(colors.finish(images, config(""), source), images)
+    for colours, expected in (("source", [colors.transfer(x, source) for x in images]),
+                              (str(tmp_path / "palette.png"), [colors.transfer(x, palette) for x in images]),
+                              ("content", [colors.keep_colors(x, content) for x in images])):
+        np.testing.assert_array_equal(colors.finish(images, config(colours), source, content), np.stack(expected))
+    with pytest.raises(ValueError, match="content="):
+        colors.finish(images, config("content"), source)
 
 
 def test_cli_colors_from_a_palette_and_from_the_source(tmp_path, weights_path, capsys):

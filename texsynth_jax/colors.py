@@ -14,6 +14,8 @@ synthesis, on images of at most a few million pixels.
 
 import numpy as np
 
+from texsynth_jax import image_io
+
 TURNS = 12  # random rotations: the sliced distance to the palette settles within ~10 (tests/test_colors.py)
 
 
@@ -99,3 +101,17 @@ def keep_colors(image, photo) -> np.ndarray:
     image, photo = np.asarray(image, np.float64) @ _YIQ.T, np.asarray(photo, np.float64) @ _YIQ.T
     out = np.concatenate([image[..., :1], photo[..., 1:]], axis=-1) @ np.linalg.inv(_YIQ).T
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def finish(images, config, source, content=None) -> np.ndarray:
+    """Synthesised images [N, H, W, 3] with `config.colors` applied, as the job layer saves them: "" as they
+    are; "source" or a palette's path, that image's colour distribution moved onto each (`transfer`);
+    "content", each pixel's chrominance of `content`, the --content photo (`keep_colors`)."""
+    if not config.colors:
+        return np.asarray(images)
+    if config.colors == "content":
+        if content is None:
+            raise ValueError("colors=content keeps the --content photo's colours; pass that photo as content=")
+        return np.stack([keep_colors(x, content) for x in images])
+    palette = image_io.load_image(config.palette)[0] if config.palette else source
+    return np.stack([transfer(x, palette) for x in images])

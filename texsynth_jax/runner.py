@@ -538,12 +538,7 @@ def _write_images(job: _Job, src: SourcePlan, state, status: str, image, notes, 
         names.update(images=None, tiled=None, sheet=None, loss_plot=None, scales=None)
     else:
         images = np.asarray(jax.device_get(engine.images(state)))[:len(src.seeds)]
-        if config.colors == "content":  # the luminance as synthesised, each pixel's colour the photo's
-            photo = _content_photo(job)
-            images = np.stack([colors.keep_colors(x, photo) for x in images])
-        elif config.colors:  # the structure as synthesised, the colours of the palette (or the source's, exactly)
-            palette = image_io.load_image(config.palette)[0] if config.palette else image
-            images = np.stack([colors.transfer(x, palette) for x in images])
+        images = colors.finish(images, config, image, _content_photo(job) if config.colors == "content" else None)
         if canvas is not None:
             images = fill.paste(images, canvas.known, canvas.keep)
         outputs.save_images(options.output_dir, names["images"], images)

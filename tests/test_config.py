@@ -12,6 +12,7 @@ from texsynth_jax import RunOptions, SynthesisConfig, config as config_lib
 from texsynth_jax.config import setting
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_LAYERS = config_lib.PAPER_MODE["layers"]  # five layers, for the tests that give five weights
 FIELDS = {f.name: (cls, f) for cls in (SynthesisConfig, RunOptions) for f in dataclasses.fields(cls)}
 
 
@@ -42,16 +43,18 @@ def test_float_fields_take_finite_numbers(value, words):
 
 
 def test_numbers_are_stored_as_their_field_says():
-    config = SynthesisConfig(init_scale=0, iterations=np.int64(3), layer_weights=[1, np.float32(2), 3, 4, 5])
+    config = SynthesisConfig(init_scale=0, iterations=np.int64(3), layers=PAPER_LAYERS,
+                             layer_weights=[1, np.float32(2), 3, 4, 5])
     assert type(config.init_scale) is float and type(config.iterations) is int
     assert config.layer_weights == (1.0, 2.0, 3.0, 4.0, 5.0) and {type(w) for w in config.layer_weights} == {float}
-    assert config == SynthesisConfig(init_scale=0.0, iterations=3, layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
+    assert config == SynthesisConfig(init_scale=0.0, iterations=3, layers=PAPER_LAYERS,
+                                    layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
 
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(pooling=1), "pooling=1 is not text"), (dict(pooling="median"), "pooling='median' is unknown; use one of avg, max"),
     (dict(layers=("conv1_1", 2)), "layers=.* has 2, which is not text"),
-    (dict(layer_weights=(1, "x", 1, 1, 1)), "layer_weights=.* has 'x', which is not a number"),
+    (dict(layers=PAPER_LAYERS, layer_weights=(1, "x", 1, 1, 1)), "layer_weights=.* has 'x', which is not a number"),
     (dict(size=(64, 64.0)), r"size=\(64, 64.0\) has 64.0, which is not a whole number"),
     (dict(size=(64, 64, 3)), "size=.* has 3 values, not 2; give comma-separated whole numbers like 256 or 256,384"),
     (dict(size=64.0), "size=64.0 is not a tuple of whole numbers"),
@@ -125,7 +128,8 @@ def test_defaults_are_the_recommended_settings():
     assert config.coarse_iterations == (100, 60) and config.iterations == 0 and config.pyramid == 1
     assert config.scale_sizes == [(64, 64), (128, 128), (256, 256)] and config.total_iterations == 220
     assert config.loss_weights == {"gram": 1.0}
-    assert config.layers == ("conv1_1", "pool1", "pool2", "pool3", "pool4")
+    assert config.layers == ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "pool3", "conv4_1",
+                             "pool4") and config.layer_weights == (1.0,) * 10
     # Every SynthesisConfig field that texture.cfg sets, it sets to the default.
     fields = {f.name: f for f in dataclasses.fields(SynthesisConfig)}
     with open(os.path.join(REPO, "texture.cfg")) as f:
@@ -161,16 +165,16 @@ def test_loss_weights_float32_cannot_carry_are_refused(loss):
 
 
 def test_weights_at_the_bounds_and_zero_are_accepted():
-    assert SynthesisConfig(loss="gram:1e-8,swd:1e8,spectrum:0", layer_weights=(1, 1, 1, 1, 1)).loss_weights == {
+    assert SynthesisConfig(loss="gram:1e-8,swd:1e8,spectrum:0", layer_weights=(1,) * 10).loss_weights == {
         "gram": 1e-8, "swd": 1e8, "spectrum": 0.0}
-    assert SynthesisConfig(layer_weights=(1e-8, 1, 1, 1, 0)).layer_weights[0] == 1e-8
+    assert SynthesisConfig(layers=PAPER_LAYERS, layer_weights=(1e-8, 1, 1, 1, 0)).layer_weights[0] == 1e-8
 
 
 def test_layer_weights_and_their_products_are_bounded_too():
     with pytest.raises(ValueError, match=r"layer_weights=1e-30,1,1,1,1: 1e-30 is too small for float32"):
-        SynthesisConfig(layer_weights=(1e-30, 1, 1, 1, 1))
+        SynthesisConfig(layers=PAPER_LAYERS, layer_weights=(1e-30, 1, 1, 1, 1))
     with pytest.raises(ValueError, match=r"loss weight gram:0.0001 times layer weight 1e-05 is 1e-09, outside"):
-        SynthesisConfig(loss="gram:1e-4", layer_weights=(1e-5, 1, 1, 1, 1))
+        SynthesisConfig(loss="gram:1e-4", layers=PAPER_LAYERS, layer_weights=(1e-5, 1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("init, scale", [("normal", 25.0), ("normal", 0.51), ("normal", -0.01), ("uniform", 0.6)])

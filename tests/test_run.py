@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from texsynth_jax import __version__, defaults
+from texsynth_jax import SynthesisConfig, __version__, defaults
 from texsynth_jax import cli as cli_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     record = json.loads((out / "default_texture_run.json").read_text())
     assert record["status"] == "complete" and record["iterations_done"] == 3
     assert record["config"]["size"] == [32, 32] and record["seeds"] == [0, 1]
-    assert record["config"]["layers"] == ["conv1_1", "pool1", "pool2", "pool3", "pool4"]
+    assert record["config"]["layers"] == list(SynthesisConfig().layers) and len(record["config"]["layers"]) == 10
     assert record["flags"]["pooling"] == "avg" and record["flags"]["save_every"] == 2
     assert set(record["loss_history"]) == {"0", "1"} and all(len(v) == 3 for v in record["loss_history"].values())
     assert record["weights"]["arch"] == "vgg16" and len(record["weights"]["file_sha256"]) == 64
@@ -221,7 +221,7 @@ ERRORS = [  # (arguments, a word the error line must contain)
     (["--layers=conv1_1,conv9_9"], "unknown layer"),
     (["--layers=conv1_1,pool1", "--layer_weights=1,1,1"], "layer_weights for 2 layers"),
     (["--layer_weights=1,x,1,1,1"], "--layer_weights"),
-    (["--layer_weights=1,1,1,1,-1"], "negative"),
+    (["--layer_weights=1,1,1,1,1,1,1,1,1,-1"], "negative"),
     (["--iterations=-1"], "iterations"),
     (["--iterations=many"], "--iterations"),
     (["--size=abc"], "--size"),

@@ -191,7 +191,7 @@ def test_starting_noise(small_problem, init, scale, low, high, std):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(layers=("conv1_1", "pool9"), layer_weights=(1.0, 1.0)), "unknown layer 'pool9'"),
     (dict(size=(8, 8)), "too small for pool4"),
-    (dict(layer_weights=(1.0, -1.0, 1.0, 1.0, 1.0)), "negative weight"),
+    (dict(layers=LAYERS, layer_weights=(1.0, -1.0, 1.0, 1.0, 1.0)), "negative weight"),
     (dict(init="uniform", init_scale=0.6), "init_scale=0.6 is out of range"),
     (dict(init="gaussian"), "init='gaussian' is unknown"),
 ])

@@ -49,6 +49,11 @@ MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
 # --iterations=0 (the default): the last scale's iterations by the output's size (SynthesisConfig.last_iterations).
 ITERATIONS, SMALL_ITERATIONS, SMALL_PIXELS = 60, 150, 128 * 128
+# The default layers: the paper's (conv1_1, pool1..pool4) and the first convolutions of blocks 1-4, each weighing 1.
+# On the six photos never tuned on, against the paper run to convergence: 0.65x its judge distance at 256 px (the
+# paper's layers 0.73x), 0.81x at 128 px (0.91x), diversity 0.97x and 0.94x (0.99x, 0.95x), ~1.1x the time per
+# iteration (bench/results/versus_paper_checking_*.md).
+LAYERS = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "pool3", "conv4_1", "pool4")
 MAX_PYRAMID = 4  # halvings: a fifth would leave the deepest layer 2x2 positions only on outputs of 512 px or more
 # A content photo's layout needs its content layer to see this many positions along the shorter side at every scale
 # (content_min_view): at 64 px, gravel onto scikit-image's cat, the default schedule's 16 px scale (conv4_2 2x2) lost
@@ -71,7 +76,8 @@ class SynthesisConfig:
 
     Attributes:
       size: output (height, width) in pixels.
-      layers: VGG layers whose Gram matrices are matched (Gatys et al.: conv1_1, pool1..pool4).
+      layers: VGG layers whose Gram matrices are matched. Gatys et al.: conv1_1, pool1..pool4; the default
+        adds the first convolutions of blocks 1-4 (nearer the source on photos never tuned on, docs/quality.md).
       layer_weights: one non-negative weight per layer.
       pooling: "avg" (Gatys et al.) or "max".
       iterations: L-BFGS iterations at `size`, after the coarser scales; 0: by the size (`last_iterations`).
@@ -124,13 +130,13 @@ class SynthesisConfig:
     """
 
     size: tuple[int, int] = setting((256, 256), "Output size: one int N for NxN, or H,W.", example="256 or 256,384")
-    layers: tuple[str, ...] = setting(("conv1_1", "pool1", "pool2", "pool3", "pool4"),
-                                      "VGG layers whose Gram matrices are matched (Gatys et al.: "
-                                      "conv1_1,pool1,pool2,pool3,pool4).")
-    layer_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0, 1.0, 1.0),
+    layers: tuple[str, ...] = setting(LAYERS, "VGG layers whose Gram matrices are matched (Gatys et al.: "
+                                      "conv1_1,pool1,pool2,pool3,pool4; the default adds conv1_2, conv2_1, "
+                                      "conv2_2, conv3_1 and conv4_1: nearer the source, docs/quality.md).")
+    layer_weights: tuple[float, ...] = setting((1.0,) * len(LAYERS),
                                                "One weight per layer, comma separated. When --layers is given "
                                                "without --layer_weights, every layer weighs 1.",
-                                               example="1,1,1,1,1 (one per layer)")
+                                               example="1,1,1,1,1,1,1,1,1,1 (one per layer)")
     pooling: str = setting("avg", "Pooling in VGG: avg (Gatys et al.) or max.", POOLINGS)
     iterations: int = setting(0, "L-BFGS iterations at --size (after the coarser scales of --coarse_iterations); "
                               f"0: by the size, {SMALL_ITERATIONS} up to {SMALL_PIXELS:,} pixels (128x128), where "

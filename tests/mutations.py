@@ -107,7 +107,7 @@ MUTATIONS = (
                "    statistics = lambda x: x\n    image = statistics(image)", 1),),
              ("tests/test_colors.py::test_cli_colors_from_a_palette_and_from_the_source",),
              "with a palette the structure is synthesised in colour, not from luminance"),
-    Mutation("colors-ignored", RUNNER, (("        elif config.colors:  #", "        elif False:  #", 1),),
+    Mutation("colors-ignored", "texsynth_jax/colors.py", (("    if not config.colors:\n", "    if True:\n", 1),),
              ("tests/test_colors.py::test_cli_colors_from_a_palette_and_from_the_source",), "outputs as synthesised"),
     Mutation("off-cpu-sort", "texsynth_jax/losses.py",
              (("default=lambda x: jnp.sort(x, axis=0)", "default=lambda x: x", 1),),

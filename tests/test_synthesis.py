@@ -83,7 +83,7 @@ def test_matches_pytorch(network, pooling):
     source = rng.uniform(size=(40, 36, 3)).astype(np.float32)
     image = rng.uniform(size=(32, 32, 3)).astype(np.float32)
     config = SynthesisConfig(size=(32, 32), pooling=pooling, padding="zero",  # torch_texture pads with zeros
-                             coarse_iterations=())
+                             coarse_iterations=(), layers=LAYERS, layer_weights=(1.0,) * len(LAYERS))
     feats_t, targets_t, loss_t, grad_t = torch_texture(params, spec, image, source, LAYERS, pooling)
 
     feats = jax.jit(vgg.extract_features, static_argnums=(2, 3, 4))(params, image, spec, LAYERS, pooling)

@@ -28,8 +28,10 @@ from texsynth_jax.config import scaled_size
 STRATEGIES = {"lax": (1.0, 1.0, 2.2, 1.1), "matmul": (2.9, 4.9, 1.1, 1.1), "shifted": (5.6, 4.8, 2.2, 2.1),
               "winograd": (2.0, 1.4, 4.7, 3.9), "winograd4": (2.0, 1.0, 9.0, 6.6)}
 LATENT_COPIES = 4  # latent, gradient, direction, trial point, besides the 2 * history L-BFGS pairs
-GRAD_MAPS_ONE = 3.2  # gradients of the step, in full-resolution first-block feature maps, one seed...
-GRAD_MAPS_BATCH = 6.0  # ... and per seed of a vmapped batch (XLA keeps more layouts of batched maps)
+GRAD_MAPS_ONE = 1.7  # gradients of the step, in full-resolution first-block feature maps, one seed...
+GRAD_MAPS_BATCH = 4.5  # ... and per seed of a vmapped batch (XLA keeps more layouts of batched maps)
+# ... besides each matched layer's own gradient map (the Gram's, F @ dG): the paper's five layers carry 1.5
+# first-block maps of them, the default's ten 3.8 (XLA's account at 128 px: +11 MB for one seed with the ten).
 # With remat (blocks in bands, vgg._banded_block) the step keeps only the matched layers' maps in full,
 # and about one full-resolution map besides (the first layer's gradient; a copy while it is assembled):
 # measured 1.0 for one seed and 3.0 per seed of a batch at 256-1024 px, set with a margin (model / XLA
@@ -37,7 +39,8 @@ GRAD_MAPS_BATCH = 6.0  # ... and per seed of a vmapped batch (XLA keeps more lay
 REMAT_MAPS_ONE = 1.4
 REMAT_MAPS_BATCH = 4.2
 TARGET_MAPS = 3.1  # the forward pass peaks in the first block: a few full-resolution maps (and padded copies) live at once
-TARGET_MAPS_REMAT = 2.5  # ... in bands: the first layer's map, assembled, and band-sized pieces
+TARGET_MAPS_REMAT = 1.6  # ... in bands: the first layer's map, assembled, and band-sized pieces, and 0.6 of
+TARGET_MATCHED_REMAT = 0.6  # each matched layer's map, kept whole until its Gram (+5.7 MB for the ten at 128 px)
 DECODE_BYTES_PER_PIXEL = 48  # Pillow's 4-byte pixels and its conversions, uint8 RGB, float32 RGB and /255
 RUNTIME_BYTES = 1 << 30  # the interpreter, JAX, the weights (0.3 GB measured) and XLA compiling, on the host
 
@@ -80,6 +83,15 @@ def _network(arch: str, layers, remat: bool = False) -> tuple[float, int, int]:
     return values, shapes["conv1_1"][-1], weights
 
 
+def _matched(arch: str, layers) -> float:
+    """Feature values per input pixel of the matched layers alone."""
+    shapes, channels, values = vgg.conv_shapes(arch), 3, 0.0
+    for name in vgg.needed_layers(arch, layers):
+        channels = shapes[name][-1] if name in shapes else channels
+        values += channels / vgg.downsampling(arch, name) ** 2 if name in layers else 0.0
+    return values
+
+
 def _strategy(config, backend: str) -> tuple[float, float, float, float]:
     step, targets, step_copies, targets_copies = STRATEGIES[conv.name(config.conv, backend)]
     return step, targets, step_copies + (2.0 if config.precision == "bf16" else 0.0), targets_copies  # bf16 weights
@@ -94,14 +106,16 @@ def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: st
     else:
         maps = GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH
     maps += 2.0 if config.pooling == "max" else 0.0  # max pooling keeps where each maximum was
-    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + maps * first)
+    matched = 0.0 if config.remat else _matched(arch, config.layers)  # with remat, in `values`
+    per_pixel = 12 * (2 * config.history + LATENT_COPIES) + 4 * factor * (values + matched + maps * first)
     # --pyramid's halved copies keep their own activations, a quarter of the pixels, a sixteenth, ...: all of them
     # even with remat (XLA's account at 128 px: +5.8 MB for one seed with remat, where a quarter of the banded
     # maps would be +3.0 MB).
     shrunk = sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
     if shrunk:
         every, _, _ = _network(arch, config.layers)
-        per_pixel += 4 * factor * shrunk * (every + (GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH) * first)
+        grads = _matched(arch, config.layers) + (GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH) * first
+        per_pixel += 4 * factor * shrunk * (every + grads)
     return int(copies * weights + batch * size[0] * size[1] * per_pixel)
 
 
@@ -109,8 +123,10 @@ def targets_bytes(config, arch: str, size: tuple[int, int], backend: str = "cpu"
     """One device's working set for the target Grams of a source of `size`."""
     _, first, weights = _network(arch, config.layers)
     _, factor, _, copies = _strategy(config, backend)
-    maps = TARGET_MAPS_REMAT if config.remat else TARGET_MAPS
-    return int(copies * weights + size[0] * size[1] * 4 * factor * (maps * first + 3))
+    maps = TARGET_MAPS_REMAT * first + TARGET_MATCHED_REMAT * _matched(arch, config.layers) if config.remat else \
+        TARGET_MAPS * first
+    shrunk = sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))  # --pyramid's shrunk sources too
+    return int(copies * weights + (1 + shrunk) * size[0] * size[1] * 4 * factor * (maps + 3))
 
 
 def decode_bytes(size: tuple[int, int]) -> int:

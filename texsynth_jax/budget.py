@@ -84,12 +84,13 @@ def _network(arch: str, layers, remat: bool = False) -> tuple[float, int, int]:
 
 
 def _matched(arch: str, layers) -> float:
-    """Feature values per input pixel of the matched layers alone."""
-    shapes, channels, values = vgg.conv_shapes(arch), 3, 0.0
-    for name in vgg.needed_layers(arch, layers):
-        channels = shapes[name][-1] if name in shapes else channels
-        values += channels / vgg.downsampling(arch, name) ** 2 if name in layers else 0.0
-    return values
+    """Feature values per input pixel of the matched layers alone (what remat keeps of the forward path)."""
+    return _network(arch, layers, remat=True)[0]
+
+
+def _shrunk(config) -> float:
+    """--pyramid's shrunk copies in units of the full size's pixels: a quarter, a sixteenth, ..."""
+    return sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
 
 
 def _strategy(config, backend: str) -> tuple[float, float, float, float]:
@@ -111,7 +112,7 @@ def step_bytes(config, arch: str, size: tuple[int, int], batch: int, backend: st
     # --pyramid's halved copies keep their own activations, a quarter of the pixels, a sixteenth, ...: all of them
     # even with remat (XLA's account at 128 px: +5.8 MB for one seed with remat, where a quarter of the banded
     # maps would be +3.0 MB).
-    shrunk = sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))
+    shrunk = _shrunk(config)
     if shrunk:
         every, _, _ = _network(arch, config.layers)
         grads = _matched(arch, config.layers) + (GRAD_MAPS_ONE if batch == 1 else GRAD_MAPS_BATCH) * first
@@ -125,8 +126,7 @@ def targets_bytes(config, arch: str, size: tuple[int, int], backend: str = "cpu"
     _, factor, _, copies = _strategy(config, backend)
     maps = TARGET_MAPS_REMAT * first + TARGET_MATCHED_REMAT * _matched(arch, config.layers) if config.remat else \
         TARGET_MAPS * first
-    shrunk = sum(0.25 ** k for k in range(1, len(config.pyramid_sizes()) + 1))  # --pyramid's shrunk sources too
-    return int(copies * weights + (1 + shrunk) * size[0] * size[1] * 4 * factor * (maps + 3))
+    return int(copies * weights + (1 + _shrunk(config)) * size[0] * size[1] * 4 * factor * (maps + 3))
 
 
 def decode_bytes(size: tuple[int, int]) -> int:

@@ -43,11 +43,11 @@ def test_float_fields_take_finite_numbers(value, words):
 
 
 def test_numbers_are_stored_as_their_field_says():
-    config = SynthesisConfig(init_scale=0, iterations=np.int64(3), layers=PAPER_LAYERS,
+    config = SynthesisConfig(init="normal", init_scale=0, iterations=np.int64(3), layers=PAPER_LAYERS,
                              layer_weights=[1, np.float32(2), 3, 4, 5])
     assert type(config.init_scale) is float and type(config.iterations) is int
     assert config.layer_weights == (1.0, 2.0, 3.0, 4.0, 5.0) and {type(w) for w in config.layer_weights} == {float}
-    assert config == SynthesisConfig(init_scale=0.0, iterations=3, layers=PAPER_LAYERS,
+    assert config == SynthesisConfig(init="normal", init_scale=0.0, iterations=3, layers=PAPER_LAYERS,
                                     layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
 
 
@@ -185,7 +185,23 @@ def test_init_scale_beyond_what_works_is_refused(init, scale):
 
 
 def test_init_scale_within_bounds():
-    assert SynthesisConfig(init_scale=0.5).init_scale == SynthesisConfig(init="uniform", init_scale=0.5).init_scale
+    assert SynthesisConfig(init="normal", init_scale=0.5).init_scale == 0.5
+    assert SynthesisConfig(init="uniform", init_scale=0.5).init_scale == 0.5
+
+
+@pytest.mark.parametrize("size, start", [((128, 128), ("normal", 0.01)), ((64, 256), ("normal", 0.01)),
+                                         ((128, 136), ("uniform", 0.4)), ((256, 256), ("uniform", 0.4))])
+def test_the_default_start_goes_by_the_output_size(size, start):
+    assert SynthesisConfig(size=size).start == start  # init=auto: up to 128x128 pixels grey, above uniform
+    assert SynthesisConfig(size=size, init="normal").start == ("normal", 0.01)
+    assert SynthesisConfig(size=size, init="uniform", init_scale=0.3).start == ("uniform", 0.3)
+
+
+def test_a_spread_that_auto_would_not_use_is_refused():
+    assert SynthesisConfig(size=(64, 64), init_scale=0.1).start == ("normal", 0.1)
+    with pytest.raises(ValueError, match=r"^init_scale=0.1 goes unused: init=auto starts a 256x256 output from "
+                                         r"uniform noise of half-width 0.4; give init=normal or init=uniform with it$"):
+        SynthesisConfig(init_scale=0.1)
 
 
 def test_history_beyond_any_use_names_history():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from texsynth_jax import (CoarseToFine, Engine, SynthesisConfig, compute_targets, engine, synthesis, synthesize,
                           texture_loss, vgg)
+from texsynth_jax.content import MARGIN
 from texsynth_jax.losses import gram_matrix, style_loss
 
 LAYERS = ("conv1_1", "pool1", "pool2", "pool3", "pool4")
@@ -186,6 +187,37 @@ def test_starting_noise(small_problem, init, scale, low, high, std):
     assert low - 1e-6 <= images.min() and images.max() <= high + 1e-6
     assert abs(images.mean() - 0.5) < 0.02 and abs(images.std() - std) < 0.1 * std
     assert not np.allclose(images[0], images[1])  # each seed its own noise
+
+
+@pytest.mark.parametrize("size, std", [((128, 128), 0.01), ((128, 136), 0.4 / np.sqrt(3))])
+def test_every_scale_starts_as_the_whole_output_would(size, std):
+    """init=auto goes by the output's size: a 128x136 output starts uniform although its coarsest scale (64x68) is
+    under 128x128 pixels, and a 128x128 one from the paper's grey."""
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    config = SynthesisConfig(size=size, layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0),
+                             coarse_iterations=(1,))
+    ctf = CoarseToFine(params, spec, config, 2)
+    source = np.random.default_rng(3).uniform(size=(*size, 3)).astype(np.float32)
+    images = np.asarray(ctf.images(ctf.init(ctf.keys([0, 1]), ctf.targets(source))))
+    assert images.shape == (2, size[0] // 2, size[1] // 2, 3)
+    assert abs(images.mean() - 0.5) < 0.02 and abs(images.std() - std) < 0.1 * std
+
+
+def test_a_content_start_keeps_its_small_noise():
+    """Around a content photo the seeds' noise stays normal and small, also where the texture alone would start
+    from uniform noise (init=auto above 128x128 pixels)."""
+    params, spec = random_params("vgg16"), SPECS["vgg16"]
+    config = SynthesisConfig(size=(128, 136), layers=("conv1_1", "pool1", "pool2"), layer_weights=(1.0, 1.0, 1.0),
+                             coarse_iterations=())
+    assert config.start == ("uniform", 0.4)
+    rng = np.random.default_rng(5)
+    photo = rng.uniform(0.3, 0.7, size=(128, 136, 3)).astype(np.float32)
+    eng = Engine(params, spec, config, 2)
+    targets = eng.content_targets(eng.targets(rng.uniform(size=(128, 136, 3)).astype(np.float32)), photo, 1.0)
+    images = np.asarray(eng.images(eng.init(eng.keys([0, 1]), targets)))
+    squeezed = 0.5 + (1 - 2 * MARGIN) * (photo - 0.5)  # content.start's photo
+    assert np.abs(images - squeezed).std() < 0.02  # the normal start's 0.01, not a uniform 0.4 around the photo
+    assert not np.allclose(images[0], images[1])
 
 
 @pytest.mark.parametrize("kwargs, message", [

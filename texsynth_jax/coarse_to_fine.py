@@ -34,8 +34,10 @@ from texsynth_jax.synthesis import SynthState
 
 
 def scale_configs(config: SynthesisConfig) -> list[SynthesisConfig]:
-    """One single-scale config per scale, coarsest first (the last is `config` at its own size)."""
-    return [dataclasses.replace(config, size=size, iterations=n, coarse_iterations=())
+    """One single-scale config per scale, coarsest first (the last is `config` at its own size), each starting as
+    the whole output would (`config.start`: init=auto goes by the output's size, not the scale's)."""
+    init, init_scale = config.start
+    return [dataclasses.replace(config, size=size, iterations=n, coarse_iterations=(), init=init, init_scale=init_scale)
             for size, n in zip(config.scale_sizes, config.scale_iterations)]
 
 

@@ -20,7 +20,7 @@ POOLINGS = ("avg", "max")
 PRECISIONS = ("fp32", "bf16")
 CONV_STRATEGIES = ("auto", "lax", "matmul", "shifted", "winograd", "winograd4")
 PROJECTIONS = ("fixed", "fresh")
-INITS = ("normal", "uniform")
+INITS = ("auto", "normal", "uniform")
 UPSAMPLING = ("nearest", "linear", "cubic", "lanczos3")
 MESHES = ("auto", "seeds", "space", "none")
 
@@ -37,7 +37,7 @@ MIN_WEIGHT, MAX_WEIGHT = 1e-8, 1e8
 # the sigmoid's flat tails, where they stay (64 px, 30 iterations, pixels within 0.01 of 0 or 1 at the start
 # / end, loss at the end): 0.01-0.25: none, 2e-4 to 4e-4; 0.5: 2% / 2%, 2.4e-3; 1: 26% / 31%, 0.035;
 # 25 (someone thinking in 0-255): 96% / 99.7%, 32, the grey noise barely changed.
-MAX_INIT_SCALE = {"normal": 0.5, "uniform": 0.5}
+MAX_INIT_SCALE = {"auto": 0.5, "normal": 0.5, "uniform": 0.5}
 # Counts. history: L-BFGS keeps 2 image-sized float32 arrays per pair and seed (1000 pairs at 256 px: 1.5 GB
 # a seed), and pairs beyond ~100 bring nothing (64 px, 200 iterations: loss 3.3e-5, 3.2e-5, 2.9e-5, 2.85e-5
 # with 5, 20, 100, 400 pairs), so 1000 is beyond any use; what does fit in memory, budget.py checks. Total iterations: a run keeps a loss
@@ -49,6 +49,12 @@ MAX_SOURCE_SCALE = 8.0
 MAX_ITERATIONS = 1_000_000
 # --iterations=0 (the default): the last scale's iterations by the output's size (SynthesisConfig.last_iterations).
 ITERATIONS, SMALL_ITERATIONS, SMALL_PIXELS = 60, 150, 128 * 128
+# --init=auto (the default): the start by the output's size, as the iterations: the paper's almost flat grey (normal,
+# std init_scale) up to SMALL_PIXELS, uniform noise of half-width UNIFORM_SCALE above. At 256 px on the six photos never
+# tuned on, against the paper run to convergence, the uniform start's seeds are 0.996x as diverse (grey: 0.964x;
+# more on five photos, as much on water) at 0.66x the distance (0.65x); at 128 px it gained nothing (water 0.94x
+# against 1.03x, lace and bark as grey's; bench/results/versus_paper_checking_*.md).
+INIT_SCALE, UNIFORM_SCALE = 0.01, 0.4
 # The default layers: the paper's (conv1_1, pool1..pool4) and the first convolutions of blocks 1-4, each weighing 1.
 # On the six photos never tuned on, against the paper run to convergence: 0.65x its judge distance at 256 px (the
 # paper's layers 0.73x), 0.81x at 128 px (0.91x), diversity 0.97x and 0.94x (0.99x, 0.95x), ~1.1x the time per
@@ -82,9 +88,10 @@ class SynthesisConfig:
       pooling: "avg" (Gatys et al.) or "max".
       iterations: L-BFGS iterations at `size`, after the coarser scales; 0: by the size (`last_iterations`).
       history: L-BFGS memory (the paper's scipy run used 20).
-      init: the starting noise around mid-grey: "normal" (Gatys: almost flat grey) or "uniform".
-      init_scale: its spread in [0, 1] pixel units: the std (normal) or the half-width (uniform:
-        0.5 covers [0, 1], as PyTorch implementations that bound pixels with L-BFGS-B start).
+      init: the starting noise around mid-grey: "normal" (Gatys: almost flat grey), "uniform", or "auto": by the
+        output's size (`start`), normal up to 128x128 pixels, uniform of half-width UNIFORM_SCALE above.
+      init_scale: its spread in [0, 1] pixel units: the std (normal, and auto's small outputs) or the
+        half-width (uniform: 0.5 covers [0, 1], as PyTorch implementations that bound pixels with L-BFGS-B start).
       precision: "fp32", or "bf16" features with float32 Gram matrices and loss (faster on
         hardware with bf16 matrix units).
       remat: recompute each VGG block's activations in the backward pass instead of keeping
@@ -143,10 +150,12 @@ class SynthesisConfig:
                               f"they are cheap, {ITERATIONS} above: measured against the paper run to convergence "
                               "(bench/versus_paper.py, docs/quality.md).")
     history: int = setting(20, "L-BFGS memory (pairs kept).")
-    init: str = setting("normal", "Starting noise around mid-grey: normal (Gatys: almost flat grey) or uniform.",
-                        INITS)
-    init_scale: float = setting(0.01, "Spread of the starting noise in [0, 1] pixel units: the std (normal) or "
-                                "the half-width (uniform; 0.5 covers [0, 1]).")
+    init: str = setting("auto", "Starting noise around mid-grey: normal (Gatys: almost flat grey), uniform, or auto: "
+                        f"by the size, normal up to {SMALL_PIXELS:,} pixels (128x128), uniform of half-width "
+                        f"{UNIFORM_SCALE:g} above, where its seeds came out more diverse against the paper run to "
+                        "convergence (docs/quality.md).", INITS)
+    init_scale: float = setting(INIT_SCALE, "Spread of the starting noise in [0, 1] pixel units: the std (normal, and "
+                                "auto up to 128x128) or the half-width (uniform; 0.5 covers [0, 1]).")
     precision: str = setting("fp32", "fp32, or bf16 features (float32 Grams and loss): faster where the "
                              "hardware has bf16 matrix units.", PRECISIONS)
     remat: bool = setting(False, "Recompute each VGG block in the backward pass instead of keeping its "
@@ -274,6 +283,10 @@ class SynthesisConfig:
                 f"units (not 0-255), at most {MAX_INIT_SCALE[self.init]:g} "
                 + ("(the whole [0, 1])" if self.init == "uniform" else "(beyond it the sigmoid saturates the start)")
                 + "; give one like 0.01")
+        if self.init == "auto" and self.init_scale != INIT_SCALE and self.start[0] == "uniform":
+            raise ValueError(f"init_scale={self.init_scale:g} goes unused: init=auto starts a {self.size[0]}x"
+                             f"{self.size[1]} output from uniform noise of half-width {UNIFORM_SCALE:g}; give "
+                             "init=normal or init=uniform with it")
         if not 0 < self.source_scale <= MAX_SOURCE_SCALE:
             raise ValueError(f"source_scale={self.source_scale:g} is out of range; give a factor in (0, "
                              f"{MAX_SOURCE_SCALE:g}] like 0.5 (half the size: smaller texture elements)")
@@ -339,6 +352,18 @@ class SynthesisConfig:
         if self.iterations:
             return self.iterations
         return SMALL_ITERATIONS if self.size[0] * self.size[1] <= SMALL_PIXELS else ITERATIONS
+
+    @property
+    def start(self) -> tuple[str, float]:
+        """(init, init_scale) of the starting noise: as given, or where init is "auto", by the size as
+        `last_iterations`: small outputs the paper's grey (normal, init_scale), larger ones uniform of half-width
+        UNIFORM_SCALE (at 256 px its seeds 0.996x as diverse as the converged paper's, grey's 0.964x:
+        docs/quality.md)."""
+        if self.init != "auto":
+            return self.init, self.init_scale
+        if self.size[0] * self.size[1] <= SMALL_PIXELS:
+            return "normal", self.init_scale
+        return "uniform", UNIFORM_SCALE
 
     def pyramid_sizes(self, size=None) -> list[tuple[int, int]]:
         """(height, width) of the shrunk copies of an output of `size` (default: `size`) whose statistics

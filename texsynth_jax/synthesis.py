@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from texsynth_jax import content as content_lib
 from texsynth_jax import conv as conv_lib
 from texsynth_jax import fill, guide, optimizers, terms, vgg
-from texsynth_jax.config import SynthesisConfig, check_size, scaled_size
+from texsynth_jax.config import INIT_SCALE, SynthesisConfig, check_size, scaled_size
 
 
 class SynthState(NamedTuple):
@@ -218,13 +218,16 @@ def init_state(key: jax.Array, targets: Mapping[str, object], params: Mapping,
       SynthState at iteration 0, latent float32 [*config.size, 3].
     """
     shape = (*config.size, 3)
+    init, scale = config.start
     if content_lib.CONTENT in targets and config.content_start == "content":
-        latent = content_lib.start(targets, config.init_scale * 4.0 * jax.random.normal(key, shape, jnp.float32))
-    elif config.init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
-        image = 0.5 + config.init_scale * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
+        # The photo's own noise is normal: a uniform start's spread would bury the photo.
+        scale = scale if init == "normal" else INIT_SCALE
+        latent = content_lib.start(targets, scale * 4.0 * jax.random.normal(key, shape, jnp.float32))
+    elif init == "uniform":  # the image itself uniform; kept off 0 and 1, where the sigmoid is flat
+        image = 0.5 + scale * jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
         latent = jax.scipy.special.logit(jnp.clip(image, 0.005, 0.995))
     else:  # sigmoid'(0) = 1/4, so latent noise of std 4 * init_scale gives image noise of std init_scale.
-        latent = config.init_scale * 4.0 * jax.random.normal(key, shape, jnp.float32)
+        latent = scale * 4.0 * jax.random.normal(key, shape, jnp.float32)
     return restart(latent, jax.random.key_data(key), targets, params, spec, config)
 
 

@@ -97,6 +97,7 @@ def test_end_to_end_from_the_flagfile(tmp_path, cli_env):
     assert record["status"] == "complete" and record["iterations_done"] == 3
     assert record["config"]["size"] == [32, 32] and record["seeds"] == [0, 1]
     assert record["config"]["layers"] == list(SynthesisConfig().layers) and len(record["config"]["layers"]) == 10
+    assert record["config"]["init"] == "auto" and record["start"] == {"init": "normal", "init_scale": 0.01}
     assert record["flags"]["pooling"] == "avg" and record["flags"]["save_every"] == 2
     assert set(record["loss_history"]) == {"0", "1"} and all(len(v) == 3 for v in record["loss_history"].values())
     assert record["weights"]["arch"] == "vgg16" and len(record["weights"]["file_sha256"]) == 64

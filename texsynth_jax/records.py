@@ -300,6 +300,7 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
         **({"guide": guide_record(config)} if config.guide else {}),
         **({"fill": fill_record(config)} if config.fill else {}),
         **({"content": content_record(config)} if config.content else {}),
+        "start": dict(zip(("init", "init_scale"), config.start)),  # what init=auto chose for this size
         "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
                    for size, iterations, source_size in zip(
                        config.scale_sizes, config.scale_iterations,

@@ -351,7 +351,12 @@ class SynthesisConfig:
         paper's distance against 60's 1.02x; at 256 px 60 came 0.73x: docs/quality.md)."""
         if self.iterations:
             return self.iterations
-        return SMALL_ITERATIONS if self.size[0] * self.size[1] <= SMALL_PIXELS else ITERATIONS
+        return SMALL_ITERATIONS if self._small else ITERATIONS
+
+    @property
+    def _small(self) -> bool:
+        """Whether the output has at most SMALL_PIXELS pixels: the size rule of `last_iterations` and `start`."""
+        return self.size[0] * self.size[1] <= SMALL_PIXELS
 
     @property
     def start(self) -> tuple[str, float]:
@@ -361,7 +366,7 @@ class SynthesisConfig:
         docs/quality.md)."""
         if self.init != "auto":
             return self.init, self.init_scale
-        if self.size[0] * self.size[1] <= SMALL_PIXELS:
+        if self._small:
             return "normal", self.init_scale
         return "uniform", UNIFORM_SCALE
 

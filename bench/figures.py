@@ -67,11 +67,11 @@ FIGURES = {
          "python bench/figures.py versus --runs /tmp/vp_ref:1,/tmp/vp_ours:1 --rows water,lace,bark,veins --tile 128 "
          "--out docs/versus_paper_128.jpg"]),
     "docs/versus_paper_256.jpg": (
-        "256 px, two seeds each of the PyTorch reference run to 300 iterations and of the default settings before "
-        "--pyramid=1 (--pyramid=0), on the checking photos water, lace, bark, veins (README; docs/quality.md, against "
-        "the converged paper)",
-        ["python bench/versus_paper.py --split checking --sizes 256 --seeds 4 --sets torch --candidate "
-         "\"then=pyramid=0\" --cache /tmp/vp_cache --out /tmp/vp256",
+        "256 px, two seeds each of the PyTorch reference run to 300 iterations and of the default settings (as of "
+        "2026-12-07: the ten layers, --pyramid=1, the uniform start above 128 px), on the checking photos water, "
+        "lace, bark, veins (README; docs/quality.md, against the converged paper)",
+        ["python bench/versus_paper.py --split checking --names water.png,lace.png,bark.png,veins.png --sizes 256 "
+         "--seeds 2 --sets torch,default --cache /tmp/vp_cache --out /tmp/vp256",
          "python bench/figures.py versus --runs /tmp/vp256:2,/tmp/vp256:1 --rows water,lace,bark,veins --tile 256 "
          "--out docs/versus_paper_256.jpg"]),
     "docs/losses.jpg": (

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from jax import export
 
-from texsynth_jax import SynthesisConfig, compute_targets, conv, lbfgs, losses, synthesis, texture_loss, vgg
+from texsynth_jax import (SynthesisConfig, coarse_to_fine, compute_targets, conv, lbfgs, losses, synthesis,
+                          texture_loss, vgg)
 from texsynth_jax.optimizers import OptaxState
 from test_remat import narrow_params
 from test_synthesis import SPECS
@@ -65,6 +66,7 @@ EFFECT_TESTS = {
     "projections": "test_terms.py::test_projections_fixed_keep_the_key_and_fresh_redraw_it",
     "coarse_iterations": "test_coarse_to_fine.py::test_a_texture_larger_than_its_source_runs_every_scale_once_compiled",
     "upsample": "test_effects.py::test_upsample_starts_the_next_scale",
+    "coarsest_padding": "test_effects.py::test_coarsest_padding_is_the_coarsest_scales_loss",
     "coarse_min_view": "test_coarse_to_fine.py::test_coarse_scales_the_deepest_layer_barely_sees_are_left_out",
     "source_scale": "test_source_scale.py::test_source_scale_resizes_the_source_before_its_statistics",
     "blend": "test_blend.py::test_cli_blend_weights_one_and_zero_are_a_single_source_run",
@@ -240,6 +242,30 @@ def test_upsample_starts_the_next_scale(params):
         for b in starts:  # all differ but nearest's two (nearest never looks past the border)
             if a < b and {a[1], b[1]} != {"nearest"}:
                 assert np.abs(starts[a] - starts[b]).max() > 1e-3, (a, b)
+
+
+@pytest.mark.parametrize("coarsest_padding,size,extra,expected", [
+    ("circular", 64, {}, "circular"),
+    ("auto", 64, {}, "circular"),  # up to 128x128 pixels: the coarsest scale a torus
+    ("auto", 160, {}, "zero"),  # above: --padding
+    ("auto", 64, {"tileable": True}, "zero"),  # the layout given otherwise: --padding
+    ("auto", 64, {"fill": "photo.png"}, "zero"),
+])
+def test_coarsest_padding_is_the_coarsest_scales_loss(params, coarsest_padding, size, extra, expected):
+    """The coarsest scale's loss (of the engine make_engine builds for it, from CoarseToFine.targets) is PyTorch's
+    with `expected` padding for the image and the shrunk source; the finer scales' keep --padding."""
+    config = SynthesisConfig(size=(size, size), layers=LAYERS, layer_weights=(1.0,) * 3, coarse_iterations=(1, 1),
+                             pyramid=0, padding="zero", coarsest_padding=coarsest_padding, **extra)
+    ctf = coarse_to_fine.make_engine(params, SPEC, config, 1)
+    (source,) = images(size, count=1, seed=5)
+    targets = ctf.targets(source)
+    for k, (engine, padding) in enumerate(zip(ctf.engines, [expected, "zero", "zero"], strict=True)):
+        side = engine.config.size[0]
+        (image,) = images(side, count=1, seed=6 + k)
+        loss = float(texture_loss(image, targets[k], params, SPEC, engine.config))
+        want = config_of(size=side, padding=padding, tileable=config.tileable)
+        expected_loss = torch_loss(params, image, synthesis.resize_source(jnp.asarray(source), (side, side)), want)
+        assert abs(loss / expected_loss - 1) < 1e-4, (k, padding, loss, expected_loss)
 
 
 # --- the sorts off CPU ----------------------------------------------------------------------------------

@@ -333,6 +333,7 @@ EVERY_FIELD = {
     "conv": ("lax", "lax"), "optimizer": ("optax", "optax"), "loss": ("gram:1,swd:0.5", ["gram:1", "swd:0.5"]),
     "projections": ("fresh", "fresh"), "padding": ("circular", "circular"), "tileable": ("true", True),
     "coarse_iterations": ("2", [2]), "upsample": ("linear", "linear"), "coarse_min_view": ("2", 2),
+    "coarsest_padding": ("zero", "zero"),
     "source_scale": ("0.5", 0.5),
     "blend": ("texsynth_jax/data/default_texture.png:0.25", ["texsynth_jax/data/default_texture.png:0.25"]),
     "colors": ("source", "source"),

@@ -35,10 +35,14 @@ from texsynth_jax.synthesis import SynthState
 
 def scale_configs(config: SynthesisConfig) -> list[SynthesisConfig]:
     """One single-scale config per scale, coarsest first (the last is `config` at its own size), each starting as
-    the whole output would (`config.start`: init=auto goes by the output's size, not the scale's)."""
+    the whole output would (`config.start`: init=auto goes by the output's size, not the scale's), the coarsest of
+    several with `config.coarsest_scale_padding`."""
     init, init_scale = config.start
-    return [dataclasses.replace(config, size=size, iterations=n, coarse_iterations=(), init=init, init_scale=init_scale)
-            for size, n in zip(config.scale_sizes, config.scale_iterations)]
+    sizes = config.scale_sizes
+    coarsest = config.coarsest_scale_padding if len(sizes) > 1 else config.padding
+    return [dataclasses.replace(config, size=size, iterations=n, coarse_iterations=(), init=init, init_scale=init_scale,
+                                padding=coarsest if k == 0 else config.padding)
+            for k, (size, n) in enumerate(zip(sizes, config.scale_iterations))]
 
 
 def source_sizes(source_size, config: SynthesisConfig) -> list[tuple[int, int]]:

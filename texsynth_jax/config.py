@@ -55,6 +55,13 @@ ITERATIONS, SMALL_ITERATIONS, SMALL_PIXELS = 60, 150, 128 * 128
 # more on five photos, as much on water) at 0.66x the distance (0.65x); at 128 px it gained nothing (water 0.94x
 # against 1.03x, lace and bark as grey's; bench/results/versus_paper_checking_*.md).
 INIT_SCALE, UNIFORM_SCALE = 0.01, 0.4
+# --coarsest_padding=auto (the default): the coarsest scale of an output up to SMALL_PIXELS is a torus (circular
+# padding, the source's statistics wrapped alike). It lays the texture out from almost flat grey, where nothing but the
+# border tells one place from another, so with a border every seed copies the source's border layout; the finer scales
+# keep --padding and give the output source-like borders. Measured at 128 px against the paper run to convergence
+# (bench/results/versus_paper_*_128.md): on the tuning photos 0.67x its distance / 1.01x its diversity (every coarse
+# scale a torus: 0.77x / 1.02x; none: 0.54x / 0.83x), on the six never tuned on 0.87x / 1.02x (none: 0.81x / 0.94x).
+COARSEST_PADDINGS = ("auto", *vgg.PADDINGS)
 # The default layers: the paper's (conv1_1, pool1..pool4) and the first convolutions of blocks 1-4, each weighing 1.
 # On the six photos never tuned on, against the paper run to convergence: 0.65x its judge distance at 256 px (the
 # paper's layers 0.73x), 0.81x at 128 px (0.91x), diversity 0.97x and 0.94x (0.99x, 0.95x), ~1.1x the time per
@@ -128,6 +135,10 @@ class SynthesisConfig:
         2016, content.py): its features at content_layer, weighed by content_weight (0: the texture alone),
         starting from it ("content") or from noise. The job layer reads the photo; from Python, pass it to
         Engine.content_targets (the weight travels in the targets, the layer and start are the program's).
+      coarsest_padding: what the coarsest scale's convolutions see beyond the border, the output's and the source's
+        (the other scales': `padding`; one scale: `padding`); "auto" (`coarsest_scale_padding`): circular for outputs
+        up to 128x128 pixels whose layout nothing else gives (no fill, content, guide or tileable named here), else
+        `padding`.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
         left out with their iterations, so small outputs run fewer scales.
@@ -225,6 +236,11 @@ class SynthesisConfig:
                                  "et al. 2016: conv4_2; shallower keeps more of the photo's detail).")
     content_start: str = setting("content", "With --content: start from the photo (with each seed's noise) or from "
                                  "noise.", content_lib.STARTS)
+    coarsest_padding: str = setting("auto", "What the coarsest scale's convolutions see beyond the border, the "
+                                    "output's and the source's (the finer scales': --padding); auto: circular up to "
+                                    "128x128 pixels when no --fill, --content, --guide or --tileable gives the layout, "
+                                    "else --padding. A torus has no border to copy the source's layout from, so the "
+                                    "seeds differ more (docs/quality.md).", COARSEST_PADDINGS)
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
                                    "positions along the shorter side are left out, coarsest first, with their "
                                    "iterations (e.g. 3: at 128 px no 32 px scale, where pool4 sees 2x2). 0, the "
@@ -357,6 +373,16 @@ class SynthesisConfig:
     def _small(self) -> bool:
         """Whether the output has at most SMALL_PIXELS pixels: the size rule of `last_iterations` and `start`."""
         return self.size[0] * self.size[1] <= SMALL_PIXELS
+
+    @property
+    def coarsest_scale_padding(self) -> str:
+        """The coarsest scale's padding where there are several: `coarsest_padding`, or where "auto", circular for
+        small outputs (as `last_iterations` counts them) whose layout is the synthesis's own to choose, else
+        `padding`."""
+        if self.coarsest_padding != "auto":
+            return self.coarsest_padding
+        free = not (self.fill or self.content or self.guide or self.tileable)
+        return "circular" if self._small and free else self.padding
 
     @property
     def start(self) -> tuple[str, float]:

@@ -136,7 +136,7 @@ MUTATIONS = (
     Mutation("init-auto", "texsynth_jax/config.py",
              (('return "uniform", UNIFORM_SCALE', 'return "normal", self.init_scale', 1),),
              ("tests/test_config.py::test_the_default_start_goes_by_the_output_size",), "auto always the paper's grey"),
-    Mutation("init-auto-scales", "texsynth_jax/coarse_to_fine.py", ((", init=init, init_scale=init_scale)", ")", 1),),
+    Mutation("init-auto-scales", "texsynth_jax/coarse_to_fine.py", ((", init=init, init_scale=init_scale,", ",", 1),),
              ("tests/test_synthesis.py::test_every_scale_starts_as_the_whole_output_would",),
              "each scale's start by its own size"),
     Mutation("init-content", SYNTHESIS, (('scale = scale if init == "normal" else INIT_SCALE', "pass", 1),),

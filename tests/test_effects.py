@@ -250,6 +250,8 @@ def test_upsample_starts_the_next_scale(params):
     ("auto", 160, {}, "zero"),  # above: --padding
     ("auto", 64, {"tileable": True}, "zero"),  # the layout given otherwise: --padding
     ("auto", 64, {"fill": "photo.png"}, "zero"),
+    ("auto", 64, {"content": "photo.png"}, "zero"),
+    ("auto", 64, {"content": "photo.png", "content_weight": 0.0}, "circular"),  # weight 0: the size alone
 ])
 def test_coarsest_padding_is_the_coarsest_scales_loss(params, coarsest_padding, size, extra, expected):
     """The coarsest scale's loss (of the engine make_engine builds for it, from CoarseToFine.targets) is PyTorch's

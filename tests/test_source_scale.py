@@ -2,6 +2,7 @@
 reference, the memory check, work-file items), and the lines that tell a user their source is far too
 large for the output or the outputs far from it."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -39,13 +40,15 @@ def test_source_scale_resizes_the_source_before_its_statistics(vgg):
     plain = Engine(params, spec, single, 1).targets(source)
     differs = lambda a, b: not np.allclose(a, b, rtol=1e-2)
     assert any(jax.tree.leaves(jax.tree.map(differs, plain, got)))  # the setting changed the statistics
-    # Coarse to fine: the scaled source, then shrunk like the output (48 -> 24 px at the 16 px scale).
+    # Coarse to fine: the scaled source, then shrunk like the output (48 -> 24 px at the 16 px scale), each
+    # scale's statistics with that scale's padding (the coarsest a torus: --coarsest_padding).
     ctf_config = SynthesisConfig(size=(32, 32), coarse_iterations=(2,), source_scale=0.5, **SHALLOW)
     ctf = coarse_to_fine.CoarseToFine(params, spec, ctf_config, 1)
     coarse, fine = ctf.targets(source)
     scaled = by_hand(source, (48, 48))
-    for got, size in ((coarse, (24, 24)), (fine, (48, 48))):
-        want = Engine(params, spec, single, 1).targets(by_hand(scaled, size) if size != (48, 48) else scaled)
+    for got, size, padding in ((coarse, (24, 24), "circular"), (fine, (48, 48), "reflect")):
+        at_scale = dataclasses.replace(single, padding=padding)
+        want = Engine(params, spec, at_scale, 1).targets(by_hand(scaled, size) if size != (48, 48) else scaled)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
 
 

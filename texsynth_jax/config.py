@@ -137,7 +137,7 @@ class SynthesisConfig:
         Engine.content_targets (the weight travels in the targets, the layer and start are the program's).
       coarsest_padding: what the coarsest scale's convolutions see beyond the border, the output's and the source's
         (the other scales': `padding`; one scale: `padding`); "auto" (`coarsest_scale_padding`): circular for outputs
-        up to 128x128 pixels whose layout nothing else gives (no fill, content, guide or tileable named here), else
+        up to 128x128 pixels whose layout nothing else gives (no fill, weighed content, guide or tileable), else
         `padding`.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
@@ -381,7 +381,7 @@ class SynthesisConfig:
         `padding`."""
         if self.coarsest_padding != "auto":
             return self.coarsest_padding
-        free = not (self.fill or self.content or self.guide or self.tileable)
+        free = not (self.fill or (self.content and self.content_weight) or self.guide or self.tileable)
         return "circular" if self._small and free else self.padding
 
     @property

@@ -18,7 +18,8 @@ that ignores it; the judge's distance rewards some of it, docs/quality.md):
   fields as the flags spell them) changed, to tune on the tuning photos.
 --cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
 our settings; the machine that timed them is printed); --against FILE instead takes the reference's rows from the
-output of an earlier run (its "torch" rows, e.g. bench/results/), so our sets can be rerun against it alone. --out
+output of an earlier run (its "torch" rows of as many --seeds, e.g. bench/results/), so our sets can be rerun against it
+alone. --out
 writes a picture per photo and size: the source, then a row of seeds per set; --names runs some photos of the split.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
 is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
@@ -29,6 +30,7 @@ never copied (bench/common.py: the split).
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 
@@ -95,19 +97,38 @@ def cached_reference(cache, name, size, seeds, iterations, compute):
     return images, seconds
 
 
+# How many seeds an earlier run's rows are of: its own "N seeds" line (printed above its table) or command's
+# --seeds, the last before the row within the row's section.
+SEED_COUNTS = (re.compile(r"--seeds[ =](\d+)"), re.compile(r"\b(\d+) seeds\b"))
+
+
 def reference_rows(paths) -> dict:
-    """{(photo, size): (distance, diversity, seconds)} of the "torch" rows in earlier outputs of this script."""
+    """{(photo, size, seeds): (distance, diversity, seconds)} of the "torch" rows in earlier outputs of this script;
+    seeds None where the section never says (`reference_row` takes those for any count)."""
     rows = {}
     for path in paths:
+        seeds = None
         with open(path) as f:
             for line in f:
+                if line.startswith("#"):  # a new section: its own runs
+                    seeds = None
+                    continue
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                if len(cells) in (10, 11) and cells[2] == "torch":  # 10: before the layout column
-                    rows[(cells[0], int(cells[1]))] = (float(cells[4]), float(cells[5]), float(cells[3]))
+                if line.startswith("|") and len(cells) in (10, 11) and cells[2] == "torch":  # 10: before layout
+                    rows[(cells[0], int(cells[1]), seeds)] = (float(cells[4]), float(cells[5]), float(cells[3]))
+                    continue
+                for pattern in SEED_COUNTS:
+                    seeds = next((int(m.group(1)) for m in reversed(list(pattern.finditer(line)))), seeds)
     if not rows:
         sys.exit(f"error: --against {', '.join(paths)} holds no torch rows; give the output of a run with the "
                  "reference")
     return rows
+
+
+def reference_row(rows, name, size, seeds):
+    """The reference of a photo and size for this many seeds: a row of that many (another count's diversity is
+    not comparable: 2 seeds are one pair), else one whose count was never given; None if neither."""
+    return rows.get((name, size, seeds), rows.get((name, size, None)))
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -172,8 +193,9 @@ def main(argv=None):
     parser.add_argument("--candidate", action="append", default=[], help="NAME=field=value;field=value: the default "
                         "with these settings changed (repeatable)")
     parser.add_argument("--cache", default=None, help="folder keeping the PyTorch reference's results between runs")
-    parser.add_argument("--against", action="append", default=[], help="output of an earlier run: its torch rows are "
-                        "the reference (photos without one are skipped); no PyTorch run here (repeatable)")
+    parser.add_argument("--against", action="append", default=[], help="output of an earlier run: its torch rows of "
+                        "as many --seeds are the reference (photos without one are skipped); no PyTorch run here "
+                        "(repeatable)")
     parser.add_argument("--out", default=None, help="folder for a picture per photo and size (source, then seeds)")
     add_weights_arg(parser)
     add_smoke_arg(parser)
@@ -228,8 +250,8 @@ def main(argv=None):
             model = TorchGatys(params, spec, paper.layers, paper.layer_weights)
         for path in paths:
             name = os.path.basename(path)
-            if against is not None and (name, size) not in against:
-                print(f"({name} {size} px: no reference row in --against, skipped)", flush=True)
+            if against is not None and reference_row(against, name, size, args.seeds) is None:
+                print(f"({name} {size} px: no reference row of {args.seeds} seeds in --against, skipped)", flush=True)
                 continue
             source = texture_source(path, (size, size))
             runs = {label: timed_paper(engine, source, keys, args.iterations) if label == "paper"
@@ -247,7 +269,7 @@ def main(argv=None):
             if against is None:
                 ref, ref_seconds = scores[reference], runs[reference][1]
             else:
-                distance, diversity, ref_seconds = against[(name, size)]
+                distance, diversity, ref_seconds = reference_row(against, name, size, args.seeds)
                 ref = {"distance_mean": distance, "diversity": diversity}
             for label, verdict in scores.items():
                 seconds = runs[label][1]

@@ -24,7 +24,7 @@ def test_slow_smoke_runs_write_nothing_into_the_repository(slow_smoke):
 
 def test_versus_paper_against_an_earlier_runs_reference(tmp_path, weights_path):
     """--against: the torch rows of an earlier output are the reference of the ratio columns (no PyTorch run),
-    other rows are ignored, and a file without any is refused in one line."""
+    other rows and a reference of another seed count are ignored, and a file without any is refused in one line."""
     import os
     import subprocess
     import sys
@@ -35,7 +35,10 @@ def test_versus_paper_against_an_earlier_runs_reference(tmp_path, weights_path):
     earlier.write_text("| photo | size | set | seconds | distance | diversity | copied | distance / ref "
                        "| diversity / ref | time / ref |\n|---|---|---|---|---|---|---|---|---|---|\n"
                        "| gravel.png | 32 | default | 1.0 | 9.0000 | 9.000 | 0.00 | 1.00x | 1.00x | 1.00x |\n"
-                       "| gravel.png | 32 | torch | 1000.0 | 8.0000 | 0.500 | 0.00 | 1.00x | 1.00x | 1.00x |\n")
+                       "| gravel.png | 32 | torch | 1000.0 | 8.0000 | 0.500 | 0.00 | 1.00x | 1.00x | 1.00x |\n"
+                       # a later section's reference of 4 seeds: not the smoke run's (2 seeds)
+                       "\n## 4 seeds\n\n    python bench/versus_paper.py --seeds 4\n\n"
+                       "| gravel.png | 32 | torch | 10.0 | 1.0000 | 0.100 | 0.00 | 1.00x | 1.00x | 1.00x |\n")
     env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(tmp_path / "home"))
     run = lambda against: subprocess.run(
         [sys.executable, os.path.join("bench", "versus_paper.py"), "--smoke", "--sets", "default", "--weights",

@@ -19,8 +19,8 @@ that ignores it; the judge's distance rewards some of it, docs/quality.md):
 --cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
 our settings; the machine that timed them is printed); --against FILE instead takes the reference's rows from the
 output of an earlier run (its "torch" rows of as many --seeds, e.g. bench/results/), so our sets can be rerun against it
-alone. --out
-writes a picture per photo and size: the source, then a row of seeds per set; --names runs some photos of the split.
+alone. --out writes a picture per photo and size: the source, then a row of seeds per set; --names runs some photos of
+the split.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
 is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
 set with its ratios to the reference, then per size the geometric means over the photos. The photos are read,
@@ -117,8 +117,8 @@ def reference_rows(paths) -> dict:
                 if line.startswith("|") and len(cells) in (10, 11) and cells[2] == "torch":  # 10: before layout
                     rows[(cells[0], int(cells[1]), seeds)] = (float(cells[4]), float(cells[5]), float(cells[3]))
                     continue
-                for pattern in SEED_COUNTS:
-                    seeds = next((int(m.group(1)) for m in reversed(list(pattern.finditer(line)))), seeds)
+                for match in (m for pattern in SEED_COUNTS for m in pattern.finditer(line)):
+                    seeds = int(match.group(1))
     if not rows:
         sys.exit(f"error: --against {', '.join(paths)} holds no torch rows; give the output of a run with the "
                  "reference")

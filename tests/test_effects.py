@@ -246,8 +246,9 @@ def test_upsample_starts_the_next_scale(params):
 
 @pytest.mark.parametrize("coarsest_padding,size,extra,expected", [
     ("circular", 64, {}, "circular"),
-    ("auto", 64, {}, "circular"),  # up to 128x128 pixels: the coarsest scale a torus
-    ("auto", 160, {}, "zero"),  # above: --padding
+    ("auto", 64, {}, "circular"),  # up to 256x256 pixels: the coarsest scale a torus
+    ("auto", 256, {}, "circular"),
+    ("auto", 272, {}, "zero"),  # above: --padding
     ("auto", 64, {"tileable": True}, "zero"),  # the layout given otherwise: --padding
     ("auto", 64, {"fill": "photo.png"}, "zero"),
     ("auto", 64, {"content": "photo.png"}, "zero"),

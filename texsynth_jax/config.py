@@ -55,12 +55,15 @@ ITERATIONS, SMALL_ITERATIONS, SMALL_PIXELS = 60, 150, 128 * 128
 # more on five photos, as much on water) at 0.66x the distance (0.65x); at 128 px it gained nothing (water 0.94x
 # against 1.03x, lace and bark as grey's; bench/results/versus_paper_checking_*.md).
 INIT_SCALE, UNIFORM_SCALE = 0.01, 0.4
-# --coarsest_padding=auto (the default): the coarsest scale of an output up to SMALL_PIXELS is a torus (circular
-# padding, the source's statistics wrapped alike). It lays the texture out from almost flat grey, where nothing but the
-# border tells one place from another, so with a border every seed copies the source's border layout; the finer scales
-# keep --padding and give the output source-like borders. Measured at 128 px against the paper run to convergence
-# (bench/results/versus_paper_*_128.md): on the tuning photos 0.67x its distance / 1.01x its diversity (every coarse
-# scale a torus: 0.77x / 1.02x; none: 0.54x / 0.83x), on the six never tuned on 0.87x / 1.02x (none: 0.81x / 0.94x).
+# --coarsest_padding=auto (the default): the coarsest scale of an output up to TORUS_PIXELS is a torus (circular
+# padding, the source's statistics wrapped alike). It lays the texture out from noise alike everywhere, where nothing
+# but the border tells one place from another, so with a border every seed copies the source's border layout; the
+# finer scales keep --padding and give the output source-like borders. Measured against the paper run to convergence
+# (bench/results/versus_paper_*.md): at 128 px on the tuning photos 0.67x its distance / 1.01x its diversity (every
+# coarse scale a torus: 0.77x / 1.02x; none: 0.54x / 0.83x), on the six never tuned on 0.87x / 1.02x (none: 0.81x /
+# 0.94x); at 256 px on the six 0.69x / 1.02x (none: 0.66x / 0.996x; on ink, a tuning photo, every seed had the
+# source's plume in the source's corner).
+TORUS_PIXELS = 256 * 256
 COARSEST_PADDINGS = ("auto", *vgg.PADDINGS)
 # The default layers: the paper's (conv1_1, pool1..pool4) and the first convolutions of blocks 1-4, each weighing 1.
 # On the six photos never tuned on, against the paper run to convergence: 0.65x its judge distance at 256 px (the
@@ -137,7 +140,7 @@ class SynthesisConfig:
         Engine.content_targets (the weight travels in the targets, the layer and start are the program's).
       coarsest_padding: what the coarsest scale's convolutions see beyond the border, the output's and the source's
         (the other scales': `padding`; one scale: `padding`); "auto" (`coarsest_scale_padding`): circular for outputs
-        up to 128x128 pixels whose layout nothing else gives (no fill, weighed content, guide or tileable), else
+        up to 256x256 pixels whose layout nothing else gives (no fill, weighed content, guide or tileable), else
         `padding`.
       coarse_min_view: the coarse scales run are those of coarse_iterations at which the deepest layer
         has at least this many positions along the shorter side (`scale_sizes`); the coarser ones are
@@ -238,7 +241,7 @@ class SynthesisConfig:
                                  "noise.", content_lib.STARTS)
     coarsest_padding: str = setting("auto", "What the coarsest scale's convolutions see beyond the border, the "
                                     "output's and the source's (the finer scales': --padding); auto: circular up to "
-                                    "128x128 pixels when no --fill, --content, --guide or --tileable gives the layout, "
+                                    "256x256 pixels when no --fill, --content, --guide or --tileable gives the layout, "
                                     "else --padding. A torus has no border to copy the source's layout from, so the "
                                     "seeds differ more (docs/quality.md).", COARSEST_PADDINGS)
     coarse_min_view: int = setting(0, "Coarse scales at which the deepest layer would see fewer than this many "
@@ -377,12 +380,12 @@ class SynthesisConfig:
     @property
     def coarsest_scale_padding(self) -> str:
         """The coarsest scale's padding where there are several: `coarsest_padding`, or where "auto", circular for
-        small outputs (as `last_iterations` counts them) whose layout is the synthesis's own to choose, else
-        `padding`."""
+        outputs up to TORUS_PIXELS whose layout is the synthesis's own to choose, else `padding`."""
         if self.coarsest_padding != "auto":
             return self.coarsest_padding
         free = not (self.fill or (self.content and self.content_weight) or self.guide or self.tileable)
-        return "circular" if self._small and free else self.padding
+        torus = self.size[0] * self.size[1] <= TORUS_PIXELS
+        return "circular" if torus and free else self.padding
 
     @property
     def start(self) -> tuple[str, float]:

@@ -151,6 +151,8 @@ def test_a_job_resumes_at_a_coarse_scale_and_at_the_last(tmp_path, weights_path)
         np.testing.assert_array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(straight / name)))
     record = json.loads((out / "g_run.json").read_text())
     assert [s["size"] for s in record["scales"]] == [[8, 8], [16, 16], [32, 32]]
+    assert [s["iterations"] for s in record["scales"]] == [4, 3, 3]
+    assert [s["padding"] for s in record["scales"]] == ["circular", "reflect", "reflect"]  # coarsest_padding=auto
     assert record["outputs"]["scales"] == [["g_seed0_8x8.png", "g_seed1_8x8.png"],
                                            ["g_seed0_16x16.png", "g_seed1_16x16.png"]]
     assert len(record["loss_history"]["0"]) == 10

@@ -301,9 +301,11 @@ def make_record(*, status: str, step: int, config: SynthesisConfig, options: Run
         **({"fill": fill_record(config)} if config.fill else {}),
         **({"content": content_record(config)} if config.content else {}),
         "start": dict(zip(("init", "init_scale"), config.start)),  # what init=auto chose for this size
-        "scales": [{"size": list(size), "iterations": iterations, "source_size": list(source_size)}
-                   for size, iterations, source_size in zip(
-                       config.scale_sizes, config.scale_iterations,
+        # what each scale ran: coarsest_padding=auto's choice is the coarsest's padding
+        "scales": [{"size": list(c.size), "iterations": c.iterations, "padding": c.padding,
+                    "source_size": list(source_size)}
+                   for c, source_size in zip(
+                       coarse_to_fine.scale_configs(config),
                        coarse_to_fine.source_sizes(scaled_size(image.shape[:2], config.source_scale), config))],
         "final_loss": {str(s): finite(l[-1]) if len(l) else None for s, l in zip(seeds, losses)},
         "loss_history": {str(s): [finite(x) for x in l] for s, l in zip(seeds, losses)},

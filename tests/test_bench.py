@@ -30,7 +30,9 @@ def run_smoke(folder, weights_path, names) -> tuple[dict, bool]:
     """({script: {ok, seconds, cpu_seconds, compiles, output}}, whether the repository changed) of one run of
     bench/smoke.py for `names`."""
     before = repository_state()
-    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(folder / "home"), MPLBACKEND="Agg")
+    # TMPDIR: the smokes' own temp folders (pictures, sources) land in pytest's, which it prunes
+    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(folder / "home"), MPLBACKEND="Agg",
+               TMPDIR=str(folder))
     proc = subprocess.run([sys.executable, os.path.join("bench", "smoke.py"), "--weights", weights_path,
                            "--only", ",".join(names), "--json", str(folder / "smoke.json")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1800)

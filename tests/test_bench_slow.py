@@ -39,7 +39,7 @@ def test_versus_paper_against_an_earlier_runs_reference(tmp_path, weights_path):
                        # a later section's reference of 4 seeds: not the smoke run's (2 seeds)
                        "\n## 4 seeds\n\n    python bench/versus_paper.py --seeds 4\n\n"
                        "| gravel.png | 32 | torch | 10.0 | 1.0000 | 0.100 | 0.00 | 1.00x | 1.00x | 1.00x |\n")
-    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(tmp_path / "home"))
+    env = dict(os.environ, PYTHONPATH=REPO, TEXSYNTH_JAX_HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path))
     run = lambda against: subprocess.run(
         [sys.executable, os.path.join("bench", "versus_paper.py"), "--smoke", "--sets", "default", "--weights",
          weights_path, "--against", str(against)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -68,8 +68,9 @@ FIGURES = {
          "--out docs/versus_paper_128.jpg"]),
     "docs/versus_paper_256.jpg": (
         "256 px, two seeds each of the PyTorch reference run to 300 iterations and of the default settings (as of "
-        "2026-12-07: the ten layers, --pyramid=1, the uniform start above 128 px), on the checking photos water, "
-        "lace, bark, veins (README; docs/quality.md, against the converged paper)",
+        "2026-12-07, session 23: the ten layers, --pyramid=1, the uniform start above 128 px, the coarsest scale a "
+        "torus up to 256 px), on the checking photos water, lace, bark, veins (README; docs/quality.md, against the "
+        "converged paper)",
         ["python bench/versus_paper.py --split checking --names water.png,lace.png,bark.png,veins.png --sizes 256 "
          "--seeds 2 --sets torch,default --cache /tmp/vp_cache --out /tmp/vp256",
          "python bench/figures.py versus --runs /tmp/vp256:2,/tmp/vp256:1 --rows water,lace,bark,veins --tile 256 "

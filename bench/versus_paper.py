@@ -22,9 +22,9 @@ output of an earlier run (its "torch" rows of as many --seeds, e.g. bench/result
 alone. --out writes a picture per photo and size: the source, then a row of seeds per set; --names runs some photos of
 the split.
 Wall-clock seconds leave out texsynth_jax's compilation (a warm-up run first: it is paid once per job). The photo
-is shrunk to the output size, so a texture element covers the same share of every output. Prints one row per
-set with its ratios to the reference, then per size the geometric means over the photos. The photos are read,
-never copied (bench/common.py: the split).
+is shrunk to the output size, so a texture element covers the same share of every output (above 256 px from its
+512 px copy where shared/textures has one). Prints one row per set with its ratios to the reference, then per
+size the geometric means over the photos. The photos are read, never copied (bench/common.py: the split).
 """
 
 import argparse
@@ -167,6 +167,13 @@ def save_sheet(path, source, rows) -> None:
     Image.fromarray((np.clip(sheet, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
+def detailed_copy(path: str, size: int) -> str:
+    """The photo to shrink to a `size` px source: its 512 px copy (NAME_512.png beside it, shared/textures) for
+    outputs over 256 px where there is one, whose detail enlarging the 256 px photo cannot make; else `path`."""
+    larger = path[:-len(".png")] + "_512.png"
+    return larger if size > 256 and path.endswith(".png") and os.path.isfile(larger) else path
+
+
 def layout(source, images) -> float:
     """The seeds' mean evaluate.layout_similarity to the source: the correlation of 32 px luminance maps, which a
     border-anchored synthesis raises (its seeds grow the source's elements where the source has them)."""
@@ -253,7 +260,7 @@ def main(argv=None):
             if against is not None and reference_row(against, name, size, args.seeds) is None:
                 print(f"({name} {size} px: no reference row of {args.seeds} seeds in --against, skipped)", flush=True)
                 continue
-            source = texture_source(path, (size, size))
+            source = texture_source(detailed_copy(path, size), (size, size))
             runs = {label: timed_paper(engine, source, keys, args.iterations) if label == "paper"
                     else timed_default(engine, source, keys) for label, engine in engines.items()}
             if model is not None:

@@ -99,3 +99,18 @@ def test_versus_paper_names_pick_photos_of_the_split(tmp_path):
     proc = run("zigzag.png,water.png")
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         "error: --names water.png is not in the tuning split; name some of pebbles.png,lettuce.png,zigzag.png,ink.png")
+
+
+def test_versus_paper_takes_the_512_px_copy_above_256_px(tmp_path):
+    """Above 256 px a photo is shrunk from its 512 px copy where one lies beside it (NAME_512.png), not enlarged."""
+    (tmp_path / "bark.png").write_bytes(b"")
+    (tmp_path / "bark_512.png").write_bytes(b"")
+    (tmp_path / "water.png").write_bytes(b"")
+    code = ("import sys, versus_paper as v; d = sys.argv[1]; "
+            "print(*(v.detailed_copy(f'{d}/{n}', s) for n, s in (('bark.png', 512), ('bark.png', 256), "
+            "('water.png', 512))))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [f"{tmp_path}/bark_512.png", f"{tmp_path}/bark.png", f"{tmp_path}/water.png"]

@@ -14,6 +14,9 @@ that ignores it; the judge's distance rewards some of it, docs/quality.md):
 - "paper": the paper mode (one scale, Gram loss, zero padding, grey start) run to --iterations (300);
 - "torch": the reference, a PyTorch implementation of the paper through scipy's L-BFGS-B (pixels bounded to
   [0, 1], from uniform noise, each seed alone; bench/torch_baseline.py), also to --iterations;
+- "moved": no synthesis, the source's own pixels circularly shifted (a shift per seed, 1/8 to 7/8 of the side, the
+  same every run): the texture exactly, laid out anew, with two wrap seams. What an output with a layout of its own
+  can hope for; at 128 px it is no nearer than the reference (docs/quality.md). Its copied figure is that of a copy;
 - each --candidate NAME=SETTINGS: the default with SETTINGS ("field=value;field=value", SynthesisConfig's
   fields as the flags spell them) changed, to tune on the tuning photos.
 --cache keeps the reference's images and seconds per photo, size, seeds and iterations (they do not change with
@@ -40,7 +43,7 @@ from common import (SMOKE_SIZE, add_weights_arg, add_smoke_arg, load_average, lo
                     smoke_texture, split_paths, texture_source, TEXTURES)
 from diversity import torch_synthesize
 
-SETS = ("default", "paper", "torch")
+SETS = ("default", "paper", "torch", "moved")
 
 
 def timed_default(engine, source, keys):
@@ -174,12 +177,26 @@ def detailed_copy(path: str, size: int) -> str:
     return larger if size > 256 and path.endswith(".png") and os.path.isfile(larger) else path
 
 
+def moved(source, count: int) -> np.ndarray:
+    """`count` copies of `source` [H, W, C], each circularly shifted by its own offset between 1/8 and 7/8 of each
+    side (so no copy keeps the source's layout), the same offsets every run."""
+    h, w = source.shape[:2]
+    rng = np.random.default_rng(0)
+    shifts = [(int(rng.integers(h // 8, h - h // 8)), int(rng.integers(w // 8, w - w // 8))) for _ in range(count)]
+    return np.stack([np.roll(source, shift, (0, 1)) for shift in shifts])
+
+
 def layout(source, images) -> float:
     """The seeds' mean evaluate.layout_similarity to the source: the correlation of 32 px luminance maps, which a
     border-anchored synthesis raises (its seeds grow the source's elements where the source has them)."""
     from texsynth_jax import evaluate
 
     return float(np.mean([evaluate.layout_similarity(image, source) for image in images]))
+
+
+def times(ratio: float) -> str:
+    """A ratio as the tables print it; "-" where there is none (the moved set takes no time)."""
+    return "-" if np.isnan(ratio) else f"{ratio:.2f}x"
 
 
 def geomean(values) -> float:
@@ -268,6 +285,8 @@ def main(argv=None):
                     args.cache, name, size, args.seeds, args.iterations,
                     lambda: torch_synthesize(model, source, range(args.seeds), (size, size), [args.iterations],
                                              "uniform", 0.5)[args.iterations])
+            if "moved" in chosen:
+                runs["moved"] = moved(source, args.seeds), float("nan")  # nothing made: no time
             if args.out:
                 os.makedirs(args.out, exist_ok=True)
                 save_sheet(os.path.join(args.out, f"{os.path.splitext(name)[0]}_{size}.png"), source,
@@ -283,15 +302,16 @@ def main(argv=None):
                 r = (verdict["distance_mean"] / ref["distance_mean"], verdict["diversity"] / ref["diversity"],
                      seconds / ref_seconds)
                 ratios.setdefault((size, label), []).append(r)
-                print(f"| {name} | {size} | {label} | {seconds:.1f} | {verdict['distance_mean']:.4f} | "
-                      f"{verdict['diversity']:.3f} | {max(verdict['copy_fraction']):.2f} | {r[0]:.2f}x | {r[1]:.2f}x | "
-                      f"{r[2]:.2f}x | {layout(source, runs[label][0]):+.2f} |", flush=True)
+                print(f"| {name} | {size} | {label} | {'-' if np.isnan(seconds) else f'{seconds:.1f}'} | "
+                      f"{verdict['distance_mean']:.4f} | {verdict['diversity']:.3f} | "
+                      f"{max(verdict['copy_fraction']):.2f} | {times(r[0])} | {times(r[1])} | {times(r[2])} | "
+                      f"{layout(source, runs[label][0]):+.2f} |", flush=True)
     photos = max((len(rows) for rows in ratios.values()), default=0)
     print(f"\nGeometric means over {photos} photo(s), against {reference} at {args.iterations} iterations "
           f"({machine()}; load average {load_average()}):\n")
     print("| size | set | distance / ref | diversity / ref | time / ref |\n|---|---|---|---|---|")
     for (size, label), rows in ratios.items():
-        print(f"| {size} | {label} | " + " | ".join(f"{geomean(column):.2f}x" for column in zip(*rows)) + " |")
+        print(f"| {size} | {label} | " + " | ".join(times(geomean(column)) for column in zip(*rows)) + " |")
 
 
 if __name__ == "__main__":

@@ -114,3 +114,19 @@ def test_versus_paper_takes_the_512_px_copy_above_256_px(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == [f"{tmp_path}/bark_512.png", f"{tmp_path}/bark.png", f"{tmp_path}/water.png"]
+
+
+def test_versus_paper_moved_is_the_source_shifted_anew_per_seed():
+    """The "moved" set: each image the source circularly shifted by its own offset, 1/8 to 7/8 of each side away,
+    the same offsets every run."""
+    code = ("import json, numpy as np, versus_paper as v; s = np.random.default_rng(1).random((64, 48, 3)); "
+            "m = v.moved(s, 4); shifts = [[(dy, dx) for dy in range(64) for dx in range(48) "
+            "if np.array_equal(np.roll(s, (dy, dx), (0, 1)), x)] for x in m]; "
+            "print(json.dumps([m.shape, shifts, bool(np.array_equal(m, v.moved(s, 4)))]))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shape, shifts, same = json.loads(proc.stdout)
+    assert shape == [4, 64, 48, 3] and same
+    assert all(len(found) == 1 for found in shifts) and len({tuple(f[0]) for f in shifts}) == 4, shifts
+    assert all(8 <= dy < 56 and 6 <= dx < 42 for [(dy, dx)] in shifts), shifts

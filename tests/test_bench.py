@@ -76,14 +76,18 @@ def test_speed_smoke_recompiles_nothing(fast_smoke):
     assert rows and all(line.split("|")[14].strip() == "0" for line in rows), rows
 
 
+def bench_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -c code args` with the repository and bench/ importable (the scripts import their helpers by name)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
+
 def test_versus_paper_layout_is_the_seeds_mean_layout_similarity():
     """versus_paper's layout column: 1 for the source itself, about 0 for the source with its quadrants swapped (its
     layout moved), so their mean for a pair of seeds."""
     code = ("import numpy as np, versus_paper as v; s = np.random.default_rng(0).random((64, 64, 3), np.float32); "
             "moved = np.roll(s, (32, 32), (0, 1)); "
             "print(v.layout(s, [s]), v.layout(s, [moved]), v.layout(s, [s, moved]))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = bench_python(code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     same, moved, pair = map(float, proc.stdout.split())
     assert same == pytest.approx(1.0) and abs(moved) < 0.15 and pair == pytest.approx((same + moved) / 2)
@@ -109,9 +113,7 @@ def test_versus_paper_takes_the_512_px_copy_above_256_px(tmp_path):
     code = ("import sys, versus_paper as v; d = sys.argv[1]; "
             "print(*(v.detailed_copy(f'{d}/{n}', s) for n, s in (('bark.png', 512), ('bark.png', 256), "
             "('water.png', 512))))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = bench_python(code, str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == [f"{tmp_path}/bark_512.png", f"{tmp_path}/bark.png", f"{tmp_path}/water.png"]
 
@@ -123,8 +125,7 @@ def test_versus_paper_moved_is_the_source_shifted_anew_per_seed():
             "m = v.moved(s, 4); shifts = [[(dy, dx) for dy in range(64) for dx in range(48) "
             "if np.array_equal(np.roll(s, (dy, dx), (0, 1)), x)] for x in m]; "
             "print(json.dumps([m.shape, shifts, bool(np.array_equal(m, v.moved(s, 4)))]))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = bench_python(code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shape, shifts, same = json.loads(proc.stdout)
     assert shape == [4, 64, 48, 3] and same

@@ -81,6 +81,7 @@ def bench_python(code: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "bench")]))
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
 
+
 def test_versus_paper_layout_is_the_seeds_mean_layout_similarity():
     """versus_paper's layout column: 1 for the source itself, about 0 for the source with its quadrants swapped (its
     layout moved), so their mean for a pair of seeds."""
